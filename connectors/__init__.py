@@ -1,0 +1,22 @@
+"""Sluice's built-in connectors. Each module declares its components; :func:`register` adds them
+to a registry. It is loaded through the ``sluice.components`` entry point, exactly like a plugin.
+"""
+
+from __future__ import annotations
+
+from runtime.plugins import Registry
+
+
+def register(registry: Registry) -> None:
+    """Register every built-in component type."""
+    from connectors.dataset import DatasetSink, DatasetSource, NullSink
+    from connectors.embedded import EmbeddedSource
+    from connectors.files import FileSource
+    from connectors.python import PythonTransform
+
+    registry.register("source", "dataset", DatasetSource)
+    registry.register("source", "embedded", EmbeddedSource)
+    registry.register("source", "file", FileSource)
+    registry.register("transform", "python", PythonTransform)
+    registry.register("sink", "dataset", DatasetSink)
+    registry.register("sink", "null", NullSink)

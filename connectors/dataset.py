@@ -1,0 +1,181 @@
+"""The ``dataset`` source and sink (Sesam).
+
+Source: reads a dataset's log after since (an integer offset), latest versions only unless
+``include_previous_versions``. Continuation flags are fixed: supports since, chronological,
+comparable.
+
+Sink: writes entities with hash dedupe (a write equal to the latest version is a no-op),
+commits each batch together with the pipe's checkpoint, does deletion tracking after a complete
+full run (unless ``deletion_tracking: false``), and applies the circuit breaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from runtime.components import ComponentConfig, Sink, Source, SourceConfig
+from runtime.entities import Entity
+from runtime.errors import PipeTrippedError
+from runtime.store.protocol import Checkpoint, WriteResult
+
+
+class DatasetSourceConfig(SourceConfig):
+    """``{"type": "dataset", "dataset": ID, "include_previous_versions": false}``.
+
+    Attributes:
+        dataset: the dataset to read.
+        include_previous_versions: emit every committed version, not only the latest (history).
+    """
+
+    type: Literal["dataset"]
+    dataset: str = Field(min_length=1)
+    include_previous_versions: bool = False
+
+
+class DatasetSource(Source):
+    """Reads a dataset incrementally; since is the offset (``_updated``) of the last entity read."""
+
+    Config: ClassVar[type[ComponentConfig]] = DatasetSourceConfig
+    supports_since = True
+    is_chronological = True
+    is_since_comparable = True
+    config: DatasetSourceConfig
+
+    @classmethod
+    def datasets_read(cls, config: Any) -> list[str]:
+        return [config.dataset]
+
+    async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        store, size = self.context.store, self.context.run.batch_size
+        position = since
+        while True:
+            entities, end = await store.read(
+                self.config.dataset, since=position, limit=size,
+                history=self.config.include_previous_versions,
+            )
+            if entities:
+                yield entities
+            if end is None or end == position:
+                return
+            position = end
+
+
+class DatasetSinkConfig(ComponentConfig):
+    """``{"type": "dataset", "dataset": ID}``; the dataset defaults to the pipe's ``_id``.
+
+    Attributes:
+        dataset: dataset written (default: the pipe ``_id``).
+        deletion_tracking: after a complete full run, write ``_deleted: true`` versions of ids the
+            run did not see (default true; Sesam).
+        circuit_breaker_threshold_count: most changes one run may make visible.
+        circuit_breaker_threshold_factor: the same as a factor of the ids in the dataset; with
+            both set the larger limit applies. Inactive until the dataset is populated (Sesam).
+    """
+
+    type: Literal["dataset"]
+    dataset: str | None = Field(default=None, min_length=1)
+    deletion_tracking: bool = True
+    circuit_breaker_threshold_count: int | None = Field(default=None, ge=0)
+    circuit_breaker_threshold_factor: float | None = Field(default=None, gt=0)
+
+
+class DatasetSink(Sink):
+    """Writes to a dataset: exactly-once with the pipe's checkpoint, one transaction per batch."""
+
+    Config: ClassVar[type[ComponentConfig]] = DatasetSinkConfig
+    config: DatasetSinkConfig
+
+    @classmethod
+    def datasets_written(cls, config: Any, pipe: str) -> list[str]:
+        return [config.dataset or pipe]
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset or self.context.pipe
+
+    async def open(self) -> None:
+        """Refuse to run while the breaker is tripped; compute this run's change limit.
+
+        Raises:
+            PipeTrippedError: the dataset's circuit breaker is tripped.
+        """
+        info = await self.context.store.dataset_info(self.dataset)
+        self.limit: int | None = None
+        self.changes = 0
+        self.tripped = False
+        if info is not None and info.trip is not None:
+            raise PipeTrippedError(
+                f"circuit breaker of dataset {self.dataset!r} is tripped (run {info.trip.pipe!r} "
+                f"exceeded {info.trip.limit} changes); inspect it, then run "
+                f"`sluice breaker commit {self.dataset}` or `sluice breaker rollback {self.dataset}`",
+                pipe=self.context.pipe,
+            )
+        c = self.config
+        if info is not None and info.populated:
+            limits = [c.circuit_breaker_threshold_count] if c.circuit_breaker_threshold_count is not None else []
+            if c.circuit_breaker_threshold_factor is not None:
+                limits.append(int(c.circuit_breaker_threshold_factor * info.ids))
+            self.limit = max(limits) if limits else None
+
+    @property
+    def _sweep(self) -> int | None:
+        return self.context.run.sweep if self.config.deletion_tracking else None
+
+    async def write(self, entities: list[Entity]) -> WriteResult:
+        return await self.write_batch(entities, None)
+
+    async def write_batch(self, entities: list[Entity], checkpoint: Checkpoint | None) -> WriteResult:
+        if not entities and checkpoint is None:
+            return WriteResult()
+        remaining = None if self.limit is None else max(self.limit - self.changes, 0)
+        result = await self.context.store.write_batch(
+            self.dataset, entities, pipe=self.context.pipe, checkpoint=checkpoint,
+            sweep=self._sweep, keep_versions=self.context.keep_versions, change_limit=remaining,
+        )
+        self.changes += result.changes
+        self.tripped = self.tripped or result.tripped
+        return result
+
+    async def finish(self, checkpoint: Checkpoint) -> WriteResult:
+        """Deletion tracking (complete full runs only), then the final checkpoint.
+
+        Raises:
+            PipeTrippedError: the run exceeded the circuit breaker's limit; its excess is held.
+        """
+        total = WriteResult()
+        sweep = self._sweep
+        store = self.context.store
+        while sweep is not None:
+            unseen = await store.unseen(self.dataset, sweep, self.context.run.batch_size)
+            if not unseen:
+                break
+            r = await self.write_batch([{**e, "_deleted": True} for e in unseen], None)
+            total = WriteResult(total.new, total.changed, total.deleted + r.deleted, total.unchanged)
+        await self.write_batch([], checkpoint)
+        await store.set_populated(self.dataset)
+        if self.tripped:
+            raise PipeTrippedError(
+                f"circuit breaker of dataset {self.dataset!r} tripped: this run made {self.changes} "
+                f"changes, the limit is {self.limit}; changes past the limit are held. Inspect them, "
+                f"then `sluice breaker commit {self.dataset}` or `sluice breaker rollback {self.dataset}`",
+                pipe=self.context.pipe,
+            )
+        return total
+
+
+class NullSinkConfig(ComponentConfig):
+    """``{"type": "null"}``: discards entities (the checkpoint still advances)."""
+
+    type: Literal["null"]
+
+
+class NullSink(Sink):
+    """Discards everything it receives."""
+
+    Config: ClassVar[type[ComponentConfig]] = NullSinkConfig
+
+    async def write(self, entities: list[Entity]) -> WriteResult:
+        return WriteResult()

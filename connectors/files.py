@@ -1,0 +1,186 @@
+"""The ``file`` source: CSV, JSON array and NDJSON files on the local disk, streamed.
+
+Records are parsed in a worker thread one batch at a time, so memory holds one batch, not the
+file. ``_id`` comes from ``primary_key`` (a field or a list of fields joined with ``:``), from
+``id_expression`` (a Jinja template over the record), or from the records' own ``_id``. No
+continuation: every run reads the whole file (a full run, so deletion tracking applies).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import anyio
+import ijson
+import orjson
+from pydantic import field_validator, model_validator
+
+from runtime.components import ComponentConfig, Source, SourceConfig
+from runtime.entities import Entity
+from runtime.errors import BadDataError
+from runtime.templates import Template, check_template
+
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+
+
+class FileSourceConfig(SourceConfig):
+    """``{"type": "file", "path": "data/x.csv", "primary_key": "code"}``.
+
+    Attributes:
+        path: the file; relative paths resolve against the config directory.
+        format: ``csv``, ``json`` (an array) or ``ndjson``; default from the suffix
+            (.csv, .json, .ndjson/.jsonl).
+        payload_property: JSON only: dotted path to the array inside the document
+            (e.g. ``"3166-1"``); default: the document is the array.
+        primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
+        id_expression: Jinja template over the record's fields giving ``_id`` (Sesam).
+        delimiter: CSV field delimiter (one character).
+        encoding: text encoding (CSV and NDJSON).
+    """
+
+    type: Literal["file"]
+    path: str
+    format: Literal["csv", "json", "ndjson"] | None = None
+    payload_property: str | None = None
+    primary_key: str | list[str] | None = None
+    id_expression: str | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    @field_validator("id_expression")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, "id_expression")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FileSourceConfig:
+        if self.primary_key is not None and self.id_expression is not None:
+            raise ValueError("set primary_key or id_expression, not both")
+        fmt = self.format or SUFFIX_FORMATS.get(Path(self.path).suffix.lower())
+        if fmt is None:
+            raise ValueError(f"cannot tell the format of {self.path!r} from its suffix; set format")
+        if self.payload_property is not None and fmt != "json":
+            raise ValueError("payload_property applies only to format json")
+        self.format = fmt  # type: ignore[assignment]
+        return self
+
+
+class FileSource(Source):
+    """Streams records of one local file as entities."""
+
+    Config: ClassVar[type[ComponentConfig]] = FileSourceConfig
+    config: FileSourceConfig
+
+    async def open(self) -> None:
+        c = self.config
+        self.path = Path(c.path) if os.path.isabs(c.path) else Path(self.context.config_dir) / c.path
+        self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
+
+    async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        batches = self._batches()
+        try:
+            while True:
+                batch = await anyio.to_thread.run_sync(next, batches, None)
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            batches.close()
+
+    def _batches(self) -> Iterator[list[Entity]]:
+        size = self.context.run.batch_size
+        batch: list[Entity] = []
+        for where, record in self._records():
+            if not isinstance(record, dict):
+                raise BadDataError(f"record is a {type(record).__name__}, not an object", location=where)
+            record["_id"] = self._id_of(record, where)
+            batch.append(record)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _id_of(self, record: dict[str, Any], where: str) -> str:
+        c = self.config
+        if self.template is not None:
+            return self.template.render(where, **record)
+        if c.primary_key is not None:
+            keys = [c.primary_key] if isinstance(c.primary_key, str) else c.primary_key
+            missing = [k for k in keys if record.get(k) in (None, "")]
+            if missing:
+                raise BadDataError(f"record has no value for primary_key field(s) {missing}", location=where)
+            return ":".join(str(record[k]) for k in keys)
+        eid = record.get("_id")
+        if not isinstance(eid, str):
+            raise BadDataError(
+                "record has no string _id; set primary_key or id_expression on the source",
+                location=where,
+            )
+        return eid
+
+    def _records(self) -> Iterator[tuple[str, Any]]:
+        c = self.config
+        try:
+            if c.format == "csv":
+                yield from self._csv()
+            elif c.format == "ndjson":
+                yield from self._ndjson()
+            else:
+                yield from self._json()
+        except OSError as exc:
+            raise BadDataError(f"cannot read file: {exc}", location=str(self.path)) from exc
+
+    def _csv(self) -> Iterator[tuple[str, Any]]:
+        with open(self.path, newline="", encoding=self.config.encoding) as fh:
+            reader = csv.DictReader(fh, delimiter=self.config.delimiter)
+            try:
+                for row in reader:
+                    if None in row:
+                        raise BadDataError(
+                            f"row has {len(reader.fieldnames or []) + len(row[None])} fields, "
+                            f"the header has {len(reader.fieldnames or [])}",
+                            location=f"{self.path}:{reader.line_num}",
+                        )
+                    yield f"{self.path}:{reader.line_num}", row
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise BadDataError(f"not valid CSV: {exc}", location=f"{self.path}:{reader.line_num}") from exc
+
+    def _ndjson(self) -> Iterator[tuple[str, Any]]:
+        with open(self.path, "rb") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{self.path}:{n}", orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise BadDataError(f"not valid JSON: {exc}", location=f"{self.path}:{n}") from exc
+
+    def _json(self) -> Iterator[tuple[str, Any]]:
+        prefix = f"{self.config.payload_property}.item" if self.config.payload_property else "item"
+        with open(self.path, "rb") as fh:
+            n = 0
+            try:
+                for n, item in enumerate(ijson.items(fh, prefix, use_float=True), start=1):
+                    yield f"{self.path} record {n}", item
+            except ijson.JSONError as exc:
+                raise BadDataError(f"not valid JSON after record {n}: {exc}", location=str(self.path)) from exc
+            if n == 0 and self.config.payload_property:
+                fh.seek(0)
+                doc = orjson.loads(fh.read())
+                if not isinstance(doc, dict) or not isinstance(doc.get(self.config.payload_property), list):
+                    raise BadDataError(
+                        f"payload_property {self.config.payload_property!r} is not an array in the document",
+                        location=str(self.path),
+                    )

@@ -1,0 +1,179 @@
+"""Base classes of pipe components (sources, transforms, sinks) and systems.
+
+A component is a plain object with async methods; the runtime wraps it in an actor and connects
+it with mailboxes. Each component class declares its config model beside its code (``Config``, a
+pydantic model) and is registered under a ``type`` name in the :mod:`runtime.plugins` registry.
+Components are built for each run from their validated config and a :class:`ComponentContext`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from runtime.entities import Entity
+from runtime.store.protocol import Checkpoint, StateStore, WriteResult
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config model: unknown keys are errors, ``type`` names the class."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: str
+
+
+class SourceConfig(ComponentConfig):
+    """Options every source accepts.
+
+    Attributes:
+        if_source_empty: ``"fail"`` makes a *full* run that reads no entity fail instead of
+            deleting everything through deletion tracking (Sesam).
+    """
+
+    if_source_empty: Literal["fail"] | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about the run a component is built for.
+
+    Attributes:
+        run_id: unique id of the run (also bound to every log line).
+        full: True for a full run (since empty at start; deletion tracking at the end).
+        sweep: the full-run marker (see :class:`Checkpoint`), None for incremental runs.
+        batch_size: maximum entities per batch.
+    """
+
+    run_id: str
+    full: bool
+    sweep: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ComponentContext:
+    """What a component may use: its pipe, the store, its system, the run.
+
+    Attributes:
+        pipe: the pipe ``_id``.
+        store: the state store (sinks commit through it).
+        run: the current run.
+        system: the system actor named by the component's ``system`` key, or None.
+        config_dir: directory of the configuration (relative file paths resolve against it).
+        keep_versions: the pipe's ``compaction.keep_versions`` (None keeps every version).
+    """
+
+    pipe: str
+    store: StateStore
+    run: RunInfo
+    system: Any = None
+    config_dir: str = "."
+    keep_versions: int | None = 2
+
+
+class Component:
+    """Common part of sources, transforms and sinks."""
+
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: Any, context: ComponentContext) -> None:
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def datasets_read(cls, config: Any) -> list[str]:
+        """Datasets this component reads (for dependency order and signalling)."""
+        return []
+
+    @classmethod
+    def datasets_written(cls, config: Any, pipe: str) -> list[str]:
+        """Datasets this component writes."""
+        return []
+
+    async def open(self) -> None:
+        """Acquire resources before the first batch."""
+
+    async def close(self) -> None:
+        """Release resources; called after the run, also when it failed."""
+
+
+class Source(Component, ABC):
+    """Produces entities, in batches.
+
+    Continuation flags (Sesam): ``supports_since`` (the source uses the since value),
+    ``is_chronological`` (entities come in increasing ``_updated`` order, so since can be
+    checkpointed per batch), ``is_since_comparable`` (``_updated`` values can be ordered, so the
+    maximum can be stored at the end of the run). The runtime derives since from the ``_updated``
+    of the entities the source yields.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = SourceConfig
+    supports_since: ClassVar[bool] = False
+    is_chronological: ClassVar[bool] = False
+    is_since_comparable: ClassVar[bool] = False
+
+    @classmethod
+    def continuation(cls, config: Any) -> tuple[bool, bool, bool]:
+        """(supports_since, is_chronological, is_since_comparable) for this config; sources whose
+        flags are configurable (Sesam: rest, json) override this."""
+        return cls.supports_since, cls.is_chronological, cls.is_since_comparable
+
+    @abstractmethod
+    def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        """Yield lists of entities newer than ``since`` (None: all of them).
+
+        Raises:
+            BadDataError: the source returned unusable data (names request, file or record).
+            TransientError: a retryable failure.
+        """
+
+
+class Transform(Component, ABC):
+    """Turns a batch of entities into another (possibly empty or longer) list of entities."""
+
+    @abstractmethod
+    async def transform(self, entities: list[Entity]) -> list[Entity]:
+        """Return the transformed entities, in order."""
+
+
+class Sink(Component, ABC):
+    """Receives batches. The default :meth:`write_batch` writes first and commits the checkpoint
+    after (at-least-once); a sink that can do both in one transaction overrides it."""
+
+    @abstractmethod
+    async def write(self, entities: list[Entity]) -> WriteResult:
+        """Make the entities durable in the target."""
+
+    async def write_batch(self, entities: list[Entity], checkpoint: Checkpoint | None) -> WriteResult:
+        """Write the entities, then commit the checkpoint."""
+        result = await self.write(entities) if entities else WriteResult()
+        if checkpoint is not None:
+            await self.context.store.save_checkpoint(self.context.pipe, checkpoint)
+        return result
+
+    async def finish(self, checkpoint: Checkpoint) -> WriteResult:
+        """Called once after the last batch when the source was exhausted without error; commits
+        the run's final checkpoint (since; full-run marker cleared). Returns the changes it made
+        (a dataset sink's deletion tracking)."""
+        await self.context.store.save_checkpoint(self.context.pipe, checkpoint)
+        return WriteResult()
+
+
+class System:
+    """A long-lived resource shared by the pipes that name it (connection pool, auth, limits)."""
+
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+
+    def __init__(self, config: Any, system_id: str) -> None:
+        self.config = config
+        self.id = system_id
+
+    async def open(self) -> None:
+        """Acquire the shared resources."""
+
+    async def close(self) -> None:
+        """Release them."""

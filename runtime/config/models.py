@@ -1,0 +1,125 @@
+"""Typed configuration: pipes, pumps, systems, and the validated specs the runtime runs.
+
+Keys follow Sesam's where the concept is Sesam's (``_id``, ``type``, ``source``, ``transform``,
+``sink``, ``pump``, ``batch_size``, ``disable_set_last_seen``, ``compaction.keep_versions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PumpConfig(_Strict):
+    """When a pipe runs (Sesam's pump). Used by the daemon; ``sluice run`` ignores schedules.
+
+    Attributes:
+        mode: ``scheduled`` (default), ``manual`` (only on request) or ``off`` (never runs).
+        schedule_interval: seconds between runs.
+        cron_expression: cron schedule (wins over ``schedule_interval``).
+        rescan_run_count: every Nth run is a full rescan.
+        rescan_cron_expression: cron schedule of full rescans.
+        partial_rescan_delta: move since back by this much (integer since: offsets; datetime since:
+            seconds) for partial rescans.
+        run_at_startup: run once when the daemon starts.
+    """
+
+    mode: Literal["scheduled", "manual", "off"] = "scheduled"
+    schedule_interval: float | None = Field(default=None, gt=0)
+    cron_expression: str | None = None
+    rescan_run_count: int | None = Field(default=None, ge=1)
+    rescan_cron_expression: str | None = None
+    partial_rescan_delta: float | None = Field(default=None, gt=0)
+    run_at_startup: bool = False
+
+
+class CompactionConfig(_Strict):
+    """Retention of the sink dataset (Sesam's ``compaction``).
+
+    Attributes:
+        keep_versions: versions kept per ``_id`` (default 2); null keeps every version (history).
+    """
+
+    keep_versions: int | None = Field(default=2, ge=1)
+
+
+class PipeModel(_Strict):
+    """A pipe object as written in a config file (components still untyped dicts)."""
+
+    id: str = Field(alias="_id", min_length=1)
+    type: Literal["pipe"]
+    name: str | None = None
+    description: str | None = None
+    comment: str | None = None
+    source: dict[str, Any]
+    transform: dict[str, Any] | list[dict[str, Any]] | None = None
+    sink: dict[str, Any] | None = None
+    pump: PumpConfig = Field(default_factory=PumpConfig)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    disable_set_last_seen: bool = False
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SystemModel(BaseModel):
+    """A system object: ``_id`` and ``type`` (``system:...``); the rest is the type's own config."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    id: str = Field(alias="_id", min_length=1)
+    type: str
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A validated component: its class and typed config.
+
+    Attributes:
+        kind: ``source``, ``transform`` or ``sink``.
+        key: where it sits in the pipe (``source``, ``transform[1]``, ``sink``).
+        cls: the registered class.
+        config: an instance of ``cls.Config``.
+    """
+
+    kind: str
+    key: str
+    cls: type[Any]
+    config: Any
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A validated system: ``_id``, file, class and typed config."""
+
+    id: str
+    file: str
+    cls: type[Any]
+    config: Any
+
+
+@dataclass(frozen=True)
+class PipeSpec:
+    """A validated pipe, ready to run.
+
+    Attributes:
+        id: pipe ``_id``.
+        file: the config file it came from.
+        model: the pipe-level settings (pump, batch_size, ...).
+        source, transforms, sink: validated components.
+        reads: datasets the pipe reads (dependency order, signalling).
+        writes: datasets the pipe writes.
+    """
+
+    id: str
+    file: str
+    model: PipeModel
+    source: ComponentSpec
+    transforms: list[ComponentSpec]
+    sink: ComponentSpec
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)

@@ -1,0 +1,374 @@
+"""PipeRun: one run of a pipe as an anyio task group of actors.
+
+::
+
+    source actor --mailbox--> transform actor ... --mailbox--> sink actor
+                                                                 |
+                                                   store: entities + checkpoint, one transaction
+
+The source actor reads from the since the pipe stored, cuts the entities into batches of
+``batch_size`` and attaches the checkpoint that covers them (for chronological sources: the
+``_updated`` of the batch's last entity). Transform actors pass checkpoints on after the entities
+they cover. Only the sink commits. A failure in any actor cancels the task group; whatever was not
+committed is not visible and the next run resumes from the last committed checkpoint.
+
+Continuation strategy (Sesam): ``supports_since`` and ``is_chronological`` -> since checkpointed
+per batch; ``supports_since`` and ``is_since_comparable`` -> the maximum ``_updated`` stored at the
+end of the run; otherwise every run is a full run.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from runtime.actors import Batch, Mailbox, MailboxStats
+from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
+from runtime.config.models import ComponentSpec, PipeSpec
+from runtime.entities import Entity
+from runtime.errors import ComponentError, SluiceError, SourceEmptyError
+from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
+
+log = structlog.get_logger("sluice.pipe")
+
+MAILBOX_CAPACITY = 4
+Strategy = Literal["chronological", "max", "none"]
+
+
+@dataclass
+class RunResult:
+    """What a run did.
+
+    Attributes:
+        pipe: pipe ``_id``.
+        run_id: unique run id.
+        status: ``completed``, ``failed`` or ``stopped`` (a clean stop on request).
+        full: whether it was a full run (deletion tracking when completed).
+        read: entities read from the source.
+        new, changed, deleted, unchanged: what the sink did (deletion tracking included).
+        seconds: wall time of the run.
+        error: the error that failed the run, or None.
+    """
+
+    pipe: str
+    run_id: str
+    status: str = "running"
+    full: bool = False
+    read: int = 0
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    error: SluiceError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless the run failed."""
+        return self.status != "failed"
+
+    @property
+    def changes(self) -> int:
+        """Versions written (new + changed + deleted)."""
+        return self.new + self.changed + self.deleted
+
+    def add(self, result: WriteResult) -> None:
+        self.new += result.new
+        self.changed += result.changed
+        self.deleted += result.deleted
+        self.unchanged += result.unchanged
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (execution log, pipe state)."""
+        out = {k: getattr(self, k) for k in (
+            "run_id", "status", "full", "read", "new", "changed", "deleted", "unchanged")}
+        out["seconds"] = round(self.seconds, 3)
+        if self.error is not None:
+            out["error"] = str(self.error)
+        return out
+
+
+def strategy_of(source: ComponentSpec) -> Strategy:
+    """The continuation strategy of a configured source (Sesam's three flags)."""
+    supports_since, is_chronological, is_since_comparable = source.cls.continuation(source.config)
+    if supports_since and is_chronological:
+        return "chronological"
+    if supports_since and is_since_comparable:
+        return "max"
+    return "none"
+
+
+def plan_run(state: PipeState, strategy: Strategy, force_full: bool) -> tuple[Any, int | None]:
+    """Decide where a run starts: (since, sweep). ``sweep`` is not None for full runs.
+
+    A stored ``sweep`` means a full run was interrupted: it is resumed (same marker, stored since),
+    so ids it already saw stay marked and deletion tracking at its end stays correct.
+    """
+    new_sweep = time.time_ns() // 1000
+    if force_full:
+        return None, new_sweep
+    if strategy == "none":
+        return None, state.sweep or new_sweep
+    if state.sweep is not None:
+        return state.since, state.sweep
+    if state.since is None:
+        return None, new_sweep
+    return state.since, None
+
+
+@dataclass
+class _Progress:
+    since: Any = None
+    read: int = 0
+    stopped: bool = False
+    mailboxes: list[Mailbox] = field(default_factory=list)
+
+
+class PipeRun:
+    """One run of a pipe.
+
+    Args:
+        spec: the validated pipe.
+        store: the state store.
+        systems: open system actors by ``_id``.
+        full: force a full run (since ignored, deletion tracking at the end).
+        config_dir: directory relative paths resolve against.
+        on_progress: called with the live :class:`RunResult` after every committed batch.
+    """
+
+    def __init__(
+        self,
+        spec: PipeSpec,
+        store: StateStore,
+        *,
+        systems: dict[str, Any] | None = None,
+        full: bool = False,
+        config_dir: str = ".",
+        on_progress: Callable[[RunResult], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.systems = systems or {}
+        self.force_full = full
+        self.config_dir = config_dir
+        self.on_progress = on_progress
+        self.result = RunResult(spec.id, uuid.uuid4().hex[:12])
+        self._stop = anyio.Event()
+        self._progress = _Progress()
+
+    def stop(self) -> None:
+        """Ask the run to stop cleanly: no new batch is read; batches in flight are committed."""
+        self._stop.set()
+
+    def mailbox_statistics(self) -> list[MailboxStats]:
+        """Snapshots of the run's mailboxes, source side first."""
+        return [m.statistics() for m in self._progress.mailboxes]
+
+    async def run(self) -> RunResult:
+        """Run the pipe to the end of its source (or a stop request, or a failure).
+
+        Returns the :class:`RunResult`; a failure is reported in it (``status == "failed"``,
+        ``error`` set) and in the execution log, never raised. Cancellation propagates.
+        """
+        started = time.monotonic()
+        result = self.result
+        with structlog.contextvars.bound_contextvars(pipe=self.spec.id, run_id=result.run_id):
+            await self.store.log_event(self.spec.id, result.run_id, "run-started", {"full": self.force_full})
+            log.info("run.started", forced_full=self.force_full)
+            try:
+                await self._run()
+                result.status = "stopped" if self._progress.stopped else "completed"
+            except SluiceError as exc:
+                result.status, result.error = "failed", exc
+            result.seconds = time.monotonic() - started
+            await self._record()
+        return result
+
+    async def _record(self) -> None:
+        r = self.result
+        event = {"completed": "run-completed", "stopped": "run-stopped"}.get(r.status, "run-failed")
+        summary = r.summary()
+        with anyio.CancelScope(shield=True):
+            await self.store.log_event(self.spec.id, r.run_id, event, summary)
+            state = await self.store.pipe_state(self.spec.id)
+            counters = dict(state.info.get("counters", {}))
+            for k in ("read", "new", "changed", "deleted", "unchanged"):
+                counters[k] = counters.get(k, 0) + summary[k]
+            await self.store.update_pipe_info(
+                self.spec.id, {"last_run": summary, "runs": state.info.get("runs", 0) + 1, "counters": counters}
+            )
+        if r.error is not None:
+            log.error("run.failed", error=str(r.error), seconds=summary["seconds"])
+        else:
+            log.info("run.finished", **{k: v for k, v in summary.items() if k != "run_id"})
+
+    def _context(self, spec: ComponentSpec, run: RunInfo) -> ComponentContext:
+        system_id = getattr(spec.config, "system", None)
+        return ComponentContext(
+            self.spec.id, self.store, run, self.systems.get(system_id) if system_id else None,
+            self.config_dir, self.spec.model.compaction.keep_versions,
+        )
+
+    async def _run(self) -> None:
+        spec = self.spec
+        state = await self.store.pipe_state(spec.id)
+        strategy = strategy_of(spec.source)
+        since, sweep = plan_run(state, strategy, self.force_full)
+        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size)
+        self.result.full = run.full
+        source: Source = spec.source.cls(spec.source.config, self._context(spec.source, run))
+        transforms: list[Transform] = [t.cls(t.config, self._context(t, run)) for t in spec.transforms]
+        sink: Sink = spec.sink.cls(spec.sink.config, self._context(spec.sink, run))
+        self._progress.since = since
+        names = ["source", *[f"transform{i}" for i in range(len(transforms))], "sink"]
+        boxes = [Mailbox(f"{spec.id}/{a}->{b}", MAILBOX_CAPACITY) for a, b in zip(names, names[1:], strict=False)]
+        self._progress.mailboxes = boxes
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._sink_actor, sink, boxes[-1], run, strategy, name=f"{spec.id}/sink")
+                for i, t in enumerate(transforms):
+                    await tg.start(self._transform_actor, t, boxes[i], boxes[i + 1], name=f"{spec.id}/{names[i + 1]}")
+                await tg.start(self._source_actor, source, boxes[0], since, run, strategy, name=f"{spec.id}/source")
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _guard(self, actor: str, component: Any, body: Any) -> None:
+        """Open the component, run ``body``, close it; wrap foreign errors in ComponentError."""
+        try:
+            try:
+                await component.open()
+                await body()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await component.close()
+        except SluiceError as exc:
+            exc.pipe = exc.pipe or self.spec.id
+            raise
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise  # a neighbouring actor failed first; its error is the one reported
+        except Exception as exc:
+            raise ComponentError(
+                f"{actor} ({type(component).__name__}) failed: {type(exc).__name__}: {exc}",
+                pipe=self.spec.id,
+            ) from exc
+
+    async def _source_actor(
+        self, source: Source, outbox: Mailbox, since: Any, run: RunInfo, strategy: Strategy,
+        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        progress = self._progress
+
+        async def body() -> None:
+            task_status.started()
+            last = since
+            pending: list[Entity] = []
+            size = run.batch_size
+            async for chunk in source.read(since):
+                for entity in chunk:
+                    pending.append(entity)
+                    if len(pending) >= size:
+                        last = await self._emit(outbox, pending, last, run, strategy)
+                        pending = []
+                if self._stop.is_set():
+                    progress.stopped = True
+                    break
+            if pending:
+                last = await self._emit(outbox, pending, last, run, strategy)
+            empty_fails = getattr(source.config, "if_source_empty", None) == "fail"
+            if run.full and progress.read == 0 and empty_fails and not progress.stopped:
+                raise SourceEmptyError(
+                    "source returned no entities on a full run and if_source_empty is 'fail'; "
+                    "nothing was written. Check the source system, then run again",
+                    pipe=self.spec.id,
+                )
+            progress.since = last
+
+        try:
+            await self._guard("source", source, body)
+        finally:
+            await outbox.close()
+
+    async def _emit(
+        self, outbox: Mailbox, entities: list[Entity], last: Any, run: RunInfo, strategy: Strategy
+    ) -> Any:
+        self._progress.read += len(entities)
+        checkpoint = None
+        if strategy == "chronological":
+            for entity in reversed(entities):
+                if "_updated" in entity:
+                    last = entity["_updated"]
+                    break
+            checkpoint = Checkpoint(last, run.sweep)
+        elif strategy == "max":
+            values = [e["_updated"] for e in entities if e.get("_updated") is not None]
+            if values:
+                top = max(values)
+                last = top if last is None or top > last else last
+        await outbox.send(Batch(entities, checkpoint, read=len(entities)))
+        return last
+
+    async def _transform_actor(
+        self, transform: Transform, inbox: Mailbox, outbox: Mailbox,
+        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def body() -> None:
+            task_status.started()
+            async for batch in inbox:
+                out = await transform.transform(batch.entities) if batch.entities else []
+                await outbox.send(Batch(out, batch.checkpoint, batch.read))
+
+        try:
+            await self._guard("transform", transform, body)
+        finally:
+            await outbox.close()
+
+    async def _sink_actor(
+        self, sink: Sink, inbox: Mailbox, run: RunInfo, strategy: Strategy,
+        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        result = self.result
+
+        async def body() -> None:
+            task_status.started()
+            async for batch in inbox:
+                result.add(await sink.write_batch(batch.entities, batch.checkpoint))
+                result.read += batch.read
+                if self.on_progress is not None:
+                    self.on_progress(result)
+            progress = self._progress
+            complete = not progress.stopped
+            final_since = progress.since if strategy != "none" else None
+            if complete:  # a stopped run commits nothing more: the next run resumes it
+                result.add(await sink.finish(Checkpoint(final_since, None)))
+            if self.on_progress is not None:
+                self.on_progress(result)
+
+        await self._guard("sink", sink, body)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a failed task group: the first SluiceError, else the first one."""
+    flat: list[BaseException] = []
+
+    def walk(g: BaseException) -> None:
+        if isinstance(g, BaseExceptionGroup):
+            for e in g.exceptions:
+                walk(e)
+        else:
+            flat.append(g)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, SluiceError):
+            return exc
+    for exc in flat:
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return flat[0]

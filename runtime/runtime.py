@@ -1,0 +1,256 @@
+"""The embedding API: :class:`Runtime` loads a config, runs pipes, reads datasets and state.
+
+It runs inside the caller's event loop (asyncio)::
+
+    async with Runtime("config/demo", data_dir=".sluice") as rt:
+        results = await rt.run_all()
+        countries = await rt.entities("countries", limit=10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from runtime.config import Config, Secrets, load_config
+from runtime.entities import Entity
+from runtime.errors import OperationRefusedError, SluiceError
+from runtime.pipes import PipeRun, RunResult, strategy_of
+from runtime.plugins import Registry, default_registry
+from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
+
+log = structlog.get_logger("sluice.runtime")
+
+MAX_PASSES = 20
+PROTECTED = "disable_set_last_seen"
+
+
+class Runtime:
+    """One Sluice installation: a config directory, a state store, the systems it opens.
+
+    Args:
+        config_dir: directory of pipe and system files.
+        data_dir: where state lives by default (``DATA_DIR/sluice.db``); created if missing.
+        store: a store URL (``sqlite:///path``) or an unopened :class:`StateStore`; default SQLite
+            in ``data_dir``.
+        registry: component registry (default: built-ins and installed plugins).
+        secrets: where ``$SECRET(...)`` values come from (default: the environment).
+
+    Raises (on entering):
+        ConfigError: the config is invalid (every problem listed); nothing has run.
+        StoreError: the store cannot be opened.
+    """
+
+    def __init__(
+        self,
+        config_dir: str | Path,
+        *,
+        data_dir: str | Path = ".sluice",
+        store: str | StateStore | None = None,
+        registry: Registry | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
+        self.config_dir = Path(config_dir)
+        self.data_dir = Path(data_dir)
+        self.registry = registry or default_registry()
+        self.secrets = secrets
+        self.store: StateStore = (
+            store if store is not None and not isinstance(store, str) else make_store(store, self.data_dir)
+        )
+        self.config: Config | None = None
+        self.systems: dict[str, Any] = {}
+        self.running: dict[str, PipeRun] = {}
+
+    async def __aenter__(self) -> Runtime:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Validate the config, open the store, open the systems (see class docstring for errors)."""
+        self.config = load_config(self.config_dir, self.registry, self.secrets)
+        await self.store.open()
+        try:
+            for spec in self.config.systems.values():
+                system = spec.cls(spec.config, spec.id)
+                await system.open()
+                self.systems[spec.id] = system
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close systems and the store."""
+        for system in self.systems.values():
+            await system.close()
+        self.systems.clear()
+        await self.store.close()
+
+    def _config(self) -> Config:
+        if self.config is None:
+            raise SluiceError("the runtime is not open; use `async with Runtime(...)`")
+        return self.config
+
+    def pipe_ids(self) -> list[str]:
+        """Pipe ids in dependency order."""
+        return list(self._config().pipes)
+
+    async def run_pipe(
+        self, pipe: str, *, full: bool = False, on_progress: Callable[[RunResult], None] | None = None
+    ) -> RunResult:
+        """Run one pipe to the end of its source.
+
+        Args:
+            pipe: pipe ``_id``.
+            full: a full run (since ignored; deletion tracking when it completes).
+            on_progress: called with the live result after every committed batch.
+
+        Returns:
+            The run's result; a failed run has ``status == "failed"`` and ``error`` set.
+
+        Raises:
+            OperationRefusedError: unknown pipe, ``pump.mode`` is ``off``, or it is running.
+        """
+        spec = self._config().pipes.get(pipe)
+        if spec is None:
+            raise OperationRefusedError(f"no pipe {pipe!r} in {self.config_dir}")
+        if spec.model.pump.mode == "off":
+            raise OperationRefusedError(f"pipe {pipe!r} has pump.mode 'off' and cannot run", pipe=pipe)
+        if pipe in self.running:
+            raise OperationRefusedError(f"pipe {pipe!r} is already running", pipe=pipe)
+        run = PipeRun(
+            spec, self.store, systems=self.systems, full=full,
+            config_dir=str(self.config_dir), on_progress=on_progress,
+        )
+        self.running[pipe] = run
+        try:
+            if spec.model.disable_set_last_seen:
+                await self.store.update_pipe_info(pipe, {PROTECTED: True})
+            return await run.run()
+        finally:
+            del self.running[pipe]
+
+    async def run_all(
+        self, *, full: bool = False, on_progress: Callable[[RunResult], None] | None = None
+    ) -> list[RunResult]:
+        """Run pipes in dependency order until no pipe has anything left to do.
+
+        The first pass runs every pipe (``pump.mode`` ``off`` excepted); later passes run only
+        pipes reading a dataset that has committed entities past their since (cycles). A pipe
+        that failed is not run again in this call.
+        """
+        config = self._config()
+        results: list[RunResult] = []
+        failed: set[str] = set()
+        for n in range(MAX_PASSES):
+            ran = False
+            for pid, spec in config.pipes.items():
+                if spec.model.pump.mode == "off" or pid in failed:
+                    continue
+                if n > 0 and not await self.has_pending_input(pid):
+                    continue
+                result = await self.run_pipe(pid, full=full and n == 0, on_progress=on_progress)
+                results.append(result)
+                ran = True
+                if not result.ok:
+                    failed.add(pid)
+            if not ran:
+                return results
+        log.warning("run_all.passes_exhausted", passes=MAX_PASSES)
+        return results
+
+    async def has_pending_input(self, pipe: str) -> bool:
+        """True when a chronological dataset-reading pipe has committed input past its since."""
+        spec = self._config().pipes[pipe]
+        if not spec.reads or strategy_of(spec.source) != "chronological":
+            return False
+        since = (await self.store.pipe_state(pipe)).since
+        for ds in spec.reads:
+            info = await self.store.dataset_info(ds)
+            if info is not None and info.committed > (since if isinstance(since, int) else -1):
+                return True
+        return False
+
+    async def entities(
+        self, dataset: str, *, since: int | None = None, limit: int = 100, history: bool = False
+    ) -> list[Entity]:
+        """Committed entities of a dataset after ``since`` (latest versions unless ``history``)."""
+        entities, _ = await self.store.read(dataset, since=since, limit=limit, history=history)
+        return entities
+
+    async def entity(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
+        """Versions of one entity (only the latest unless ``history``); empty if unknown."""
+        return await self.store.get(dataset, entity_id, history=history)
+
+    async def datasets(self) -> list[DatasetInfo]:
+        """Every dataset in the store."""
+        return await self.store.datasets()
+
+    async def dataset(self, dataset: str) -> DatasetInfo | None:
+        """One dataset's metadata, None if it does not exist."""
+        return await self.store.dataset_info(dataset)
+
+    async def pipe_state(self, pipe: str) -> PipeState:
+        """A pipe's stored state (since, last run, counters)."""
+        return await self.store.pipe_state(pipe)
+
+    async def execution_log(self, pipe: str, *, since: int | None = None, limit: int = 100) -> list[LogEvent]:
+        """A pipe's execution-log events."""
+        return await self.store.execution_log(pipe, since=since, limit=limit)
+
+    async def reset_pipe(self, pipe: str, since: Any = None) -> None:
+        """Set a pipe's since (None: the next run is a full run) — Sesam's reset / update-last-seen.
+
+        Raises:
+            OperationRefusedError: the pipe has ``disable_set_last_seen`` (in its config or
+                recorded from an earlier run), or is running.
+        """
+        await reset_pipe(self.store, pipe, self.config, since, running=pipe in self.running)
+
+    async def commit_breaker(self, dataset: str) -> int:
+        """Expose the versions held by a tripped circuit breaker; returns how many."""
+        return await breaker(self.store, dataset, "commit")
+
+    async def rollback_breaker(self, dataset: str) -> int:
+        """Delete the held versions and restore the tripping pipe's since; returns how many."""
+        return await breaker(self.store, dataset, "rollback")
+
+
+async def reset_pipe(
+    store: StateStore, pipe: str, config: Config | None, since: Any = None, *, running: bool = False
+) -> None:
+    """Reset a pipe's since in ``store`` (used by the CLI without a config too).
+
+    Raises:
+        OperationRefusedError: ``disable_set_last_seen`` in the config or the stored state, or running.
+    """
+    spec = config.pipes.get(pipe) if config else None
+    state = await store.pipe_state(pipe)
+    if (spec is not None and spec.model.disable_set_last_seen) or state.info.get(PROTECTED):
+        raise OperationRefusedError(
+            f"pipe {pipe!r} has disable_set_last_seen: its since cannot be reset or set "
+            "(it protects a delta-only source's history); remove the flag from the config first",
+            pipe=pipe,
+        )
+    if running:
+        raise OperationRefusedError(f"pipe {pipe!r} is running; stop it first", pipe=pipe)
+    await store.reset_pipe(pipe, since)
+    await store.log_event(pipe, "-", "pipe-reset", {"since": since})
+
+
+async def breaker(store: StateStore, dataset: str, action: str) -> int:
+    """Commit or roll back a dataset's tripped circuit breaker and log it on the tripping pipe."""
+    info = await store.dataset_info(dataset)
+    pipe = info.trip.pipe if info is not None and info.trip is not None else None
+    n = await (store.commit_breaker(dataset) if action == "commit" else store.rollback_breaker(dataset))
+    if pipe is not None:
+        await store.log_event(pipe, "-", f"circuit-breaker-{action}", {"dataset": dataset, "versions": n})
+    return n

@@ -1,0 +1,62 @@
+"""State stores: the :class:`StateStore` protocol and its implementations.
+
+:func:`open_store` picks one from a URL: ``sqlite:///path/to/file.db`` or a plain path (SQLite,
+the embedded default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.errors import ConfigError, ConfigProblem
+from runtime.store.protocol import (
+    Checkpoint,
+    DatasetInfo,
+    LogEvent,
+    PipeState,
+    StateStore,
+    TripInfo,
+    WorkUnit,
+    WriteResult,
+)
+from runtime.store.sqlite import SqliteStore
+
+__all__ = [
+    "Checkpoint",
+    "DatasetInfo",
+    "LogEvent",
+    "PipeState",
+    "SqliteStore",
+    "StateStore",
+    "TripInfo",
+    "WorkUnit",
+    "WriteResult",
+    "make_store",
+]
+
+DEFAULT_FILE = "sluice.db"
+
+
+def make_store(url: str | None, data_dir: Path) -> StateStore:
+    """Build (not open) the store named by ``url``.
+
+    Args:
+        url: ``sqlite:///ABSOLUTE/PATH``, ``sqlite:RELATIVE/PATH``, a plain file path, or None for
+            ``DATA_DIR/sluice.db``.
+        data_dir: the data directory; relative paths are not resolved against it.
+
+    Raises:
+        ConfigError: the URL's scheme is not supported.
+    """
+    if url is None:
+        return SqliteStore(data_dir / DEFAULT_FILE)
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:")
+        path = path[2:] if path.startswith("///") else path.removeprefix("//")
+        return SqliteStore(Path(path))
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(
+            [ConfigProblem("<settings>", None, "store", f"unsupported store scheme {scheme!r}; use sqlite:///PATH")]
+        )
+    return SqliteStore(Path(url))

@@ -1,0 +1,347 @@
+"""Dataset tables of the SQLite store: the log, the latest-version index, the write path.
+
+Each dataset gets two tables named after its integer key ``N`` in ``datasets``:
+
+* ``log_N(off INTEGER PRIMARY KEY, id TEXT, body BLOB)``: every version as stored JSON (with
+  ``_updated``, ``_previous``, ``_ts``, ``_hash``), plus an index on ``(id, off)``;
+* ``latest_N(id PRIMARY KEY, off, hash, deleted, seen)``: the latest written version per id and
+  the marker of the last full run that saw it (deletion tracking).
+
+Every function takes an open :class:`aiosqlite.Connection` inside a transaction the caller owns;
+one batch costs a fixed number of statements, never one per entity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from runtime.entities import Entity, strip_reserved
+from runtime.errors import EntityError
+from runtime.store.protocol import Checkpoint, TripInfo, WriteResult
+
+_SORTED = orjson.OPT_SORT_KEYS
+MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
+
+
+@dataclass
+class DatasetRow:
+    """A row of the ``datasets`` table (mutable while a write transaction runs)."""
+
+    key: int
+    name: str
+    committed: int
+    next_offset: int
+    populated: bool
+    trip: TripInfo | None
+
+    @property
+    def log(self) -> str:
+        return f"log_{self.key}"
+
+    @property
+    def latest(self) -> str:
+        return f"latest_{self.key}"
+
+
+def _trip_from_json(raw: str | None) -> TripInfo | None:
+    return TripInfo(**orjson.loads(raw)) if raw else None
+
+
+def _trip_to_json(trip: TripInfo | None) -> str | None:
+    return orjson.dumps(trip.__dict__).decode() if trip else None
+
+
+async def find(conn: aiosqlite.Connection, name: str) -> DatasetRow | None:
+    """The dataset's row, or None when it does not exist."""
+    async with conn.execute(
+        "SELECT ds, name, committed, next, populated, trip FROM datasets WHERE name = ?", (name,)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]))
+
+
+async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:
+    """The dataset's row, creating the dataset and its tables on first use."""
+    found = await find(conn, name)
+    if found is not None:
+        return found
+    cur = await conn.execute(
+        "INSERT INTO datasets(name, committed, next, populated, created_us) VALUES (?, -1, 0, 0, ?)",
+        (name, now_us()),
+    )
+    ds = DatasetRow(int(cur.lastrowid or 0), name, -1, 0, False, None)
+    await conn.execute(f"CREATE TABLE {ds.log}(off INTEGER PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL)")
+    await conn.execute(f"CREATE INDEX {ds.log}_id ON {ds.log}(id, off)")
+    await conn.execute(
+        f"CREATE TABLE {ds.latest}(id TEXT PRIMARY KEY, off INTEGER NOT NULL, hash TEXT NOT NULL,"
+        " deleted INTEGER NOT NULL, seen INTEGER) WITHOUT ROWID"
+    )
+    return ds
+
+
+async def save_row(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
+    await conn.execute(
+        "UPDATE datasets SET committed = ?, next = ?, populated = ?, trip = ? WHERE ds = ?",
+        (ds.committed, ds.next_offset, int(ds.populated), _trip_to_json(ds.trip), ds.key),
+    )
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds since the Unix epoch."""
+    return time.time_ns() // 1000
+
+
+def chunks(items: Sequence[Any], size: int = MAX_VARS) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+async def latest_of(
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
+) -> dict[str, tuple[int, str, int]]:
+    """Latest written (off, hash, deleted) per id, for the ids that have one."""
+    found: dict[str, tuple[int, str, int]] = {}
+    for part in chunks(ids):
+        sql = f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})"
+        async with conn.execute(sql, part) as cur:
+            for row in await cur.fetchall():
+                found[row[0]] = (row[1], row[2], row[3])
+    return found
+
+
+@dataclass
+class _Planned:
+    log_rows: list[tuple[int, str, bytes]]
+    latest_rows: list[tuple[str, int, str, int, int | None]]
+    unchanged_ids: list[str]
+    superseded_ids: list[str]
+    result: WriteResult
+
+
+def plan_writes(
+    entities: Sequence[Entity],
+    latest: dict[str, tuple[int, str, int]],
+    next_offset: int,
+    sweep: int | None,
+    pipe: str,
+) -> _Planned:
+    """Hash every entity, drop no-ops, assign offsets: pure computation, no I/O.
+
+    Raises:
+        EntityError: an entity's ``_id`` is missing or not a string.
+    """
+    ts = now_us()
+    log_rows: list[tuple[int, str, bytes]] = []
+    latest_rows: dict[str, tuple[str, int, str, int, int | None]] = {}
+    unchanged: list[str] = []
+    superseded: list[str] = []
+    new = changed = deleted = same = 0
+    off = next_offset
+    for entity in entities:
+        stripped = strip_reserved(entity)
+        eid = stripped.get("_id")
+        if not isinstance(eid, str):
+            raise EntityError(
+                f"entity has no string _id (got {type(eid).__name__}): "
+                f"{orjson.dumps(entity)[:200].decode(errors='replace')}",
+                entity_id=None,
+                pipe=pipe,
+            )
+        digest = hashlib.blake2b(orjson.dumps(stripped, option=_SORTED), digest_size=16).hexdigest()
+        prev = latest.get(eid)
+        if prev is not None and prev[1] == digest:
+            same += 1
+            unchanged.append(eid)
+            continue
+        is_del = stripped.get("_deleted") is True
+        if is_del and prev is None:
+            same += 1  # a deletion of an id the dataset never had is not written
+            unchanged.append(eid)
+            continue
+        if is_del:
+            deleted += 1
+        elif prev is None:
+            new += 1
+        else:
+            changed += 1
+            superseded.append(eid)
+        body = dict(stripped)
+        body["_updated"] = off
+        body["_previous"] = prev[0] if prev is not None else None
+        body["_ts"] = ts
+        body["_hash"] = digest
+        log_rows.append((off, eid, orjson.dumps(body)))
+        latest_rows[eid] = (eid, off, digest, int(is_del), sweep)
+        latest[eid] = (off, digest, int(is_del))
+        off += 1
+    return _Planned(
+        log_rows,
+        list(latest_rows.values()),
+        unchanged,
+        superseded,
+        WriteResult(new=new, changed=changed, deleted=deleted, unchanged=same),
+    )
+
+
+async def write(
+    conn: aiosqlite.Connection,
+    ds: DatasetRow,
+    entities: Sequence[Entity],
+    *,
+    pipe: str,
+    checkpoint: Checkpoint | None,
+    previous: Checkpoint,
+    sweep: int | None,
+    keep_versions: int | None,
+    change_limit: int | None,
+) -> WriteResult:
+    """The body of :meth:`StateStore.write_batch` inside the caller's transaction."""
+    ids = list(dict.fromkeys(e.get("_id") for e in entities if isinstance(e.get("_id"), str)))
+    latest = await latest_of(conn, ds, ids)
+    plan = plan_writes(entities, latest, ds.next_offset, sweep, pipe)
+    if plan.log_rows:
+        await conn.executemany(f"INSERT INTO {ds.log}(off, id, body) VALUES (?, ?, ?)", plan.log_rows)
+        await conn.executemany(
+            f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET off = excluded.off, hash = excluded.hash, "
+            "deleted = excluded.deleted, seen = excluded.seen",
+            plan.latest_rows,
+        )
+    if sweep is not None and plan.unchanged_ids:
+        for part in chunks(plan.unchanged_ids):
+            await conn.execute(
+                f"UPDATE {ds.latest} SET seen = ? WHERE id IN ({marks(len(part))})", (sweep, *part)
+            )
+    n = len(plan.log_rows)
+    first = ds.next_offset
+    ds.next_offset += n
+    if ds.trip is None and change_limit is not None and n > change_limit:
+        ds.committed = first + change_limit - 1 if change_limit > 0 else ds.committed
+        ds.trip = TripInfo(
+            pipe=pipe,
+            committed=ds.committed,
+            since=previous.since,
+            sweep=previous.sweep,
+            at_us=now_us(),
+            limit=change_limit,
+        )
+    elif ds.trip is None:
+        ds.committed = ds.next_offset - 1
+        if keep_versions is not None and plan.superseded_ids:
+            await compact_ids(conn, ds, plan.superseded_ids, keep_versions)
+    await save_row(conn, ds)
+    r = plan.result
+    return WriteResult(r.new, r.changed, r.deleted, r.unchanged, tripped=ds.trip is not None)
+
+
+async def compact_ids(
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int
+) -> int:
+    """Delete versions of ``ids`` older than their newest ``keep_versions``; returns how many."""
+    deleted = 0
+    for part in chunks(list(dict.fromkeys(ids))):
+        cur = await conn.execute(
+            f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
+            f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log} "
+            f"WHERE id IN ({marks(len(part))})) WHERE rn > ?)",
+            (*part, keep_versions),
+        )
+        deleted += max(cur.rowcount, 0)
+    return deleted
+
+
+async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions: int) -> int:
+    """Compact every id of the dataset (operator command; O(dataset))."""
+    cur = await conn.execute(
+        f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
+        f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log}) WHERE rn > ?)",
+        (keep_versions,),
+    )
+    return max(cur.rowcount, 0)
+
+
+async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
+    """Latest non-deleted versions not marked by ``sweep`` (deletion tracking candidates)."""
+    sql = (
+        f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
+        "WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) LIMIT ?"
+    )
+    async with conn.execute(sql, (sweep, limit)) as cur:
+        return [orjson.loads(row[0]) for row in await cur.fetchall()]
+
+
+async def read(
+    conn: aiosqlite.Connection, ds: DatasetRow, since: int | None, limit: int, history: bool
+) -> tuple[list[Entity], int | None]:
+    """Committed versions after ``since`` (see :meth:`StateStore.read`)."""
+    low = -1 if since is None else since
+    if history:
+        sql = f"SELECT off, body FROM {ds.log} WHERE off > ? AND off <= ? ORDER BY off LIMIT ?"
+        args: tuple[Any, ...] = (low, ds.committed, limit)
+    else:
+        sql = (
+            f"SELECT l.off, l.body FROM {ds.log} l WHERE l.off > ? AND l.off <= ? AND NOT EXISTS "
+            f"(SELECT 1 FROM {ds.log} n WHERE n.id = l.id AND n.off > l.off AND n.off <= ?) "
+            "ORDER BY l.off LIMIT ?"
+        )
+        args = (low, ds.committed, ds.committed, limit)
+    async with conn.execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    entities = [orjson.loads(body) for _, body in rows]
+    if len(rows) < limit:
+        end = ds.committed if ds.committed > low else since
+    else:
+        end = rows[-1][0]
+    return entities, end
+
+
+async def versions(
+    conn: aiosqlite.Connection, ds: DatasetRow, entity_id: str, history: bool
+) -> list[Entity]:
+    """Committed versions of one id, oldest first (only the latest unless ``history``)."""
+    sql = f"SELECT body FROM {ds.log} WHERE id = ? AND off <= ? ORDER BY off DESC"
+    if not history:
+        sql += " LIMIT 1"
+    async with conn.execute(sql, (entity_id, ds.committed)) as cur:
+        rows = await cur.fetchall()
+    return [orjson.loads(r[0]) for r in reversed(rows)]
+
+
+async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
+    """Delete versions above the committed offset and rebuild the index of the ids they touched."""
+    async with conn.execute(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,)) as cur:
+        ids = [r[0] for r in await cur.fetchall()]
+    cur2 = await conn.execute(f"DELETE FROM {ds.log} WHERE off > ?", (ds.committed,))
+    removed = max(cur2.rowcount, 0)
+    for part in chunks(ids):
+        q = marks(len(part))
+        await conn.execute(f"DELETE FROM {ds.latest} WHERE id IN ({q})", part)
+        await conn.execute(
+            f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen) "
+            f"SELECT id, off, json_extract(body, '$._hash'), "
+            f"coalesce(json_extract(body, '$._deleted'), 0) = 1, NULL FROM {ds.log} l "
+            f"WHERE id IN ({q}) AND off = (SELECT max(off) FROM {ds.log} m WHERE m.id = l.id)",
+            part,
+        )
+    ds.next_offset = ds.committed + 1
+    return removed
+
+
+async def counts(conn: aiosqlite.Connection, ds: DatasetRow) -> tuple[int, int]:
+    """(ids, deleted ids) in the latest-version index."""
+    async with conn.execute(f"SELECT count(*), coalesce(sum(deleted), 0) FROM {ds.latest}") as cur:
+        row = await cur.fetchone()
+    assert row is not None  # an aggregate always returns one row
+    return int(row[0]), int(row[1])

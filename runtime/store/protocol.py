@@ -1,0 +1,327 @@
+"""The StateStore protocol: everything durable in Sluice goes through it.
+
+A store holds four things:
+
+* **datasets**: an append-only log of entity versions per dataset, an index of the latest version
+  per ``_id``, the committed offset readers see, the populated flag and circuit-breaker state;
+* **pipe state**: the pipe's ``since`` (continuation), the marker of a full run in progress
+  (``sweep``), and a JSON document of run summaries and counters;
+* **the work-unit ledger** (DIL): one row per unit with status, attempts, checkpoint, watermark,
+  lease and last error;
+* **the execution log**: started/completed/failed events per pipe run.
+
+A batch of entities and the pipe's checkpoint are committed in one transaction
+(:meth:`StateStore.write_batch`): exactly-once into datasets. Implementations: SQLite
+(:mod:`runtime.store.sqlite`, the embedded default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime.entities import Entity
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A pipe's continuation state, committed together with the entities it covers.
+
+    Attributes:
+        since: the source's since value after the covered entities (any JSON value), or None for
+            "from the beginning".
+        sweep: marker of the full run in progress (microseconds since the epoch when it started),
+            or None when no full run is in progress. Ids written or seen during a full run are
+            marked with it; deletion tracking tombstones the unmarked ones (Sesam).
+    """
+
+    since: Any = None
+    sweep: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one :meth:`StateStore.write_batch` did.
+
+    Attributes:
+        new: versions written for ids the dataset did not have (deletions excluded).
+        changed: versions written for existing ids whose hash changed (deletions excluded).
+        deleted: deletion versions written (``_deleted: true``).
+        unchanged: entities whose hash equalled the latest version: no-op writes.
+        tripped: True when the dataset's circuit breaker is tripped after this batch.
+    """
+
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    tripped: bool = False
+
+    @property
+    def changes(self) -> int:
+        """Versions written: new + changed + deleted."""
+        return self.new + self.changed + self.deleted
+
+
+@dataclass(frozen=True)
+class TripInfo:
+    """Why and where a dataset's circuit breaker tripped.
+
+    Attributes:
+        pipe: the pipe whose run tripped it.
+        committed: the committed offset when it tripped; held versions lie above it.
+        since: the pipe's since before the tripping batch, restored by a rollback.
+        sweep: the pipe's full-run marker before the tripping batch, restored by a rollback.
+        at_us: when it tripped, microseconds since the epoch.
+        limit: the change limit that was exceeded.
+    """
+
+    pipe: str
+    committed: int
+    since: Any
+    sweep: int | None
+    at_us: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's metadata.
+
+    Attributes:
+        name: dataset id.
+        committed: highest offset readers see; -1 when nothing is committed.
+        next_offset: offset the next written version gets (versions above ``committed`` are held).
+        populated: True once a run that fills it completed (Sesam's populated flag).
+        ids: number of distinct ``_id`` s in its latest-version index, deleted ones included.
+        deleted: how many of those are deleted.
+        trip: circuit breaker state, None when not tripped.
+    """
+
+    name: str
+    committed: int
+    next_offset: int
+    populated: bool
+    ids: int
+    deleted: int
+    trip: TripInfo | None
+
+
+@dataclass(frozen=True)
+class PipeState:
+    """A pipe's durable state.
+
+    Attributes:
+        pipe: pipe ``_id``.
+        since: stored continuation value, None when the next run starts from the beginning.
+        sweep: marker of a full run in progress, None otherwise.
+        info: JSON document with ``last_run`` (summary of the latest run), ``runs`` (count),
+            ``counters`` (cumulative read/new/changed/deleted/unchanged) and operator flags.
+    """
+
+    pipe: str
+    since: Any = None
+    sweep: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One row of the work-unit ledger (DIL).
+
+    Attributes:
+        pipe: owning pipe.
+        key: unit key, unique per pipe (an id, a time window, a file path, a job).
+        status: ``pending``, ``running``, ``done`` or ``failed``.
+        attempts: how many times it was claimed.
+        checkpoint: progress inside the unit (cursor, page, job id, result locator), JSON.
+        watermark: the unit's watermark (JSON), e.g. a time window's upper bound.
+        lease_owner: who holds the lease while running; None otherwise.
+        lease_expiry_us: lease expiry, microseconds since the epoch; None when not leased.
+        last_error: message of the last failure, None if none.
+    """
+
+    pipe: str
+    key: str
+    status: str
+    attempts: int
+    checkpoint: Any
+    watermark: Any
+    lease_owner: str | None
+    lease_expiry_us: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One execution-log event.
+
+    Attributes:
+        seq: increasing sequence number across all pipes.
+        pipe: pipe ``_id``.
+        run_id: the run it belongs to.
+        ts_us: when, microseconds since the epoch.
+        event: ``run-started``, ``run-completed``, ``run-failed``, ``run-stopped``, or an operator
+            event (``pipe-reset``, ``circuit-breaker-commit``, ...).
+        data: event fields (counts, seconds, error message).
+    """
+
+    seq: int
+    pipe: str
+    run_id: str
+    ts_us: int
+    event: str
+    data: dict[str, Any]
+
+
+class StateStore(Protocol):
+    """Durable state of a Sluice installation. Every method may raise :class:`StoreError`."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema and open connections."""
+
+    async def close(self) -> None:
+        """Close every connection. Safe to call twice."""
+
+    # -- datasets ---------------------------------------------------------------------------
+    async def write_batch(
+        self,
+        dataset: str,
+        entities: Sequence[Entity],
+        *,
+        pipe: str,
+        checkpoint: Checkpoint | None,
+        sweep: int | None = None,
+        keep_versions: int | None = 2,
+        change_limit: int | None = None,
+    ) -> WriteResult:
+        """Write entities and the pipe's checkpoint in one transaction.
+
+        Each entity is stripped of reserved fields (see :mod:`runtime.entities`) and hashed;
+        one whose hash equals its id's latest version is a no-op. With ``sweep`` set, every id in
+        the batch is marked seen by that full run. ``keep_versions`` compacts the ids written to
+        that many versions (None keeps all). ``change_limit`` is how many more changes this run may
+        make visible (circuit breaker); beyond it versions are held above the committed offset and
+        the dataset trips.
+
+        Args:
+            dataset: dataset id; created on first write.
+            entities: entities with a string ``_id``, in order; a later one for the same id wins.
+            pipe: the writing pipe (its checkpoint is stored, and named in a trip).
+            checkpoint: the pipe's new continuation state, or None to leave it.
+
+        Raises:
+            EntityError: an entity has no string ``_id``; nothing of the batch is written.
+            StoreError: the transaction failed; nothing of the batch is written.
+        """
+        ...
+
+    async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
+        """Latest non-deleted versions of ids not marked by ``sweep``: up to ``limit``, as stored."""
+        ...
+
+    async def set_populated(self, dataset: str) -> None:
+        """Set the dataset's populated flag (created if missing)."""
+        ...
+
+    async def read(
+        self, dataset: str, *, since: int | None, limit: int, history: bool = False
+    ) -> tuple[list[Entity], int | None]:
+        """Read committed versions with offset > ``since`` in offset order.
+
+        Without ``history`` a version is returned only if no newer committed version of its id
+        exists (Sesam's dataset source default). Returns the entities and the since to continue
+        from (the last offset examined; ``since`` unchanged when nothing is committed past it).
+        A dataset that does not exist reads as empty.
+        """
+        ...
+
+    async def get(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
+        """Committed versions of one id, oldest first; only the latest unless ``history``."""
+        ...
+
+    async def dataset_info(self, dataset: str) -> DatasetInfo | None:
+        """Metadata of a dataset, None when it does not exist."""
+        ...
+
+    async def datasets(self) -> list[DatasetInfo]:
+        """Metadata of every dataset, by name."""
+        ...
+
+    async def compact(self, dataset: str, keep_versions: int) -> int:
+        """Delete all but the newest ``keep_versions`` committed versions per id; returns how many.
+
+        Raises:
+            PipeTrippedError: the dataset's circuit breaker is tripped (Sesam: no compaction then).
+        """
+        ...
+
+    async def commit_breaker(self, dataset: str) -> int:
+        """Make the held versions of a tripped dataset visible and reset the breaker.
+
+        Returns the number of versions exposed. Raises OperationRefusedError when not tripped.
+        """
+        ...
+
+    async def rollback_breaker(self, dataset: str) -> int:
+        """Delete the held versions, restore the tripping pipe's since, reset the breaker.
+
+        Returns the number of versions deleted. Raises OperationRefusedError when not tripped.
+        """
+        ...
+
+    # -- pipes --------------------------------------------------------------------------------
+    async def pipe_state(self, pipe: str) -> PipeState:
+        """The pipe's state; an empty state for a pipe that never ran."""
+        ...
+
+    async def pipe_states(self) -> list[PipeState]:
+        """Every pipe with stored state, by id."""
+        ...
+
+    async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint on its own (sinks that write elsewhere: at-least-once)."""
+        ...
+
+    async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:
+        """Merge ``changes`` into the pipe's info document; returns the new state."""
+        ...
+
+    async def reset_pipe(self, pipe: str, since: Any = None) -> None:
+        """Set since (None = from the beginning) and clear the full-run marker."""
+        ...
+
+    # -- execution log --------------------------------------------------------------------------
+    async def log_event(self, pipe: str, run_id: str, event: str, data: dict[str, Any]) -> None:
+        """Append an execution-log event (committed at once)."""
+        ...
+
+    async def execution_log(
+        self, pipe: str, *, since: int | None = None, limit: int = 100
+    ) -> list[LogEvent]:
+        """Events of a pipe with seq > since, oldest first, at most ``limit``."""
+        ...
+
+    # -- work units ---------------------------------------------------------------------------
+    async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
+        """Add units (key -> watermark) not yet in the ledger as ``pending``; returns how many."""
+        ...
+
+    async def claim_units(
+        self, pipe: str, owner: str, *, limit: int, lease_s: float
+    ) -> list[WorkUnit]:
+        """Lease up to ``limit`` pending, failed or lease-expired units to ``owner``."""
+        ...
+
+    async def finish_unit(
+        self, pipe: str, key: str, owner: str, *, error: str | None = None,
+        checkpoint: Any = None,
+    ) -> None:
+        """Mark a leased unit done (``error`` None) or failed; raises TransientError if the
+        lease was lost to another owner (fencing)."""
+        ...
+
+    async def work_units(self, pipe: str) -> list[WorkUnit]:
+        """Every unit of a pipe, by key."""
+        ...

@@ -1,0 +1,380 @@
+"""SQLite implementation of :class:`~runtime.store.protocol.StateStore` on aiosqlite (WAL).
+
+One writer connection (transactions serialised by a lock, ``BEGIN IMMEDIATE``) and one reader
+connection, so readers never wait for a write transaction. ``synchronous=NORMAL`` in WAL mode: a
+committed transaction survives a process crash (SIGKILL); the last transactions may be lost only
+on power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import orjson
+
+from runtime.entities import Entity
+from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError, TransientError
+from runtime.store import _sqlite_datasets as dsql
+from runtime.store.protocol import (
+    Checkpoint,
+    DatasetInfo,
+    LogEvent,
+    PipeState,
+    WorkUnit,
+    WriteResult,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets(
+    ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
+    next INTEGER NOT NULL, populated INTEGER NOT NULL, trip TEXT, created_us INTEGER);
+CREATE TABLE IF NOT EXISTS pipes(
+    pipe TEXT PRIMARY KEY, since TEXT, sweep INTEGER, info TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS work_units(
+    pipe TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+    checkpoint TEXT, watermark TEXT, lease_owner TEXT, lease_expiry_us INTEGER, last_error TEXT,
+    PRIMARY KEY(pipe, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exec_log(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, pipe TEXT NOT NULL, run_id TEXT NOT NULL,
+    ts_us INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
+"""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _unjson(raw: str | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+class SqliteStore:
+    """State store in one SQLite file.
+
+    Args:
+        path: database file; its directory is created if missing. ``":memory:"`` is refused
+            (two connections must see the same data).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        """Open both connections and create the schema.
+
+        Raises:
+            StoreError: the file cannot be opened or is not a Sluice database.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+                await self._writer.execute(f"PRAGMA {pragma}")
+            await self._writer.executescript(SCHEMA)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=10000")
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close both connections; safe to call twice."""
+        for attr in ("_reader", "_writer"):
+            conn = getattr(self, attr)
+            setattr(self, attr, None)
+            if conn is not None:
+                await conn.close()
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise StoreError(f"state store {self.path} is not open; call open() first")
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreError(f"state store {self.path} is not open; call open() first")
+        return self._reader
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: committed on exit, rolled back on any exception."""
+        async with self._lock:
+            conn = self._w
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("ROLLBACK")
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed on {self.path}: {exc}") from exc
+
+    # -- datasets ---------------------------------------------------------------------------
+    async def write_batch(
+        self,
+        dataset: str,
+        entities: Sequence[Entity],
+        *,
+        pipe: str,
+        checkpoint: Checkpoint | None,
+        sweep: int | None = None,
+        keep_versions: int | None = 2,
+        change_limit: int | None = None,
+    ) -> WriteResult:
+        """See :meth:`StateStore.write_batch`."""
+        try:
+            async with self._transaction() as conn:
+                ds = await dsql.find_or_create(conn, dataset)
+                previous = await self._checkpoint_in(conn, pipe)
+                result = await dsql.write(
+                    conn, ds, entities, pipe=pipe, checkpoint=checkpoint, previous=previous,
+                    sweep=sweep, keep_versions=keep_versions, change_limit=change_limit,
+                )
+                if checkpoint is not None:
+                    await self._put_checkpoint(conn, pipe, checkpoint)
+                return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"writing to dataset {dataset!r} failed: {exc}", pipe=pipe) from exc
+
+    async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
+        """See :meth:`StateStore.unseen`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None else await dsql.unseen(self._r, ds, sweep, limit)
+
+    async def set_populated(self, dataset: str) -> None:
+        """See :meth:`StateStore.set_populated`."""
+        async with self._transaction() as conn:
+            ds = await dsql.find_or_create(conn, dataset)
+            ds.populated = True
+            await dsql.save_row(conn, ds)
+
+    async def read(
+        self, dataset: str, *, since: int | None, limit: int, history: bool = False
+    ) -> tuple[list[Entity], int | None]:
+        """See :meth:`StateStore.read`."""
+        ds = await dsql.find(self._r, dataset)
+        if ds is None:
+            return [], since
+        return await dsql.read(self._r, ds, since, limit, history)
+
+    async def get(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
+        """See :meth:`StateStore.get`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None else await dsql.versions(self._r, ds, entity_id, history)
+
+    async def dataset_info(self, dataset: str) -> DatasetInfo | None:
+        """See :meth:`StateStore.dataset_info`."""
+        ds = await dsql.find(self._r, dataset)
+        if ds is None:
+            return None
+        ids, deleted = await dsql.counts(self._r, ds)
+        return DatasetInfo(
+            ds.name, ds.committed, ds.next_offset, ds.populated, ids, deleted, ds.trip
+        )
+
+    async def datasets(self) -> list[DatasetInfo]:
+        """See :meth:`StateStore.datasets`."""
+        async with self._r.execute("SELECT name FROM datasets ORDER BY name") as cur:
+            names = [r[0] for r in await cur.fetchall()]
+        infos = [await self.dataset_info(n) for n in names]
+        return [i for i in infos if i is not None]
+
+    async def compact(self, dataset: str, keep_versions: int) -> int:
+        """See :meth:`StateStore.compact`."""
+        async with self._transaction() as conn:
+            ds = await dsql.find(conn, dataset)
+            if ds is None:
+                return 0
+            if ds.trip is not None:
+                raise PipeTrippedError(
+                    f"dataset {dataset!r} has a tripped circuit breaker; commit or roll it back "
+                    "before compacting", pipe=ds.trip.pipe,
+                )
+            return await dsql.compact_all(conn, ds, keep_versions)
+
+    async def commit_breaker(self, dataset: str) -> int:
+        """See :meth:`StateStore.commit_breaker`."""
+        async with self._transaction() as conn:
+            ds = await self._tripped(conn, dataset)
+            exposed = ds.next_offset - 1 - ds.committed
+            ds.committed = ds.next_offset - 1
+            ds.trip = None
+            await dsql.save_row(conn, ds)
+            return exposed
+
+    async def rollback_breaker(self, dataset: str) -> int:
+        """See :meth:`StateStore.rollback_breaker`."""
+        async with self._transaction() as conn:
+            ds = await self._tripped(conn, dataset)
+            trip = ds.trip
+            assert trip is not None  # _tripped() checked it
+            removed = await dsql.rollback_held(conn, ds)
+            ds.trip = None
+            await dsql.save_row(conn, ds)
+            await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep))
+            return removed
+
+    async def _tripped(self, conn: aiosqlite.Connection, dataset: str) -> dsql.DatasetRow:
+        ds = await dsql.find(conn, dataset)
+        if ds is None or ds.trip is None:
+            raise OperationRefusedError(
+                f"dataset {dataset!r} has no tripped circuit breaker; nothing to commit or roll back"
+            )
+        return ds
+
+    # -- pipes ---------------------------------------------------------------------------------
+    async def _checkpoint_in(self, conn: aiosqlite.Connection, pipe: str) -> Checkpoint:
+        async with conn.execute("SELECT since, sweep FROM pipes WHERE pipe = ?", (pipe,)) as cur:
+            row = await cur.fetchone()
+        return Checkpoint() if row is None else Checkpoint(_unjson(row[0]), row[1])
+
+    async def _put_checkpoint(self, conn: aiosqlite.Connection, pipe: str, cp: Checkpoint) -> None:
+        await conn.execute(
+            "INSERT INTO pipes(pipe, since, sweep) VALUES (?, ?, ?) ON CONFLICT(pipe) "
+            "DO UPDATE SET since = excluded.since, sweep = excluded.sweep",
+            (pipe, _json(cp.since), cp.sweep),
+        )
+
+    async def pipe_state(self, pipe: str) -> PipeState:
+        """See :meth:`StateStore.pipe_state`."""
+        async with self._r.execute(
+            "SELECT pipe, since, sweep, info FROM pipes WHERE pipe = ?", (pipe,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return PipeState(pipe)
+        return PipeState(row[0], _unjson(row[1]), row[2], orjson.loads(row[3]))
+
+    async def pipe_states(self) -> list[PipeState]:
+        """See :meth:`StateStore.pipe_states`."""
+        async with self._r.execute("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe") as cur:
+            rows = await cur.fetchall()
+        return [PipeState(r[0], _unjson(r[1]), r[2], orjson.loads(r[3])) for r in rows]
+
+    async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
+        """See :meth:`StateStore.save_checkpoint`."""
+        async with self._transaction() as conn:
+            await self._put_checkpoint(conn, pipe, checkpoint)
+
+    async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:
+        """See :meth:`StateStore.update_pipe_info`."""
+        async with self._transaction() as conn:
+            async with conn.execute("SELECT info FROM pipes WHERE pipe = ?", (pipe,)) as cur:
+                row = await cur.fetchone()
+            info = orjson.loads(row[0]) if row else {}
+            info.update(changes)
+            await conn.execute(
+                "INSERT INTO pipes(pipe, info) VALUES (?, ?) ON CONFLICT(pipe) "
+                "DO UPDATE SET info = excluded.info",
+                (pipe, orjson.dumps(info).decode()),
+            )
+        return await self.pipe_state(pipe)
+
+    async def reset_pipe(self, pipe: str, since: Any = None) -> None:
+        """See :meth:`StateStore.reset_pipe`."""
+        await self.save_checkpoint(pipe, Checkpoint(since, None))
+
+    # -- execution log --------------------------------------------------------------------------
+    async def log_event(self, pipe: str, run_id: str, event: str, data: dict[str, Any]) -> None:
+        """See :meth:`StateStore.log_event`."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO exec_log(pipe, run_id, ts_us, event, data) VALUES (?, ?, ?, ?, ?)",
+                (pipe, run_id, dsql.now_us(), event, orjson.dumps(data).decode()),
+            )
+
+    async def execution_log(
+        self, pipe: str, *, since: int | None = None, limit: int = 100
+    ) -> list[LogEvent]:
+        """See :meth:`StateStore.execution_log`."""
+        async with self._r.execute(
+            "SELECT seq, pipe, run_id, ts_us, event, data FROM exec_log WHERE pipe = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (pipe, since or 0, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [LogEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+
+    # -- work units ---------------------------------------------------------------------------
+    async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
+        """See :meth:`StateStore.plan_units`."""
+        async with self._transaction() as conn:
+            cur = await conn.executemany(
+                "INSERT OR IGNORE INTO work_units(pipe, key, status, attempts, watermark) "
+                "VALUES (?, ?, 'pending', 0, ?)",
+                [(pipe, key, _json(mark)) for key, mark in units.items()],
+            )
+            return max(cur.rowcount, 0)
+
+    async def claim_units(
+        self, pipe: str, owner: str, *, limit: int, lease_s: float
+    ) -> list[WorkUnit]:
+        """See :meth:`StateStore.claim_units`."""
+        now = dsql.now_us()
+        async with self._transaction() as conn:
+            async with conn.execute(
+                "SELECT key FROM work_units WHERE pipe = ? AND (status IN ('pending', 'failed') "
+                "OR (status = 'running' AND lease_expiry_us < ?)) ORDER BY key LIMIT ?",
+                (pipe, now, limit),
+            ) as cur:
+                keys = [r[0] for r in await cur.fetchall()]
+            await conn.executemany(
+                "UPDATE work_units SET status = 'running', attempts = attempts + 1, "
+                "lease_owner = ?, lease_expiry_us = ? WHERE pipe = ? AND key = ?",
+                [(owner, now + int(lease_s * 1e6), pipe, k) for k in keys],
+            )
+        units = {u.key: u for u in await self.work_units(pipe)}
+        return [units[k] for k in keys]
+
+    async def finish_unit(
+        self, pipe: str, key: str, owner: str, *, error: str | None = None, checkpoint: Any = None
+    ) -> None:
+        """See :meth:`StateStore.finish_unit`."""
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE work_units SET status = ?, last_error = ?, checkpoint = ?, "
+                "lease_owner = NULL, lease_expiry_us = NULL "
+                "WHERE pipe = ? AND key = ? AND lease_owner = ?",
+                ("failed" if error else "done", error, _json(checkpoint), pipe, key, owner),
+            )
+            if cur.rowcount != 1:
+                raise TransientError(
+                    f"work unit {key!r} is no longer leased to {owner!r}; another worker took it over",
+                    pipe=pipe,
+                )
+
+    async def work_units(self, pipe: str) -> list[WorkUnit]:
+        """See :meth:`StateStore.work_units`."""
+        async with self._r.execute(
+            "SELECT pipe, key, status, attempts, checkpoint, watermark, lease_owner, "
+            "lease_expiry_us, last_error FROM work_units WHERE pipe = ? ORDER BY key",
+            (pipe,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            WorkUnit(r[0], r[1], r[2], r[3], _unjson(r[4]), _unjson(r[5]), r[6], r[7], r[8])
+            for r in rows
+        ]
