@@ -1,0 +1,178 @@
+"""One-shot commands: run, check, pipes, datasets, entities, reset, breaker."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from runtime.cli.display import RunProgress, summary_table, table
+from runtime.cli.options import Settings, common_options, err, out, run_async
+from runtime.config import load_config
+from runtime.plugins import default_registry
+from runtime.runtime import breaker, reset_pipe
+
+
+@click.command()
+@click.argument("config_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--pipe", "pipes", multiple=True, help="Run only this pipe (repeatable).")
+@click.option("--full", is_flag=True, help="Full run: ignore since, track deletions at the end.")
+@common_options
+def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings) -> None:
+    """Run pipes in dependency order until none has anything left to do."""
+
+    async def go() -> int:
+        err.print(settings.describe())
+        async with settings.runtime(config_dir) as rt:
+            with RunProgress(err) as progress:
+                if pipes:
+                    results = [await rt.run_pipe(p, full=full, on_progress=progress.update) for p in pipes]
+                else:
+                    results = await rt.run_all(full=full, on_progress=progress.update)
+        out.print(summary_table(results))
+        failed = [r for r in results if not r.ok]
+        for r in failed:
+            err.print(f"[red]pipe {r.pipe} failed:[/] {r.error}", highlight=False)
+        return 1 if failed else 0
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("config_dir", type=click.Path(file_okay=False))
+@common_options
+def check(config_dir: str, settings: Settings) -> None:
+    """Validate a config directory without running anything."""
+
+    async def go() -> int:
+        config = load_config(config_dir, default_registry(), settings.secrets())
+        out.print(f"ok: {len(config.pipes)} pipes, {len(config.systems)} systems in {config_dir}")
+        return 0
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("config_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@common_options
+def pipes(config_dir: str | None, settings: Settings) -> None:
+    """List pipes (of CONFIG_DIR, or every pipe with stored state) with their state."""
+
+    async def go() -> int:
+        err.print(settings.describe())
+        store = settings.make_store()
+        await store.open()
+        try:
+            states = {s.pipe: s for s in await store.pipe_states()}
+            ids = list(load_config(config_dir, default_registry(), settings.secrets()).pipes) if config_dir else list(states)
+            rows = []
+            for pid in ids:
+                s = states.get(pid)
+                last: dict[str, Any] = s.info.get("last_run", {}) if s else {}
+                rows.append([pid, _json(s.since) if s else "", last.get("status", "never run"),
+                             last.get("read", ""), last.get("new", ""), last.get("changed", ""),
+                             last.get("deleted", ""), last.get("error", "")])
+            out.print(table("pipes", ["pipe", "since", "last run", "read", "new", "changed", "deleted", "error"], rows))
+        finally:
+            await store.close()
+        return 0
+
+    run_async(go())
+
+
+@click.command()
+@common_options
+def datasets(settings: Settings) -> None:
+    """List datasets with offsets, sizes and circuit-breaker state."""
+
+    async def go() -> int:
+        err.print(settings.describe())
+        store = settings.make_store()
+        await store.open()
+        try:
+            rows = [[d.name, d.committed, d.ids, d.deleted, "yes" if d.populated else "no",
+                     f"tripped by {d.trip.pipe}, {d.next_offset - 1 - d.committed} held" if d.trip else ""]
+                    for d in await store.datasets()]
+        finally:
+            await store.close()
+        out.print(table("datasets", ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker"], rows))
+        return 0
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--since", type=int, default=None, help="Only versions with offset greater than this.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--history", is_flag=True, help="Every committed version, not only the latest per _id.")
+@common_options
+def entities(dataset: str, since: int | None, limit: int, history: bool, settings: Settings) -> None:
+    """Print a dataset's entities as JSON lines."""
+
+    async def go() -> int:
+        store = settings.make_store()
+        await store.open()
+        try:
+            if await store.dataset_info(dataset) is None:
+                err.print(f"no dataset {dataset!r} in {settings.describe()}")
+                return 1
+            found, _ = await store.read(dataset, since=since, limit=limit, history=history)
+        finally:
+            await store.close()
+        for entity in found:
+            sys.stdout.write(orjson.dumps(entity).decode() + "\n")
+        return 0
+
+    run_async(go())
+
+
+@click.command()
+@click.argument("pipe")
+@click.option("--config", "config_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Config directory (its disable_set_last_seen flags are honoured).")
+@click.option("--since", default=None, help="Set since to this JSON value instead of clearing it.")
+@common_options
+def reset(pipe: str, config_dir: str | None, since: str | None, settings: Settings) -> None:
+    """Reset a pipe's since: its next run is a full run (or starts at --since)."""
+
+    async def go() -> int:
+        config = load_config(config_dir, default_registry(), settings.secrets()) if config_dir else None
+        store = settings.make_store()
+        await store.open()
+        try:
+            value = orjson.loads(since) if since is not None else None
+            await reset_pipe(store, pipe, config, value)
+        finally:
+            await store.close()
+        out.print(f"pipe {pipe}: since set to {_json(value)}")
+        return 0
+
+    run_async(go())
+
+
+@click.command(name="breaker")
+@click.argument("action", type=click.Choice(["commit", "rollback"]))
+@click.argument("dataset")
+@common_options
+def breaker_cmd(action: str, dataset: str, settings: Settings) -> None:
+    """Commit (expose) or roll back (delete) the versions a tripped circuit breaker holds."""
+
+    async def go() -> int:
+        store = settings.make_store()
+        await store.open()
+        try:
+            n = await breaker(store, dataset, action)
+        finally:
+            await store.close()
+        verb = "exposed" if action == "commit" else "deleted"
+        out.print(f"dataset {dataset}: circuit breaker reset, {n} held versions {verb}")
+        return 0
+
+    run_async(go())
+
+
+def _json(value: Any) -> str:
+    return "" if value is None else orjson.dumps(value).decode()

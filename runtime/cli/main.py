@@ -1,0 +1,23 @@
+"""The ``sluice`` command group."""
+
+from __future__ import annotations
+
+import click
+
+from runtime.cli import commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sluice")
+def cli() -> None:
+    """Sluice: declare pipes in a config directory; collect, transform and share data safely."""
+
+
+for command in (commands.run, commands.check, commands.pipes, commands.datasets,
+                commands.entities, commands.reset, commands.breaker_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
