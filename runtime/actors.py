@@ -93,6 +93,11 @@ class Mailbox:
         """End the stream: the receiver's iteration stops after the buffered batches."""
         await self._send.aclose()
 
+    def dispose(self) -> None:
+        """Close both ends (idempotent); called when the run is over, however it ended."""
+        self._send.close()
+        self._receive.close()
+
     async def __aiter__(self) -> AsyncIterator[Batch]:
         async with self._receive:
             async for batch in self._receive:

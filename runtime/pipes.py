@@ -51,6 +51,7 @@ class RunResult:
         run_id: unique run id.
         status: ``completed``, ``failed`` or ``stopped`` (a clean stop on request).
         full: whether it was a full run (deletion tracking when completed).
+        kind: ``full``, ``partial`` (since moved back, see :mod:`runtime.rescans`) or ``incremental``.
         read: entities read from the source.
         new, changed, deleted, unchanged: what the sink did (deletion tracking included).
         seconds: wall time of the run.
@@ -61,6 +62,7 @@ class RunResult:
     run_id: str
     status: str = "running"
     full: bool = False
+    kind: str = "incremental"
     read: int = 0
     new: int = 0
     changed: int = 0
@@ -88,7 +90,7 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (execution log, pipe state)."""
         out = {k: getattr(self, k) for k in (
-            "run_id", "status", "full", "read", "new", "changed", "deleted", "unchanged")}
+            "run_id", "status", "kind", "full", "read", "new", "changed", "deleted", "unchanged")}
         out["seconds"] = round(self.seconds, 3)
         if self.error is not None:
             out["error"] = str(self.error)
@@ -105,11 +107,17 @@ def strategy_of(source: ComponentSpec) -> Strategy:
     return "none"
 
 
-def plan_run(state: PipeState, strategy: Strategy, force_full: bool) -> tuple[Any, int | None]:
+_STORED = object()
+
+
+def plan_run(
+    state: PipeState, strategy: Strategy, force_full: bool, start_since: Any = _STORED
+) -> tuple[Any, int | None]:
     """Decide where a run starts: (since, sweep). ``sweep`` is not None for full runs.
 
     A stored ``sweep`` means a full run was interrupted: it is resumed (same marker, stored since),
     so ids it already saw stay marked and deletion tracking at its end stays correct.
+    ``start_since`` (a partial rescan) replaces the stored since of an incremental run.
     """
     new_sweep = time.time_ns() // 1000
     if force_full:
@@ -120,7 +128,7 @@ def plan_run(state: PipeState, strategy: Strategy, force_full: bool) -> tuple[An
         return state.since, state.sweep
     if state.since is None:
         return None, new_sweep
-    return state.since, None
+    return (state.since if start_since is _STORED else start_since), None
 
 
 @dataclass
@@ -139,6 +147,7 @@ class PipeRun:
         store: the state store.
         systems: open system actors by ``_id``.
         full: force a full run (since ignored, deletion tracking at the end).
+        start_since: start an incremental run here instead of the stored since (partial rescan).
         config_dir: directory relative paths resolve against.
         on_progress: called with the live :class:`RunResult` after every committed batch.
     """
@@ -150,6 +159,7 @@ class PipeRun:
         *,
         systems: dict[str, Any] | None = None,
         full: bool = False,
+        start_since: Any = _STORED,
         config_dir: str = ".",
         on_progress: Callable[[RunResult], None] | None = None,
     ) -> None:
@@ -157,6 +167,7 @@ class PipeRun:
         self.store = store
         self.systems = systems or {}
         self.force_full = full
+        self.start_since = start_since
         self.config_dir = config_dir
         self.on_progress = on_progress
         self.result = RunResult(spec.id, uuid.uuid4().hex[:12])
@@ -220,9 +231,11 @@ class PipeRun:
         spec = self.spec
         state = await self.store.pipe_state(spec.id)
         strategy = strategy_of(spec.source)
-        since, sweep = plan_run(state, strategy, self.force_full)
+        since, sweep = plan_run(state, strategy, self.force_full, self.start_since)
         run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size)
         self.result.full = run.full
+        partial = self.start_since is not _STORED and since == self.start_since
+        self.result.kind = "full" if run.full else ("partial" if partial else "incremental")
         source: Source = spec.source.cls(spec.source.config, self._context(spec.source, run))
         transforms: list[Transform] = [t.cls(t.config, self._context(t, run)) for t in spec.transforms]
         sink: Sink = spec.sink.cls(spec.sink.config, self._context(spec.sink, run))
@@ -238,6 +251,9 @@ class PipeRun:
                 await tg.start(self._source_actor, source, boxes[0], since, run, strategy, name=f"{spec.id}/source")
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+        finally:
+            for box in boxes:
+                box.dispose()
 
     async def _guard(self, actor: str, component: Any, body: Any) -> None:
         """Open the component, run ``body``, close it; wrap foreign errors in ComponentError."""
@@ -290,10 +306,8 @@ class PipeRun:
                 )
             progress.since = last
 
-        try:
-            await self._guard("source", source, body)
-        finally:
-            await outbox.close()
+        await self._guard("source", source, body)
+        await outbox.close()  # only on success: after a failure the sink must not see an end
 
     async def _emit(
         self, outbox: Mailbox, entities: list[Entity], last: Any, run: RunInfo, strategy: Strategy
@@ -324,10 +338,8 @@ class PipeRun:
                 out = await transform.transform(batch.entities) if batch.entities else []
                 await outbox.send(Batch(out, batch.checkpoint, batch.read))
 
-        try:
-            await self._guard("transform", transform, body)
-        finally:
-            await outbox.close()
+        await self._guard("transform", transform, body)
+        await outbox.close()
 
     async def _sink_actor(
         self, sink: Sink, inbox: Mailbox, run: RunInfo, strategy: Strategy,

@@ -10,6 +10,7 @@ It runs inside the caller's event loop (asyncio)::
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,6 +22,7 @@ from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
 from runtime.pipes import PipeRun, RunResult, strategy_of
 from runtime.plugins import Registry, default_registry
+from runtime.rescans import after_run, choose_run
 from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
 
 log = structlog.get_logger("sluice.runtime")
@@ -126,17 +128,30 @@ class Runtime:
             raise OperationRefusedError(f"pipe {pipe!r} has pump.mode 'off' and cannot run", pipe=pipe)
         if pipe in self.running:
             raise OperationRefusedError(f"pipe {pipe!r} is already running", pipe=pipe)
+        state = await self.store.pipe_state(pipe)
+        now = datetime.now(UTC)
+        kind, start = ("full", None) if full else choose_run(spec.model.pump, state.info, state.since, now)
+        options: dict[str, Any] = {}
+        if kind == "full" and (full or (state.since is not None and state.sweep is None)):
+            options["full"] = True  # a rescan; an interrupted full run is resumed instead
+        elif kind == "partial":
+            options["start_since"] = start
         run = PipeRun(
-            spec, self.store, systems=self.systems, full=full,
-            config_dir=str(self.config_dir), on_progress=on_progress,
+            spec, self.store, systems=self.systems, config_dir=str(self.config_dir),
+            on_progress=on_progress, **options,
         )
         self.running[pipe] = run
         try:
             if spec.model.disable_set_last_seen:
                 await self.store.update_pipe_info(pipe, {PROTECTED: True})
-            return await run.run()
+            result = await run.run()
         finally:
             del self.running[pipe]
+        info = (await self.store.pipe_state(pipe)).info
+        changes = after_run(result.kind, info, result.status == "completed", now)  # type: ignore[arg-type]
+        if changes:
+            await self.store.update_pipe_info(pipe, changes)
+        return result
 
     async def run_all(
         self, *, full: bool = False, on_progress: Callable[[RunResult], None] | None = None

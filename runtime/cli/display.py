@@ -51,7 +51,7 @@ def summary_table(results: list[RunResult]) -> Table:
     styles = {"completed": "green", "stopped": "yellow", "failed": "red"}
     for r in results:
         table.add_row(
-            r.pipe, f"[{styles.get(r.status, 'white')}]{r.status}[/]", "full" if r.full else "incremental",
+            r.pipe, f"[{styles.get(r.status, 'white')}]{r.status}[/]", r.kind,
             *[f"{getattr(r, n):,}" for n in COUNTS], f"{r.seconds:.2f}",
         )
     return table

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -25,8 +26,9 @@ class PumpConfig(_Strict):
         cron_expression: cron schedule (wins over ``schedule_interval``).
         rescan_run_count: every Nth run is a full rescan.
         rescan_cron_expression: cron schedule of full rescans.
-        partial_rescan_delta: move since back by this much (integer since: offsets; datetime since:
-            seconds) for partial rescans.
+        partial_rescan_run_count: every Nth run is a partial rescan.
+        partial_rescan_delta: how far a partial rescan moves since back (integer since: that many;
+            ISO datetime since: seconds).
         run_at_startup: run once when the daemon starts.
     """
 
@@ -35,8 +37,22 @@ class PumpConfig(_Strict):
     cron_expression: str | None = None
     rescan_run_count: int | None = Field(default=None, ge=1)
     rescan_cron_expression: str | None = None
+    partial_rescan_run_count: int | None = Field(default=None, ge=1)
     partial_rescan_delta: float | None = Field(default=None, gt=0)
     run_at_startup: bool = False
+
+    @field_validator("cron_expression", "rescan_cron_expression")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _partial(self) -> PumpConfig:
+        if (self.partial_rescan_run_count is None) != (self.partial_rescan_delta is None):
+            raise ValueError("partial_rescan_run_count and partial_rescan_delta go together")
+        return self
 
 
 class CompactionConfig(_Strict):

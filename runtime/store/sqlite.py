@@ -116,7 +116,8 @@ class SqliteStore:
         async with self._lock:
             conn = self._w
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                with anyio.CancelScope(shield=True):  # a BEGIN must never be left behind
+                    await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot begin a transaction on {self.path}: {exc}") from exc
             try:
@@ -125,12 +126,12 @@ class SqliteStore:
                 with anyio.CancelScope(shield=True):
                     await conn.execute("ROLLBACK")
                 raise
-            try:
-                await conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # a batch and its checkpoint: all or nothing
+                try:
+                    await conn.execute("COMMIT")
+                except sqlite3.Error as exc:
                     await conn.execute("ROLLBACK")
-                raise StoreError(f"commit failed on {self.path}: {exc}") from exc
+                    raise StoreError(f"commit failed on {self.path}: {exc}") from exc
 
     # -- datasets ---------------------------------------------------------------------------
     async def write_batch(

@@ -1,0 +1,278 @@
+"""The scheduler: one pump task per pipe, running the pipe through :meth:`Runtime.run_pipe`.
+
+A pump wakes for the first of: its schedule (``schedule_interval`` or ``cron_expression``), an
+operator request (``start``, ``start-rescan``), a signal that an input dataset changed (debounced:
+changes within ``signal_debounce_s`` go into one run), or a retry of a failed run (exponential
+backoff, never later than the regular schedule). One run per pipe at a time: a signal arriving
+during a run makes one more run afterwards.
+
+Sesam semantics (configuration-pump.rst, scheduling-and-signalling.rst): ``mode: manual`` pipes
+run only on request, ``mode: off`` pipes never; a *disabled* pipe (operator ``disable``) is not
+scheduled but can be started by hand; a pipe whose sink dataset has a tripped circuit breaker is
+not scheduled. Pipes whose components set ``pump_runs = False`` (publishers and receivers, whose
+data moves on HTTP requests) have no pump. Run kinds (full / partial / incremental) are decided
+inside :meth:`Runtime.run_pipe` (:mod:`runtime.rescans`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from runtime.config.models import PipeSpec
+from runtime.errors import OperationRefusedError, PipeTrippedError
+from runtime.pipes import RunResult
+from runtime.pump.schedule import backoff, next_regular
+
+log = structlog.get_logger("sluice.pump")
+
+Hook = Callable[[PipeSpec, RunResult], None]
+
+
+def has_pump(spec: PipeSpec) -> bool:
+    """False for pipes whose data moves on HTTP requests (publishers, receivers)."""
+    parts = [spec.source, *spec.transforms, spec.sink]
+    return all(getattr(p.cls, "pump_runs", True) for p in parts)
+
+
+class Pump:
+    """The schedule and run loop of one pipe (created by :class:`Scheduler`)."""
+
+    def __init__(self, scheduler: Scheduler, spec: PipeSpec) -> None:
+        self.scheduler = scheduler
+        self.spec = spec
+        self.pipe = spec.id
+        self.mode = spec.model.pump.mode if has_pump(spec) else "manual"
+        self.disabled = False
+        self.next_at: float | None = None
+        self.signalled_at: float | None = None
+        self.request: str | None = None
+        self.failures = 0
+        self.last_start: float | None = None
+        self.running = False
+        self.stopping = False
+        self.last_error: str | None = None
+        self._wake = anyio.Event()
+        self._scope: anyio.CancelScope | None = None
+        self._seen_changes = 0
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the schedule and signals may start runs."""
+        return self.mode == "scheduled" and not self.disabled and has_pump(self.spec)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, *, full: bool = False) -> None:
+        """Ask for a run now (``full``: a full rescan).
+
+        Raises:
+            OperationRefusedError: ``mode: off``, already running or a run already requested.
+        """
+        if self.spec.model.pump.mode == "off":
+            raise OperationRefusedError(f"pipe {self.pipe!r} has pump.mode 'off' and cannot run", pipe=self.pipe)
+        if not has_pump(self.spec):
+            raise OperationRefusedError(
+                f"pipe {self.pipe!r} is a publisher or receiver: its data moves on HTTP requests, "
+                "there is nothing to run", pipe=self.pipe)
+        if self.running or self.request is not None:
+            raise OperationRefusedError(
+                f"pipe {self.pipe!r} is already running or about to; wait for it or stop it first",
+                pipe=self.pipe)
+        self.request = "rescan" if full else "start"
+        self.wake()
+
+    def signal(self) -> None:
+        """An input dataset changed: run soon (after the debounce), if scheduled."""
+        if self.scheduled and self.signalled_at is None:
+            self.signalled_at = time.time() + self.scheduler.debounce_s
+            self.wake()
+
+    def stop_run(self) -> bool:
+        """Ask the running run (if any) to stop cleanly; True if one was running."""
+        run = self.scheduler.runtime.running.get(self.pipe)
+        if run is not None:
+            run.stop()
+        return run is not None
+
+    def reschedule(self) -> None:
+        """Recompute the next regular run (after enable/disable)."""
+        now = time.time()
+        self.next_at = next_regular(self.spec, now, self.last_start) if self.scheduled else None
+        self.wake()
+
+    async def loop(self) -> None:
+        """Wait for the next reason to run, run, repeat, until :meth:`Scheduler.stop`."""
+        now = time.time()
+        if self.scheduled:
+            at_startup = self.spec.model.pump.run_at_startup
+            self.next_at = now if at_startup else next_regular(self.spec, now, None)
+        while not self.stopping:
+            delay = self._delay(time.time())
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self.stopping:
+                return
+            full = await self._due(time.time())
+            if full is not None:
+                await self._run(full)
+
+    def _delay(self, now: float) -> float:
+        times = [t for t in (self.next_at, self.signalled_at) if t is not None]
+        if self.request is not None:
+            return 0.0
+        return max(min(times) - now, 0.0) if times else float("inf")
+
+    async def _due(self, now: float) -> bool | None:
+        """Whether to run now: None (no), False (a run), True (a full rescan)."""
+        if self.request is not None:
+            full = self.request == "rescan"
+            self.request = None
+            return full
+        if not self.scheduled:
+            return None
+        signalled = self.signalled_at is not None and now >= self.signalled_at
+        timed = self.next_at is not None and now >= self.next_at
+        if not (signalled or timed):
+            return None
+        if await self.scheduler.tripped(self.spec):
+            self.signalled_at = None
+            self.next_at = next_regular(self.spec, now, now)
+            return None
+        return False
+
+    async def _run(self, full: bool) -> None:
+        started = time.time()
+        self.last_start, self.signalled_at, self.running = started, None, True
+        self._seen_changes = 0
+        result: RunResult | None = None
+        with anyio.CancelScope(shield=True) as scope:
+            self._scope = scope
+            try:
+                self.scheduler.on_start(self.spec)
+                result = await self.scheduler.runtime.run_pipe(self.pipe, full=full, on_progress=self._progress)
+            except OperationRefusedError as exc:
+                self.last_error = str(exc)
+                log.warning("pump.refused", pipe=self.pipe, error=str(exc))
+            finally:
+                self._scope, self.running = None, False
+        if result is not None:
+            self._after(result, started)
+
+    def _progress(self, result: RunResult) -> None:
+        if result.changes > self._seen_changes:
+            self._seen_changes = result.changes
+            self.scheduler.signal(self.spec.writes)
+
+    def _after(self, result: RunResult, started: float) -> None:
+        now = time.time()
+        self.scheduler.on_finish(self.spec, result)
+        regular = next_regular(self.spec, now, started) if self.scheduled else None
+        if result.ok:
+            self.failures, self.last_error, self.next_at = 0, None, regular
+            return
+        self.failures += 1
+        self.last_error = str(result.error)
+        if isinstance(result.error, PipeTrippedError) or regular is None:
+            self.next_at = regular
+            return
+        s = self.scheduler
+        retry_at = now + backoff(self.failures, s.backoff_s, s.backoff_max_s)
+        self.next_at = min(retry_at, regular)
+        log.info("pump.retry_scheduled", pipe=self.pipe, failures=self.failures, in_s=round(retry_at - now, 3))
+
+    def cancel_run(self) -> None:
+        """Cancel the run in progress hard (after the shutdown timeout)."""
+        if self._scope is not None:
+            self._scope.shield = False
+            self._scope.cancel()
+
+
+class Scheduler:
+    """Pumps of every pipe of the runtime's current config.
+
+    Args:
+        runtime: an open :class:`~runtime.runtime.Runtime`.
+        debounce_s: signal debounce, seconds.
+        backoff_s, backoff_max_s: retry backoff of failed runs, seconds.
+        on_start, on_finish: hooks called around every run (metrics).
+    """
+
+    def __init__(
+        self, runtime: Any, *, debounce_s: float = 0.5, backoff_s: float = 1.0,
+        backoff_max_s: float = 300.0, on_start: Callable[[PipeSpec], None] | None = None,
+        on_finish: Hook | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.debounce_s = debounce_s
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.on_start = on_start or (lambda spec: None)
+        self.on_finish = on_finish or (lambda spec, result: None)
+        self.pumps = {pid: Pump(self, spec) for pid, spec in runtime.config.pipes.items()}
+        self._done = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def pump(self, pipe: str) -> Pump:
+        """The pump of ``pipe``.
+
+        Raises:
+            OperationRefusedError: no such pipe in the running config.
+        """
+        found = self.pumps.get(pipe)
+        if found is None:
+            raise OperationRefusedError(f"no pipe {pipe!r} in the running config; check the pipe id")
+        return found
+
+    def signal(self, datasets: list[str]) -> None:
+        """Datasets changed: signal every pipe reading one of them."""
+        config = self.runtime.config
+        for ds in datasets:
+            for pid in config.downstream(ds):
+                if pid in self.pumps:
+                    self.pumps[pid].signal()
+
+    async def tripped(self, spec: PipeSpec) -> bool:
+        """True when a dataset the pipe writes has a tripped circuit breaker."""
+        for ds in spec.writes:
+            info = await self.runtime.store.dataset_info(ds)
+            if info is not None and info.trip is not None:
+                return True
+        return False
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every pump until :meth:`stop`; operator flags (disabled) are read from the store."""
+        try:
+            for pump in self.pumps.values():
+                state = await self.runtime.store.pipe_state(pump.pipe)
+                pump.disabled = bool(state.info.get("disabled"))
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                for pid, pump in self.pumps.items():
+                    tg.start_soon(pump.loop, name=f"{pid}/pump")
+                task_status.started()
+        finally:
+            self._done.set()
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop every pump: no new runs; running runs stop cleanly (batches in flight commit).
+
+        After ``timeout_s`` the runs still going are cancelled (their uncommitted work is redone
+        by the next run).
+        """
+        for pump in self.pumps.values():
+            pump.stopping = True
+            pump.stop_run()
+            pump.wake()
+        with anyio.move_on_after(timeout_s) as scope:
+            await self._done.wait()
+        if scope.cancelled_caught:
+            log.warning("pump.stop_timeout", timeout_s=timeout_s)
+            for pump in self.pumps.values():
+                pump.cancel_run()
+            await self._done.wait()

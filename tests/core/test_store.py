@@ -1,0 +1,152 @@
+"""The SQLite state store: no-op writes, compaction, atomicity, breaker, work units, logs."""
+
+import pytest
+
+from runtime.errors import EntityError, OperationRefusedError, TransientError
+from runtime.store import Checkpoint
+
+
+async def test_write_assigns_offsets_and_generated_fields(store):
+    r = await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "b", "v": 2}], pipe="p", checkpoint=None)
+    assert (r.new, r.changed, r.unchanged) == (2, 0, 0)
+    got, end = await store.read("ds", since=None, limit=10)
+    assert [e["_updated"] for e in got] == [0, 1] and end == 1
+    assert got[0]["_previous"] is None and len(got[0]["_hash"]) == 32 and got[0]["_ts"] > 0
+
+
+async def test_rewriting_identical_entities_is_a_noop(store):
+    batch = [{"_id": str(i), "v": i} for i in range(50)]
+    await store.write_batch("ds", batch, pipe="p", checkpoint=None)
+    again = [{**e, "_ts": 123, "_updated": 999} for e in reversed(batch)]
+    r = await store.write_batch("ds", again, pipe="p", checkpoint=None)
+    assert (r.new, r.changed, r.deleted, r.unchanged) == (0, 0, 0, 50)
+    assert (await store.dataset_info("ds")).next_offset == 50
+
+
+async def test_changed_entity_gets_new_version_linked_to_previous(store):
+    await store.write_batch("ds", [{"_id": "a", "v": 1}], pipe="p", checkpoint=None)
+    r = await store.write_batch("ds", [{"_id": "a", "v": 2}], pipe="p", checkpoint=None)
+    assert r.changed == 1
+    versions = await store.get("ds", "a", history=True)
+    assert [v["v"] for v in versions] == [1, 2] and versions[1]["_previous"] == 0
+
+
+async def test_same_id_twice_in_one_batch_keeps_order(store):
+    r = await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "a", "v": 2}, {"_id": "a", "v": 2}],
+                                pipe="p", checkpoint=None, keep_versions=None)
+    assert (r.new, r.changed, r.unchanged) == (1, 1, 1)
+    assert [e["v"] for e in await store.get("ds", "a", history=True)] == [1, 2]
+
+
+async def test_compaction_keeps_two_versions_by_default(store):
+    for v in range(5):
+        await store.write_batch("ds", [{"_id": "a", "v": v}, {"_id": "b", "v": 0}], pipe="p", checkpoint=None)
+    assert [e["v"] for e in await store.get("ds", "a", history=True)] == [3, 4]
+    assert len(await store.get("ds", "b", history=True)) == 1
+
+
+async def test_keep_versions_none_keeps_history(store):
+    for v in range(5):
+        await store.write_batch("ds", [{"_id": "a", "v": v}], pipe="p", checkpoint=None, keep_versions=None)
+    history, _ = await store.read("ds", since=None, limit=100, history=True)
+    assert [e["v"] for e in history] == [0, 1, 2, 3, 4]
+    latest, _ = await store.read("ds", since=None, limit=100)
+    assert [e["v"] for e in latest] == [4]
+
+
+async def test_full_compaction_command(store):
+    for v in range(4):
+        await store.write_batch("ds", [{"_id": "a", "v": v}], pipe="p", checkpoint=None, keep_versions=None)
+    assert await store.compact("ds", 1) == 3
+    assert [e["v"] for e in await store.get("ds", "a", history=True)] == [3]
+
+
+async def test_batch_and_checkpoint_commit_together_or_not_at_all(store):
+    await store.write_batch("ds", [{"_id": "a"}], pipe="p", checkpoint=Checkpoint(since=1))
+    with pytest.raises(EntityError, match="no string _id"):
+        await store.write_batch("ds", [{"_id": "b"}, {"x": 1}], pipe="p", checkpoint=Checkpoint(since=2))
+    assert (await store.pipe_state("p")).since == 1
+    got, _ = await store.read("ds", since=None, limit=10)
+    assert [e["_id"] for e in got] == ["a"]
+    assert (await store.dataset_info("ds")).next_offset == 1
+
+
+async def test_deletion_of_unknown_id_is_not_written(store):
+    r = await store.write_batch("ds", [{"_id": "ghost", "_deleted": True}], pipe="p", checkpoint=None)
+    assert r.changes == 0 and await store.dataset_info("ds") is not None
+    assert await store.get("ds", "ghost") == []
+
+
+async def test_read_since_is_exclusive_and_pages(store):
+    await store.write_batch("ds", [{"_id": str(i)} for i in range(10)], pipe="p", checkpoint=None)
+    page, end = await store.read("ds", since=3, limit=4)
+    assert [e["_updated"] for e in page] == [4, 5, 6, 7] and end == 7
+    page, end = await store.read("ds", since=7, limit=4)
+    assert [e["_updated"] for e in page] == [8, 9] and end == 9
+    page, end = await store.read("ds", since=9, limit=4)
+    assert page == [] and end == 9
+    assert await store.read("missing", since=None, limit=4) == ([], None)
+
+
+async def test_circuit_breaker_holds_changes_past_the_limit(store):
+    await store.write_batch("ds", [{"_id": str(i)} for i in range(4)], pipe="p", checkpoint=Checkpoint(since=10))
+    r = await store.write_batch("ds", [{"_id": str(i), "x": 1} for i in range(4)], pipe="p",
+                                checkpoint=Checkpoint(since=20), change_limit=1)
+    assert r.tripped and r.changed == 4
+    info = await store.dataset_info("ds")
+    assert info.trip.pipe == "p" and info.trip.since == 10 and info.committed == 4
+    visible, _ = await store.read("ds", since=None, limit=100)
+    assert sorted(e.get("x", 0) for e in visible) == [0, 0, 0, 1]
+    assert await store.rollback_breaker("ds") == 3
+    info = await store.dataset_info("ds")
+    assert info.trip is None and info.next_offset == 5
+    assert (await store.pipe_state("p")).since == 10
+    # the index was rebuilt: re-writing a rolled-back change is a change again, not a no-op
+    r = await store.write_batch("ds", [{"_id": "3", "x": 1}], pipe="p", checkpoint=None)
+    assert r.changed == 1
+
+
+async def test_circuit_breaker_commit_exposes_held_versions(store):
+    await store.write_batch("ds", [{"_id": "a"}], pipe="p", checkpoint=None)
+    await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "b"}], pipe="p", checkpoint=None, change_limit=0)
+    assert (await store.dataset_info("ds")).committed == 0
+    assert await store.commit_breaker("ds") == 2
+    assert {e["_id"] for e in (await store.read("ds", since=None, limit=9))[0]} == {"a", "b"}
+    with pytest.raises(OperationRefusedError):
+        await store.commit_breaker("ds")
+
+
+async def test_unseen_lists_ids_not_marked_by_the_sweep(store):
+    await store.write_batch("ds", [{"_id": c} for c in "abc"], pipe="p", checkpoint=None, sweep=1)
+    await store.write_batch("ds", [{"_id": "a"}, {"_id": "b"}], pipe="p", checkpoint=None, sweep=2)
+    assert [e["_id"] for e in await store.unseen("ds", 2, 10)] == ["c"]
+
+
+async def test_pipe_state_info_and_execution_log(store):
+    await store.update_pipe_info("p", {"runs": 1})
+    await store.update_pipe_info("p", {"last_run": {"status": "completed"}})
+    state = await store.pipe_state("p")
+    assert state.info == {"runs": 1, "last_run": {"status": "completed"}}
+    await store.log_event("p", "r1", "run-started", {})
+    await store.log_event("p", "r1", "run-completed", {"new": 3})
+    events = await store.execution_log("p")
+    assert [e.event for e in events] == ["run-started", "run-completed"]
+    assert (await store.execution_log("p", since=events[0].seq))[0].data == {"new": 3}
+
+
+async def test_work_unit_ledger_leases_and_fencing(store):
+    assert await store.plan_units("p", {"2026-01": {"to": "2026-02"}, "2026-02": None}) == 2
+    assert await store.plan_units("p", {"2026-01": None}) == 0
+    claimed = await store.claim_units("p", "w1", limit=1, lease_s=60)
+    assert [u.key for u in claimed] == ["2026-01"] and claimed[0].attempts == 1
+    assert claimed[0].watermark == {"to": "2026-02"} and claimed[0].lease_owner == "w1"
+    with pytest.raises(TransientError, match="no longer leased"):
+        await store.finish_unit("p", "2026-01", "w2")
+    await store.finish_unit("p", "2026-01", "w1", error="HTTP 500", checkpoint={"page": 3})
+    units = {u.key: u for u in await store.work_units("p")}
+    assert units["2026-01"].status == "failed" and units["2026-01"].checkpoint == {"page": 3}
+    again = await store.claim_units("p", "w2", limit=5, lease_s=0)
+    assert {u.key for u in again} == {"2026-01", "2026-02"}
+    # an expired lease can be taken over
+    third = await store.claim_units("p", "w3", limit=5, lease_s=60)
+    assert {u.lease_owner for u in third} == {"w3"}
