@@ -1,0 +1,126 @@
+"""Invalid config is refused before anything runs, with file, _id, key path and reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime import ConfigError, Secrets, load_config
+from runtime.plugins import default_registry
+
+GOOD_SOURCE = {"type": "embedded", "entities": [{"_id": "a"}]}
+
+
+def pipe(**overrides):
+    return {"_id": "p", "type": "pipe", "source": GOOD_SOURCE, **overrides}
+
+
+CASES = [
+    # (name, objects, expected (key, reason fragment))
+    ("unknown source type", [pipe(source={"type": "nope"})], ("source.type", "unknown source type 'nope'")),
+    ("unknown sink type", [pipe(sink={"type": "teleport"})], ("sink.type", "unknown sink type 'teleport'")),
+    ("unknown transform type", [pipe(transform=[{"type": "python", "function": "json:dumps"}, {"type": "x"}])],
+     ("transform[1].type", "unknown transform type 'x'")),
+    ("missing source", [{"_id": "p", "type": "pipe"}], ("source", "Field required")),
+    ("unknown pipe key", [pipe(sourse={"type": "embedded"})], ("sourse", "unknown key")),
+    ("unknown component key", [pipe(source={**GOOD_SOURCE, "entites": []})], ("source.entites", "unknown key")),
+    ("bad object type", [{"_id": "p", "type": "pipeline"}], ("type", "must be 'pipe' or 'system:<kind>'")),
+    ("missing _id", [{"type": "pipe", "source": GOOD_SOURCE}], ("_id", "missing or not a non-empty string")),
+    ("slash in _id", [pipe(_id="a/b")], ("_id", "must not contain '/'")),
+    ("batch_size zero", [pipe(batch_size=0)], ("batch_size", "greater than or equal to 1")),
+    ("pump mode", [pipe(pump={"mode": "sometimes"})], ("pump.mode", "'scheduled', 'manual' or 'off'")),
+    ("bad cron", [pipe(pump={"cron_expression": "every day"})], ("pump.cron_expression", "not a valid cron expression")),
+    ("negative interval", [pipe(pump={"schedule_interval": -5})], ("pump.schedule_interval", "greater than 0")),
+    ("partial rescan half set", [pipe(pump={"partial_rescan_delta": 60})], ("pump", "go together")),
+    ("keep_versions zero", [pipe(compaction={"keep_versions": 0})], ("compaction.keep_versions", "greater than or equal to 1")),
+    ("embedded without _id", [pipe(source={"type": "embedded", "entities": [{"x": 1}]})],
+     ("source.entities", "have no string _id")),
+    ("file source both id options", [pipe(source={"type": "file", "path": "x.csv", "primary_key": "a", "id_expression": "{{ a }}"})],
+     ("source", "set primary_key or id_expression, not both")),
+    ("file format unknown", [pipe(source={"type": "file", "path": "x.bin"})], ("source", "cannot tell the format")),
+    ("id_expression syntax", [pipe(source={"type": "file", "path": "x.csv", "id_expression": "{{ a "})],
+     ("source.id_expression", "template syntax error")),
+    ("python function missing", [pipe(transform={"type": "python", "function": "json:nothing_here"})],
+     ("transform.function", "has no function 'nothing_here'")),
+    ("python module missing", [pipe(transform={"type": "python", "function": "no_such_mod:f"})],
+     ("transform.function", "cannot import module 'no_such_mod'")),
+    ("breaker negative", [pipe(sink={"type": "dataset", "circuit_breaker_threshold_count": -1})],
+     ("sink.circuit_breaker_threshold_count", "greater than or equal to 0")),
+    ("unknown system referenced", [pipe(source={"type": "dataset", "dataset": "x", "system": "ghost"})],
+     ("source.system", "no system with _id 'ghost'")),
+    ("unknown system type", [{"_id": "s", "type": "system:warp"}], ("type", "unknown system type 'system:warp'")),
+    ("two writers of one dataset", [pipe(), pipe(_id="q", sink={"type": "dataset", "dataset": "p"})],
+     ("sink.dataset", "already written by pipe 'p'")),
+    ("missing env var", [pipe(source={"type": "dataset", "dataset": "$ENV(SLUICE_TEST_UNSET_VAR)"})],
+     ("source.dataset", "$ENV(SLUICE_TEST_UNSET_VAR) is not set")),
+    ("secret where not allowed", [pipe(source={"type": "dataset", "dataset": "$SECRET(token)"})],
+     ("source.dataset", "$SECRET(...) is not allowed here")),
+]
+
+
+@pytest.mark.parametrize(("name", "objects", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_config_is_refused_with_its_location(name, objects, expected, write_config, monkeypatch):
+    monkeypatch.delenv("SLUICE_TEST_UNSET_VAR", raising=False)
+    root = write_config(objects)
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry(), Secrets(environ={"token": "s3cr3t-value"}))
+    key, reason = expected
+    matching = [p for p in info.value.problems if p.key == key and reason in p.reason]
+    assert matching, f"{name}: {[str(p) for p in info.value.problems]}"
+    problem = matching[0]
+    assert problem.file.endswith("pipes.yaml")
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def test_all_problems_are_listed_at_once(write_config):
+    root = write_config([pipe(source={"type": "nope"}), pipe(_id="q", batch_size=0), {"_id": "r", "type": "?"}])
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry())
+    assert {p.pipe for p in info.value.problems} == {"p", "q", "r"}
+    text = str(info.value)
+    assert "3 problems" in text and "pipes.yaml: q: batch_size:" in text and text.endswith("`sluice check` again.")
+
+
+def test_syntax_errors_name_the_file(tmp_path):
+    root = tmp_path / "cfg"
+    root.mkdir()
+    (root / "a.json").write_text('{"_id": "p", ')
+    (root / "b.yaml").write_text("_id: [unclosed")
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry())
+    reasons = {p.file.rsplit("/", 1)[-1]: p.reason for p in info.value.problems}
+    assert reasons["a.json"].startswith("not valid JSON") and reasons["b.yaml"].startswith("not valid YAML")
+
+
+def test_duplicate_ids_across_files(tmp_path):
+    root = tmp_path / "cfg"
+    (root / "pipes").mkdir(parents=True)
+    (root / "one.yaml").write_text("_id: p\ntype: pipe\nsource: {type: embedded, entities: []}\n")
+    (root / "pipes" / "two.json").write_text('[{"_id": "p", "type": "pipe", "source": {"type": "embedded", "entities": []}}]')
+    with pytest.raises(ConfigError, match=r"two.json: p: _id: duplicate _id, also defined in .*one.yaml"):
+        load_config(root, default_registry())
+
+
+def test_secret_accepted_by_a_secret_key_and_never_shown(write_config):
+    from pydantic import BaseModel
+
+    from runtime import Secret
+    from runtime.config.secrets import substitute
+
+    class Auth(BaseModel):
+        token: Secret
+
+    problems: list = []
+    value = substitute({"token": "Bearer $SECRET(tok)"}, Secrets(environ={"tok": "abc"}),
+                       lambda k, r: problems.append((k, r)))
+    auth = Auth.model_validate(value)
+    assert auth.token.reveal() == "Bearer abc" and "abc" not in repr(auth) and str(auth.token) == "***"
+    assert auth.model_dump() == {"token": "***"} and problems == []
+
+
+def test_secrets_file_is_used_before_the_environment(tmp_path):
+    f = tmp_path / "secrets.json"
+    f.write_text('{"tok": "from-file"}')
+    assert Secrets(f, environ={"tok": "from-env"}).secret("tok") == "from-file"
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(ValueError, match="bad.json: must hold one object"):
+        Secrets(tmp_path / "bad.json")
