@@ -39,10 +39,13 @@ from runtime.errors import (
     StoreError,
     TransientError,
 )
+from runtime.logs import library_defaults
 from runtime.pipes import PipeRun, RunResult
 from runtime.plugins import Registry, default_registry
 from runtime.runtime import Runtime
 from runtime.store import Checkpoint, DatasetInfo, PipeState, StateStore, WriteResult
+
+library_defaults()
 
 __all__ = [
     "BadDataError",

@@ -60,3 +60,15 @@ def configure_logging(fmt: LogFormat = "console", level: str = "warning") -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+
+
+def library_defaults() -> None:
+    """Route structlog through the standard library unless the host program configured structlog
+    itself: embedded, Sluice then logs like any library (warnings to stderr by default)."""
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )

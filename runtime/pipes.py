@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 import anyio
@@ -241,7 +242,7 @@ class PipeRun:
         sink: Sink = spec.sink.cls(spec.sink.config, self._context(spec.sink, run))
         self._progress.since = since
         names = ["source", *[f"transform{i}" for i in range(len(transforms))], "sink"]
-        boxes = [Mailbox(f"{spec.id}/{a}->{b}", MAILBOX_CAPACITY) for a, b in zip(names, names[1:], strict=False)]
+        boxes = [Mailbox(f"{spec.id}/{a}->{b}", MAILBOX_CAPACITY) for a, b in pairwise(names)]
         self._progress.mailboxes = boxes
         try:
             async with anyio.create_task_group() as tg:

@@ -238,6 +238,13 @@ class Runtime:
         """Delete the held versions and restore the tripping pipe's since; returns how many."""
         return await breaker(self.store, dataset, "rollback")
 
+    async def serve(self, settings: Any = None, *, handle_signals: bool = False) -> None:
+        """Run the daemon (pumps + HTTP service API) on this open runtime until stopped; see
+        :func:`runtime.daemon.serve` (``settings``: a ``DaemonSettings``)."""
+        from runtime.daemon import serve
+
+        await serve(self, settings, handle_signals=handle_signals)
+
 
 async def reset_pipe(
     store: StateStore, pipe: str, config: Config | None, since: Any = None, *, running: bool = False

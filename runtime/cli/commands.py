@@ -66,7 +66,10 @@ def pipes(config_dir: str | None, settings: Settings) -> None:
         await store.open()
         try:
             states = {s.pipe: s for s in await store.pipe_states()}
-            ids = list(load_config(config_dir, default_registry(), settings.secrets()).pipes) if config_dir else list(states)
+            if config_dir:
+                ids = list(load_config(config_dir, default_registry(), settings.secrets()).pipes)
+            else:
+                ids = list(states)
             rows = []
             for pid in ids:
                 s = states.get(pid)
@@ -97,7 +100,8 @@ def datasets(settings: Settings) -> None:
                     for d in await store.datasets()]
         finally:
             await store.close()
-        out.print(table("datasets", ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker"], rows))
+        columns = ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker"]
+        out.print(table("datasets", columns, rows))
         return 0
 
     run_async(go())

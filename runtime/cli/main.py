@@ -16,6 +16,7 @@ def cli() -> None:
 for command in (commands.run, commands.check, commands.pipes, commands.datasets,
                 commands.entities, commands.reset, commands.breaker_cmd):
     cli.add_command(command)
+cli.add_command(__import__("runtime.cli.serve", fromlist=["serve"]).serve)
 
 
 def main() -> None:

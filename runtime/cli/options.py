@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import functools
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +54,8 @@ def common_options(func: F) -> F:
     the command receives ``settings: Settings``."""
 
     @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=".sluice",
-                  envvar="SLUICE_DATA_DIR", show_default=True, help="Directory for state (the default store lives here).")
+                  envvar="SLUICE_DATA_DIR", show_default=True,
+                  help="Directory for state (the default store lives here).")
     @click.option("--store", envvar="SLUICE_STORE", default=None,
                   help="State store URL, e.g. sqlite:///var/lib/sluice/state.db (default: DATA_DIR/sluice.db).")
     @click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path), envvar="SLUICE_SECRETS_FILE",

@@ -18,7 +18,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from runtime.config.models import ComponentSpec, PipeModel, PipeSpec, SystemModel, SystemSpec
+from runtime.config.models import ComponentSpec, PipeModel, PipeSpec, SystemSpec
 from runtime.config.secrets import Secret, Secrets, substitute
 from runtime.errors import ConfigError, ConfigProblem
 from runtime.plugins import Registry

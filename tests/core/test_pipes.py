@@ -82,10 +82,12 @@ async def test_python_transform_and_chained_datasets(tmp_path, write_config, dat
     (tmp_path / "config" / "shout.py").write_text(
         "def upper(es):\n    return [{**e, 'v': e['v'].upper()} for e in es if e['_id'] != '1']\n"
     )
-    cfg = write_config([
-        dataset_pipe("loud", "rows", transform={"type": "python", "function": "shout:upper"}),
-        file_pipe("rows", "data/rows.ndjson"),
-    ])
+    cfg = write_config(
+        [
+            dataset_pipe("loud", "rows", transform={"type": "python", "function": "shout:upper"}),
+            file_pipe("rows", "data/rows.ndjson"),
+        ]
+    )
     async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
         assert rt.pipe_ids() == ["rows", "loud"]  # dependency order, not file order
         await rt.run_all()
@@ -128,8 +130,7 @@ async def test_circuit_breaker_trips_blocks_the_pipe_and_rolls_back(tmp_path, wr
 
 async def test_circuit_breaker_commit_exposes_the_run(tmp_path, write_config, data_file):
     write_ndjson(data_file, records(10))
-    pipe = file_pipe("rows", "data/rows.ndjson",
-                     sink={"type": "dataset", "circuit_breaker_threshold_factor": 0.1})
+    pipe = file_pipe("rows", "data/rows.ndjson", sink={"type": "dataset", "circuit_breaker_threshold_factor": 0.1})
     cfg = write_config([pipe])
     async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
         await rt.run_pipe("rows")
@@ -142,8 +143,9 @@ async def test_circuit_breaker_commit_exposes_the_run(tmp_path, write_config, da
 
 async def test_disable_set_last_seen_refuses_reset(tmp_path, write_config, data_file):
     write_ndjson(data_file, records(2))
-    cfg = write_config([file_pipe("rows", "data/rows.ndjson"),
-                        dataset_pipe("deltas", "rows", disable_set_last_seen=True)])
+    cfg = write_config(
+        [file_pipe("rows", "data/rows.ndjson"), dataset_pipe("deltas", "rows", disable_set_last_seen=True)]
+    )
     async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
         await rt.run_all()
         with pytest.raises(OperationRefusedError, match="disable_set_last_seen"):
@@ -154,7 +156,9 @@ async def test_disable_set_last_seen_refuses_reset(tmp_path, write_config, data_
 
 async def test_stop_request_commits_what_was_read_and_resumes(tmp_path, write_config, data_file):
     write_ndjson(data_file, records(2000))
-    cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=100), dataset_pipe("copy", "rows", batch_size=100)])
+    cfg = write_config(
+        [file_pipe("rows", "data/rows.ndjson", batch_size=100), dataset_pipe("copy", "rows", batch_size=100)]
+    )
     async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
         await rt.run_pipe("rows")
         spec = rt.config.pipes["copy"]
@@ -220,8 +224,16 @@ async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_pa
         "        raise RuntimeError('boom on 6')\n"
         "    return es\n"
     )
-    cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=3,
-                                  transform={"type": "python", "function": "boom:second_batch_fails"})])
+    cfg = write_config(
+        [
+            file_pipe(
+                "rows",
+                "data/rows.ndjson",
+                batch_size=3,
+                transform={"type": "python", "function": "boom:second_batch_fails"},
+            )
+        ]
+    )
     async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
         write_ndjson(data_file, records(5))
         assert (await rt.run_pipe("rows")).new == 5
