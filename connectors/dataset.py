@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from runtime.components import ComponentConfig, Sink, Source, SourceConfig
-from runtime.entities import Entity
+from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.errors import PipeTrippedError
 from runtime.store.protocol import Checkpoint, WriteResult
 
@@ -83,10 +83,16 @@ class DatasetSinkConfig(ComponentConfig):
 
 
 class DatasetSink(Sink):
-    """Writes to a dataset: exactly-once with the pipe's checkpoint, one transaction per batch."""
+    """Writes to a dataset: exactly-once with the pipe's checkpoint, one transaction per batch.
+    Hashing happens in the prepare actor, overlapping the previous batch's transaction."""
 
     Config: ClassVar[type[ComponentConfig]] = DatasetSinkConfig
     config: DatasetSinkConfig
+    prepares = True
+
+    def prepare(self, entities: list[Entity]) -> PreparedBatch:
+        """Hash and serialise the batch (raises EntityError for an entity without a string _id)."""
+        return prepare(entities, pipe=self.context.pipe)
 
     @classmethod
     def datasets_written(cls, config: Any, pipe: str) -> list[str]:
@@ -127,8 +133,10 @@ class DatasetSink(Sink):
     async def write(self, entities: list[Entity]) -> WriteResult:
         return await self.write_batch(entities, None)
 
-    async def write_batch(self, entities: list[Entity], checkpoint: Checkpoint | None) -> WriteResult:
-        if not entities and checkpoint is None:
+    async def write_batch(
+        self, entities: list[Entity] | PreparedBatch, checkpoint: Checkpoint | None
+    ) -> WriteResult:
+        if not len(entities) and checkpoint is None:
             return WriteResult()
         remaining = None if self.limit is None else max(self.limit - self.changes, 0)
         result = await self.context.store.write_batch(

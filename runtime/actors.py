@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -28,11 +29,13 @@ class Batch:
             only once these entities (and everything before them) are durable.
         read: how many source entities this batch stands for (before transforms filtered or
             expanded them); used for the run's ``read`` counter.
+        prepared: what the sink's prepare actor made of ``entities`` (see ``Sink.prepares``).
     """
 
     entities: list[Entity]
     checkpoint: Checkpoint | None = None
     read: int = 0
+    prepared: Any = None
 
 
 @dataclass(frozen=True)

@@ -142,14 +142,25 @@ class Transform(Component, ABC):
 
 class Sink(Component, ABC):
     """Receives batches. The default :meth:`write_batch` writes first and commits the checkpoint
-    after (at-least-once); a sink that can do both in one transaction overrides it."""
+    after (at-least-once); a sink that can do both in one transaction overrides it.
+
+    A sink with ``prepares = True`` gets its own *prepare* actor in front of it: :meth:`prepare`
+    (CPU work such as hashing) runs on batch N+1 while the sink writes batch N, and
+    :meth:`write_batch` receives what ``prepare`` returned.
+    """
+
+    prepares: ClassVar[bool] = False
+
+    def prepare(self, entities: list[Entity]) -> Any:
+        """Turn entities into what :meth:`write_batch` takes (only called when ``prepares``)."""
+        return entities
 
     @abstractmethod
     async def write(self, entities: list[Entity]) -> WriteResult:
         """Make the entities durable in the target."""
 
-    async def write_batch(self, entities: list[Entity], checkpoint: Checkpoint | None) -> WriteResult:
-        """Write the entities, then commit the checkpoint."""
+    async def write_batch(self, entities: Any, checkpoint: Checkpoint | None) -> WriteResult:
+        """Write the entities (or what :meth:`prepare` made of them), then commit the checkpoint."""
         result = await self.write(entities) if entities else WriteResult()
         if checkpoint is not None:
             await self.context.store.save_checkpoint(self.context.pipe, checkpoint)

@@ -17,9 +17,13 @@ normalised away. Keys starting with ``_`` below the root belong to the data and 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from runtime.errors import EntityError
 
 Entity = dict[str, Any]
 """An entity: a JSON object with a string ``_id``."""
@@ -38,7 +42,7 @@ def strip_reserved(entity: Entity) -> Entity:
     nothing to drop it is returned as is (no copy).
     """
     for key in entity:
-        if key[:1] == "_" and (key not in KEPT_RESERVED or (key == "_deleted" and entity[key] is not True)):
+        if key[:1] == "_" and key != "_id" and (key != "_deleted" or entity[key] is not True):
             break
     else:
         return entity
@@ -88,3 +92,54 @@ def loads(data: bytes | str) -> Any:
         orjson.JSONDecodeError: (a ``ValueError``) the input is not JSON.
     """
     return orjson.loads(data)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """Entities stripped, serialised canonically and hashed once, ready for a dataset write.
+
+    Attributes:
+        ids: each entity's ``_id``.
+        hashes: each entity's ``_hash`` (32 hex characters).
+        canonical: each entity's :func:`canonical_json` bytes (the stored body is built from them).
+        deleted: whether each entity is a deletion.
+    """
+
+    ids: list[str]
+    hashes: list[str]
+    canonical: list[bytes]
+    deleted: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedBatch:
+    """Strip, serialise and hash a batch (pure CPU work, no I/O).
+
+    Raises:
+        EntityError: an entity's ``_id`` is missing or not a string (the entity is shown, cut to
+            200 characters).
+    """
+    ids: list[str] = []
+    hashes: list[str] = []
+    canonical: list[bytes] = []
+    deleted: list[bool] = []
+    blake2b = hashlib.blake2b
+    dumps = orjson.dumps
+    for entity in entities:
+        stripped = strip_reserved(entity)
+        eid = stripped.get("_id")
+        if eid.__class__ is not str:
+            raise EntityError(
+                f"entity has no string _id (got {type(eid).__name__}): "
+                f"{dumps(entity, default=repr)[:200].decode(errors='replace')}",
+                entity_id=None,
+                pipe=pipe,
+            )
+        body = dumps(stripped, option=_SORTED)
+        ids.append(eid)  # type: ignore[arg-type]
+        canonical.append(body)
+        hashes.append(blake2b(body, digest_size=_HASH_BYTES).hexdigest())
+        deleted.append(stripped.get("_deleted") is True)
+    return PreparedBatch(ids, hashes, canonical, deleted)

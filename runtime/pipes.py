@@ -241,13 +241,15 @@ class PipeRun:
         transforms: list[Transform] = [t.cls(t.config, self._context(t, run)) for t in spec.transforms]
         sink: Sink = spec.sink.cls(spec.sink.config, self._context(spec.sink, run))
         self._progress.since = since
-        names = ["source", *[f"transform{i}" for i in range(len(transforms))], "sink"]
+        stages: list[Any] = [*transforms, *([_Prepare(sink)] if sink.prepares else [])]
+        names = ["source", *[f"transform{i}" for i in range(len(transforms))],
+                 *(["prepare"] if sink.prepares else []), "sink"]
         boxes = [Mailbox(f"{spec.id}/{a}->{b}", MAILBOX_CAPACITY) for a, b in pairwise(names)]
         self._progress.mailboxes = boxes
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self._sink_actor, sink, boxes[-1], run, strategy, name=f"{spec.id}/sink")
-                for i, t in enumerate(transforms):
+                for i, t in enumerate(stages):
                     await tg.start(self._transform_actor, t, boxes[i], boxes[i + 1], name=f"{spec.id}/{names[i + 1]}")
                 await tg.start(self._source_actor, source, boxes[0], since, run, strategy, name=f"{spec.id}/source")
         except BaseExceptionGroup as group:
@@ -330,12 +332,16 @@ class PipeRun:
         return last
 
     async def _transform_actor(
-        self, transform: Transform, inbox: Mailbox, outbox: Mailbox,
+        self, transform: Transform | _Prepare, inbox: Mailbox, outbox: Mailbox,
         *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         async def body() -> None:
             task_status.started()
             async for batch in inbox:
+                if isinstance(transform, _Prepare):
+                    prepared = transform.sink.prepare(batch.entities)
+                    await outbox.send(Batch(batch.entities, batch.checkpoint, batch.read, prepared))
+                    continue
                 out = await transform.transform(batch.entities) if batch.entities else []
                 await outbox.send(Batch(out, batch.checkpoint, batch.read))
 
@@ -351,7 +357,8 @@ class PipeRun:
         async def body() -> None:
             task_status.started()
             async for batch in inbox:
-                result.add(await sink.write_batch(batch.entities, batch.checkpoint))
+                entities = batch.entities if batch.prepared is None else batch.prepared
+                result.add(await sink.write_batch(entities, batch.checkpoint))
                 result.read += batch.read
                 if self.on_progress is not None:
                     self.on_progress(result)
@@ -364,6 +371,19 @@ class PipeRun:
                 self.on_progress(result)
 
         await self._guard("sink", sink, body)
+
+
+@dataclass
+class _Prepare:
+    """The prepare stage of a sink that ``prepares``: runs ``sink.prepare`` in its own actor."""
+
+    sink: Sink
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

@@ -13,7 +13,6 @@ one batch costs a fixed number of statements, never one per entity.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +21,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from runtime.entities import Entity, strip_reserved
-from runtime.errors import EntityError
+from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store.protocol import Checkpoint, TripInfo, WriteResult
 
-_SORTED = orjson.OPT_SORT_KEYS
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 
 
@@ -131,16 +128,15 @@ class _Planned:
 
 
 def plan_writes(
-    entities: Sequence[Entity],
+    batch: PreparedBatch,
     latest: dict[str, tuple[int, str, int]],
     next_offset: int,
     sweep: int | None,
-    pipe: str,
 ) -> _Planned:
-    """Hash every entity, drop no-ops, assign offsets: pure computation, no I/O.
+    """Drop no-ops, assign offsets, build stored bodies: pure computation, no I/O.
 
-    Raises:
-        EntityError: an entity's ``_id`` is missing or not a string.
+    The stored body is the canonical JSON (the bytes that were hashed) with the generated fields
+    spliced in before the closing brace: one serialisation per entity.
     """
     ts = now_us()
     log_rows: list[tuple[int, str, bytes]] = []
@@ -149,25 +145,10 @@ def plan_writes(
     superseded: list[str] = []
     new = changed = deleted = same = 0
     off = next_offset
-    for entity in entities:
-        stripped = strip_reserved(entity)
-        eid = stripped.get("_id")
-        if not isinstance(eid, str):
-            raise EntityError(
-                f"entity has no string _id (got {type(eid).__name__}): "
-                f"{orjson.dumps(entity)[:200].decode(errors='replace')}",
-                entity_id=None,
-                pipe=pipe,
-            )
-        digest = hashlib.blake2b(orjson.dumps(stripped, option=_SORTED), digest_size=16).hexdigest()
+    for eid, digest, canonical, is_del in zip(batch.ids, batch.hashes, batch.canonical, batch.deleted, strict=True):
         prev = latest.get(eid)
-        if prev is not None and prev[1] == digest:
-            same += 1
-            unchanged.append(eid)
-            continue
-        is_del = stripped.get("_deleted") is True
-        if is_del and prev is None:
-            same += 1  # a deletion of an id the dataset never had is not written
+        if (prev is not None and prev[1] == digest) or (is_del and prev is None):
+            same += 1  # identical to the latest version, or a deletion of an id never written
             unchanged.append(eid)
             continue
         if is_del:
@@ -177,12 +158,11 @@ def plan_writes(
         else:
             changed += 1
             superseded.append(eid)
-        body = dict(stripped)
-        body["_updated"] = off
-        body["_previous"] = prev[0] if prev is not None else None
-        body["_ts"] = ts
-        body["_hash"] = digest
-        log_rows.append((off, eid, orjson.dumps(body)))
+        previous = b"null" if prev is None else b"%d" % prev[0]
+        body = b'%s,"_updated":%d,"_previous":%s,"_ts":%d,"_hash":"%s"}' % (
+            canonical[:-1], off, previous, ts, digest.encode()
+        )
+        log_rows.append((off, eid, body))
         latest_rows[eid] = (eid, off, digest, int(is_del), sweep)
         latest[eid] = (off, digest, int(is_del))
         off += 1
@@ -198,7 +178,7 @@ def plan_writes(
 async def write(
     conn: aiosqlite.Connection,
     ds: DatasetRow,
-    entities: Sequence[Entity],
+    entities: Sequence[Entity] | PreparedBatch,
     *,
     pipe: str,
     checkpoint: Checkpoint | None,
@@ -208,9 +188,9 @@ async def write(
     change_limit: int | None,
 ) -> WriteResult:
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction."""
-    ids = list(dict.fromkeys(e.get("_id") for e in entities if isinstance(e.get("_id"), str)))
-    latest = await latest_of(conn, ds, ids)
-    plan = plan_writes(entities, latest, ds.next_offset, sweep, pipe)
+    batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
+    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)))
+    plan = plan_writes(batch, latest, ds.next_offset, sweep)
     if plan.log_rows:
         await conn.executemany(f"INSERT INTO {ds.log}(off, id, body) VALUES (?, ?, ?)", plan.log_rows)
         await conn.executemany(

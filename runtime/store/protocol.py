@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runtime.entities import Entity
+from runtime.entities import Entity, PreparedBatch
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class StateStore(Protocol):
     async def write_batch(
         self,
         dataset: str,
-        entities: Sequence[Entity],
+        entities: Sequence[Entity] | PreparedBatch,
         *,
         pipe: str,
         checkpoint: Checkpoint | None,
@@ -207,7 +207,8 @@ class StateStore(Protocol):
 
         Args:
             dataset: dataset id; created on first write.
-            entities: entities with a string ``_id``, in order; a later one for the same id wins.
+            entities: entities with a string ``_id``, in order (a later one for the same id wins),
+                or the same already hashed by :func:`runtime.entities.prepare`.
             pipe: the writing pipe (its checkpoint is stored, and named in a trip).
             checkpoint: the pipe's new continuation state, or None to leave it.
 

@@ -18,7 +18,7 @@ import aiosqlite
 import anyio
 import orjson
 
-from runtime.entities import Entity
+from runtime.entities import Entity, PreparedBatch
 from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError, TransientError
 from runtime.store import _sqlite_datasets as dsql
 from runtime.store.protocol import (
@@ -81,11 +81,12 @@ class SqliteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "cache_size=-65536"):
                 await self._writer.execute(f"PRAGMA {pragma}")
             await self._writer.executescript(SCHEMA)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=10000")
+            await self._reader.execute("PRAGMA cache_size=-32768")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
@@ -137,7 +138,7 @@ class SqliteStore:
     async def write_batch(
         self,
         dataset: str,
-        entities: Sequence[Entity],
+        entities: Sequence[Entity] | PreparedBatch,
         *,
         pipe: str,
         checkpoint: Checkpoint | None,
