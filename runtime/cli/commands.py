@@ -62,9 +62,7 @@ def pipes(config_dir: str | None, settings: Settings) -> None:
 
     async def go() -> int:
         err.print(settings.describe())
-        store = settings.make_store()
-        await store.open()
-        try:
+        async with settings.open_store() as store:
             states = {s.pipe: s for s in await store.pipe_states()}
             if config_dir:
                 ids = list(load_config(config_dir, default_registry(), settings.secrets()).pipes)
@@ -78,8 +76,6 @@ def pipes(config_dir: str | None, settings: Settings) -> None:
                              last.get("read", ""), last.get("new", ""), last.get("changed", ""),
                              last.get("deleted", ""), last.get("error", "")])
             out.print(table("pipes", ["pipe", "since", "last run", "read", "new", "changed", "deleted", "error"], rows))
-        finally:
-            await store.close()
         return 0
 
     run_async(go())
@@ -92,14 +88,10 @@ def datasets(settings: Settings) -> None:
 
     async def go() -> int:
         err.print(settings.describe())
-        store = settings.make_store()
-        await store.open()
-        try:
+        async with settings.open_store() as store:
             rows = [[d.name, d.committed, d.ids, d.deleted, "yes" if d.populated else "no",
                      f"tripped by {d.trip.pipe}, {d.next_offset - 1 - d.committed} held" if d.trip else ""]
                     for d in await store.datasets()]
-        finally:
-            await store.close()
         columns = ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker"]
         out.print(table("datasets", columns, rows))
         return 0
@@ -117,15 +109,11 @@ def entities(dataset: str, since: int | None, limit: int, history: bool, setting
     """Print a dataset's entities as JSON lines."""
 
     async def go() -> int:
-        store = settings.make_store()
-        await store.open()
-        try:
+        async with settings.open_store() as store:
             if await store.dataset_info(dataset) is None:
                 err.print(f"no dataset {dataset!r} in {settings.describe()}")
                 return 1
             found, _ = await store.read(dataset, since=since, limit=limit, history=history)
-        finally:
-            await store.close()
         for entity in found:
             sys.stdout.write(orjson.dumps(entity).decode() + "\n")
         return 0
@@ -144,13 +132,9 @@ def reset(pipe: str, config_dir: str | None, since: str | None, settings: Settin
 
     async def go() -> int:
         config = load_config(config_dir, default_registry(), settings.secrets()) if config_dir else None
-        store = settings.make_store()
-        await store.open()
-        try:
+        async with settings.open_store() as store:
             value = orjson.loads(since) if since is not None else None
             await reset_pipe(store, pipe, config, value)
-        finally:
-            await store.close()
         out.print(f"pipe {pipe}: since set to {_json(value)}")
         return 0
 
@@ -165,12 +149,8 @@ def breaker_cmd(action: str, dataset: str, settings: Settings) -> None:
     """Commit (expose) or roll back (delete) the versions a tripped circuit breaker holds."""
 
     async def go() -> int:
-        store = settings.make_store()
-        await store.open()
-        try:
+        async with settings.open_store() as store:
             n = await breaker(store, dataset, action)
-        finally:
-            await store.close()
         verb = "exposed" if action == "commit" else "deleted"
         out.print(f"dataset {dataset}: circuit breaker reset, {n} held versions {verb}")
         return 0

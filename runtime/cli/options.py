@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,8 +33,15 @@ class Settings:
     store: str | None
     secrets_file: Path | None
 
-    def make_store(self) -> StateStore:
-        return make_store(self.store, self.data_dir)
+    @asynccontextmanager
+    async def open_store(self) -> AsyncIterator[StateStore]:
+        """The configured store, open for the duration of the block."""
+        store = make_store(self.store, self.data_dir)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
 
     def secrets(self) -> Secrets:
         try:
