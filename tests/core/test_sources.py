@@ -1,0 +1,96 @@
+"""Built-in sources: file formats, id options and bad input; dataset source history."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from runtime import Runtime
+from tests.core.helpers import dataset_pipe
+
+
+async def run_one(tmp_path, write_config, source: dict, **pipe):
+    cfg = write_config([{"_id": "p", "type": "pipe", "source": source, **pipe}])
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        result = await rt.run_pipe("p")
+        return result, await rt.entities("p", limit=1000)
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = tmp_path / "config" / "data"
+    folder.mkdir(parents=True)
+    return folder
+
+
+async def test_csv_with_composite_primary_key(tmp_path, write_config, data):
+    (data / "x.csv").write_text("country;code;name\nNO;03;Oslo\nSE;AB;Stockholm\n")
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.csv", "delimiter": ";", "primary_key": ["country", "code"]})
+    assert result.ok and sorted(e["_id"] for e in got) == ["NO:03", "SE:AB"]
+    assert next(e for e in got if e["_id"] == "NO:03")["name"] == "Oslo"
+
+
+async def test_csv_row_with_extra_fields_names_the_line(tmp_path, write_config, data):
+    (data / "x.csv").write_text("a,b\n1,2\n3,4,5\n")
+    result, got = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.csv", "primary_key": "a"})
+    assert result.status == "failed" and "x.csv:3" in str(result.error) and "the header has 2" in str(result.error)
+    assert got == []
+
+
+async def test_json_array_with_payload_property_and_id_expression(tmp_path, write_config, data):
+    doc = {"meta": {}, "items": [{"a": 1, "b": "x"}, {"a": 2, "b": "y", "f": 1.5}]}
+    (data / "x.json").write_bytes(orjson.dumps(doc))
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.json", "payload_property": "items", "id_expression": "{{ b }}-{{ a }}"})
+    assert result.ok and sorted(e["_id"] for e in got) == ["x-1", "y-2"]
+    assert next(e for e in got if e["_id"] == "y-2")["f"] == 1.5
+
+
+async def test_json_wrong_payload_property_fails_the_run(tmp_path, write_config, data):
+    (data / "x.json").write_bytes(orjson.dumps({"items": []}))
+    result, _ = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.json", "payload_property": "itemz", "primary_key": "a"})
+    assert result.status == "failed" and "payload_property 'itemz' is not an array" in str(result.error)
+
+
+async def test_truncated_json_fails_without_committing(tmp_path, write_config, data):
+    (data / "x.json").write_text('[{"_id": "a"}, {"_id": "b"}, {"_id": ')
+    result, got = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.json"}, batch_size=1)
+    assert result.status == "failed" and "not valid JSON after record 2" in str(result.error)
+
+
+async def test_ndjson_bad_line_and_missing_id(tmp_path, write_config, data):
+    (data / "x.ndjson").write_text('{"_id": "a"}\n\n{oops\n')
+    result, _ = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.ndjson"})
+    assert result.status == "failed" and "x.ndjson:3" in str(result.error) and "not valid JSON" in str(result.error)
+    (data / "y.ndjson").write_text('{"name": "no id"}\n')
+    result, _ = await run_one(tmp_path, write_config, {"type": "file", "path": "data/y.ndjson"})
+    assert "no string _id; set primary_key or id_expression" in str(result.error)
+
+
+async def test_embedded_source_and_null_sink(tmp_path, write_config):
+    result, got = await run_one(tmp_path, write_config, {"type": "embedded", "entities": [{"_id": "a"}]},
+                                sink={"type": "null"})
+    assert result.ok and result.read == 1 and result.changes == 0 and got == []
+
+
+async def test_dataset_source_include_previous_versions(tmp_path, write_config):
+    cfg = write_config([
+        {"_id": "src", "type": "pipe", "source": {"type": "embedded", "entities": [{"_id": "a", "v": 1}]},
+         "compaction": {"keep_versions": None}},
+        dataset_pipe("hist", "src", compaction={"keep_versions": None},
+                     source={"type": "dataset", "dataset": "src", "include_previous_versions": True},
+                     transform={"type": "python", "function": "versioned:per_version"}),
+    ])
+    (cfg / "versioned.py").write_text(
+        "def per_version(es):\n    return [{**e, '_id': f\"{e['_id']}@{e['_updated']}\"} for e in es]\n")
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        await rt.run_all()
+        (cfg / "pipes.yaml").write_text((cfg / "pipes.yaml").read_text().replace("v: 1", "v: 2"))
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        await rt.run_pipe("src")
+        await rt.reset_pipe("hist")
+        await rt.run_pipe("hist")
+        assert sorted(e["_id"] for e in await rt.entities("hist")) == ["a@0", "a@1"]
+        assert [e["v"] for e in await rt.entity("src", "a", history=True)] == [1, 2]
