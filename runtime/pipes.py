@@ -6,8 +6,8 @@
                                                                  |
                                                    store: entities + checkpoint, one transaction
 
-The source actor reads from the since the pipe stored, cuts the entities into batches of
-``batch_size`` and attaches the checkpoint that covers them (for chronological sources: the
+The source actor reads from the since the pipe stored, cuts the entities into batches of at most
+``batch_size`` entities and ``max_batch_bytes`` bytes (their JSON size) and attaches the checkpoint that covers them (for chronological sources: the
 ``_updated`` of the batch's last entity). Transform actors pass checkpoints on after the entities
 they cover. Only the sink commits. A failure in any actor cancels the task group; whatever was not
 committed is not visible and the next run resumes from the last committed checkpoint.
@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import anyio
 import structlog
+from orjson import dumps
 from anyio.abc import TaskStatus
 
 from runtime.actors import Batch, Mailbox, MailboxStats
@@ -288,13 +289,15 @@ class PipeRun:
             task_status.started()
             last = since
             pending: list[Entity] = []
-            size = run.batch_size
+            size, budget = run.batch_size, self.spec.model.max_batch_bytes
+            used = 0
             async for chunk in source.read(since):
                 for entity in chunk:
                     pending.append(entity)
-                    if len(pending) >= size:
+                    used += len(dumps(entity, default=str))
+                    if len(pending) >= size or used >= budget:
                         last = await self._emit(outbox, pending, last, run, strategy)
-                        pending = []
+                        pending, used = [], 0
                 if self._stop.is_set():
                     progress.stopped = True
                     break

@@ -78,6 +78,7 @@ class PipeModel(_Strict):
     sink: dict[str, Any] | None = None
     pump: PumpConfig = Field(default_factory=PumpConfig)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     disable_set_last_seen: bool = False
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -242,3 +242,13 @@ async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_pa
         assert result.status == "failed"
         assert "transform (PythonTransform) failed: RuntimeError: boom on 6" in str(result.error)
         assert await ids(rt, "rows", deleted=True) == set()
+
+
+async def test_batches_are_cut_by_bytes_as_well_as_count(tmp_path, write_config, data_file):
+    write_ndjson(data_file, [{"id": i, "blob": "x" * 3000} for i in range(40)])
+    cfg = write_config([file_pipe("rows", "data/rows.ndjson", max_batch_bytes=10_000)])
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        run = PipeRun(rt.config.pipes["rows"], rt.store, config_dir=str(cfg))
+        result = await run.run()
+        assert result.new == 40
+        assert run.mailbox_statistics()[0].sent == 10  # 4 entities of ~3 KB reach 10 KB
