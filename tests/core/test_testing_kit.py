@@ -25,5 +25,5 @@ async def test_a_broken_source_fails_the_check(tmp_path):
     data = tmp_path / "config" / "data"
     data.mkdir(parents=True)
     (data / "x.csv").write_text("id,name\n,a\n")
-    with pytest.raises(AssertionError, match="source run failed: .*primary_key"):
+    with pytest.raises(AssertionError, match=r"source run failed: .*primary_key"):
         await check_source({"type": "file", "path": "data/x.csv", "primary_key": "id"}, tmp_path)
