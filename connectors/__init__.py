@@ -13,10 +13,16 @@ def register(registry: Registry) -> None:
     from connectors.embedded import EmbeddedSource
     from connectors.files import FileSource
     from connectors.python import PythonTransform
+    from connectors.rest.source import RestSource
+    from connectors.rest.system import RestSystem
+    from connectors.rest.transform import RestTransform
 
     registry.register("source", "dataset", DatasetSource)
     registry.register("source", "embedded", EmbeddedSource)
     registry.register("source", "file", FileSource)
+    registry.register("source", "rest", RestSource)
     registry.register("transform", "python", PythonTransform)
+    registry.register("transform", "rest", RestTransform)
     registry.register("sink", "dataset", DatasetSink)
     registry.register("sink", "null", NullSink)
+    registry.register("system", "system:rest", RestSystem)

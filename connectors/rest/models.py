@@ -1,0 +1,321 @@
+"""Config models of the REST connector: ``system:rest``, its operations, auth, paging, retry.
+
+Keys follow Sesam's REST system, source and transform where the concept is Sesam's
+(``operations``, ``payload_property``, ``id_expression``, ``updated_expression``,
+``since_property_name``, ``since_property_location``, ``response_property``,
+``allowed_status_codes``, ``ignored_status_codes``, ``replace_entity``, ``if_transform_empty``,
+``verify_ssl``, ``retry_strategy``). Paging is a typed object instead of Sesam's Jinja
+``next_page_link``, so each paginator can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runtime.config.secrets import Secret
+from runtime.templates import check_template
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+_CODES = re.compile(r"^\s*\d{3}(\s*-\s*\d{3})?\s*$")
+
+
+def parse_codes(spec: str) -> frozenset[int]:
+    """``"200-299,404"`` -> the set of status codes.
+
+    Raises:
+        ValueError: a part is neither ``NNN`` nor ``NNN-NNN``.
+    """
+    codes: set[int] = set()
+    for part in spec.split(","):
+        if not _CODES.match(part):
+            raise ValueError(f"status code list {spec!r}: {part.strip()!r} is not NNN or NNN-NNN")
+        lo, _, hi = part.partition("-")
+        codes.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(codes)
+
+
+def _codes(value: str | None) -> str | None:
+    if value is not None:
+        parse_codes(value)
+    return value
+
+
+class BasicAuth(_Strict):
+    """``{"type": "basic", "username": "u", "password": "$SECRET(pw)"}``."""
+
+    type: Literal["basic"]
+    username: str | Secret
+    password: Secret
+
+
+class BearerAuth(_Strict):
+    """``{"type": "bearer", "token": "$SECRET(token)"}``: ``Authorization: Bearer <token>``."""
+
+    type: Literal["bearer"]
+    token: Secret
+
+
+class ApiKeyAuth(_Strict):
+    """``{"type": "api_key", "name": "X-Api-Key", "value": "$SECRET(k)", "location": "header"}``.
+
+    ``location: query`` sends it as a query parameter (redacted in every error and log line).
+    """
+
+    type: Literal["api_key"]
+    name: str = Field(min_length=1)
+    value: Secret
+    location: Literal["header", "query"] = "header"
+
+
+class OAuth2Auth(_Strict):
+    """OAuth2 token flow: ``client_credentials`` or ``refresh_token`` grant.
+
+    Attributes:
+        token_url: absolute URL, or relative to the system's ``base_url``.
+        client_id, client_secret: client credentials (sent as form fields).
+        refresh_token: the refresh token for the ``refresh_token`` grant (a rotated token returned
+            by the server replaces it in memory).
+        scope: optional scope.
+        refresh_window: seconds before expiry at which the token is refreshed (default 30).
+        default_expires_in: lifetime assumed when the token response has no ``expires_in``.
+    """
+
+    type: Literal["oauth2"]
+    token_url: str
+    grant_type: Literal["client_credentials", "refresh_token"] = "client_credentials"
+    client_id: str | Secret
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    scope: str | None = None
+    refresh_window: float = Field(default=30.0, ge=0)
+    default_expires_in: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _grant(self) -> OAuth2Auth:
+        if self.grant_type == "refresh_token" and self.refresh_token is None:
+            raise ValueError("grant_type refresh_token needs refresh_token")
+        return self
+
+
+AuthConfig = Annotated[BasicAuth | BearerAuth | ApiKeyAuth | OAuth2Auth, Field(discriminator="type")]
+
+
+class RetryRule(_Strict):
+    """How one class of failures is retried.
+
+    Attributes:
+        retry: False turns retries off for these statuses.
+        max_attempts: attempts in total, the first included.
+        base_delay: seconds before the 2nd attempt; doubled per attempt, full jitter of +-50 %.
+        max_delay: cap of one backoff delay, seconds.
+        max_retry_after: the longest ``Retry-After`` honoured, seconds; a longer one fails at once.
+    """
+
+    retry: bool = True
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    base_delay: float = Field(default=0.5, ge=0)
+    max_delay: float = Field(default=30.0, ge=0)
+    max_retry_after: float = Field(default=300.0, ge=0)
+
+
+class PagingConfig(_Strict):
+    """How the pages of one operation are requested and when paging stops.
+
+    Attributes:
+        type: ``none``; ``next_link`` (URL in the body at ``next_link_path`` or in the header
+            ``next_link_header``); ``link_header`` (RFC 8288 ``Link: <..>; rel="next"``);
+            ``offset`` (``offset_param`` + ``size_param``); ``page`` (``page_param`` from
+            ``first_page``); ``cursor`` (token from ``cursor_path`` / ``cursor_header`` sent back
+            as ``cursor_param``).
+        page_size: sent as ``size_param`` (when set) and used by ``short_page``.
+        stop_on: stop conditions, any of ``empty_page``, ``short_page``, ``no_next``,
+            ``total_count``; default: ``no_next`` for link/cursor types, ``empty_page`` +
+            ``short_page`` (+ ``total_count`` when a total is configured) for offset/page.
+        total_path / total_header: where the total number of records is (``total_count``).
+        max_pages: hard cap on pages per paging sequence.
+        on_max_pages: ``fail`` (default): reaching ``max_pages`` while the server indicates more
+            pages is an error naming the request (a silent cut would make deletion tracking
+            delete the rest); ``stop``: stop there.
+    """
+
+    type: Literal["none", "next_link", "link_header", "offset", "page", "cursor"] = "none"
+    page_size: int | None = Field(default=None, ge=1)
+    size_param: str | None = None
+    offset_param: str = "offset"
+    start_offset: int = 0
+    page_param: str = "page"
+    first_page: int = 1
+    cursor_param: str = "cursor"
+    cursor_path: str | None = None
+    cursor_header: str | None = None
+    next_link_path: str | None = None
+    next_link_header: str | None = None
+    total_path: str | None = None
+    total_header: str | None = None
+    stop_on: list[Literal["empty_page", "short_page", "no_next", "total_count"]] | None = None
+    max_pages: int | None = Field(default=None, ge=1)
+    on_max_pages: Literal["fail", "stop"] = "fail"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PagingConfig:
+        if self.type == "next_link" and not (self.next_link_path or self.next_link_header):
+            raise ValueError("paging type next_link needs next_link_path or next_link_header")
+        if self.type == "cursor" and not (self.cursor_path or self.cursor_header):
+            raise ValueError("paging type cursor needs cursor_path or cursor_header")
+        stops = self.stop_on or []
+        if "short_page" in stops and self.page_size is None:
+            raise ValueError("stop_on short_page needs page_size")
+        if "total_count" in stops and not (self.total_path or self.total_header):
+            raise ValueError("stop_on total_count needs total_path or total_header")
+        return self
+
+
+class OperationConfig(_Strict):
+    """A named operation of a REST system; every key may be overridden by the source/transform.
+
+    Attributes:
+        url: Jinja template; relative to the system's ``base_url`` unless absolute.
+        method: HTTP method.
+        params, headers: Jinja templates per query parameter / header.
+        payload: a Jinja template string, or a JSON value whose strings are templates.
+        payload_type: ``json`` (default), ``form`` or ``text``.
+        payload_property: dotted path to the entity list in the response (default: the body).
+        id_expression, updated_expression: Jinja templates over a record giving ``_id`` /
+            ``_updated`` (an integer literal becomes an int).
+        deleted_expression: Jinja template over a record; ``true`` (any case) marks the entity
+            ``_deleted`` (delta streams and tombstones such as Kinto's ``deleted``).
+        paging: see :class:`PagingConfig`.
+    """
+
+    url: str | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
+    params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+    payload: Any = None
+    payload_type: Literal["json", "form", "text"] | None = None
+    payload_property: str | None = None
+    id_expression: str | None = None
+    updated_expression: str | None = None
+    deleted_expression: str | None = None
+    paging: PagingConfig | None = None
+
+    @field_validator("url", "id_expression", "updated_expression", "deleted_expression")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, "template")
+
+    @field_validator("params", "headers")
+    @classmethod
+    def _templates(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for k, v in (value or {}).items():
+            check_template(v, k)
+        return value
+
+
+OPERATION_KEYS = tuple(OperationConfig.model_fields)
+
+
+class RestSystemConfig(_Strict):
+    """``{"_id": "crm", "type": "system:rest", "base_url": "https://api.example.com/v1/"}``.
+
+    Attributes:
+        base_url: prefix of every relative operation URL.
+        headers: sent with every request (values may be ``$SECRET(...)``).
+        auth: ``basic``, ``bearer``, ``api_key`` or ``oauth2`` (see the classes above).
+        verify_ssl: verify TLS certificates (default true).
+        connect_timeout, read_timeout: seconds (read: between two chunks of the response).
+        concurrency: requests in flight at once, shared by every pipe using the system.
+        rate_limit: requests per second, shared the same way (default: unlimited).
+        retry_strategy: per-status rules, keys ``"429"``, ``"500-599"``, ``"502,504"``,
+            ``"connection"`` or ``"default"``; the most specific key wins (Sesam).
+        operations: named operations.
+    """
+
+    type: Literal["system:rest"]
+    base_url: str = Field(min_length=1)
+    headers: dict[str, str | Secret] = Field(default_factory=dict)
+    auth: AuthConfig | None = None
+    verify_ssl: bool = True
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    rate_limit: float | None = Field(default=None, gt=0)
+    retry_strategy: dict[str, RetryRule] = Field(default_factory=dict)
+    operations: dict[str, OperationConfig] = Field(default_factory=dict)
+
+    @field_validator("retry_strategy")
+    @classmethod
+    def _keys(cls, value: dict[str, RetryRule]) -> dict[str, RetryRule]:
+        for key in value:
+            if key not in ("default", "connection"):
+                parse_codes(key)
+        return value
+
+
+class _Call(OperationConfig):
+    """Keys a source or transform shares: the system, the operation, inline overrides."""
+
+    system: str = Field(min_length=1)
+    operation: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class RestSourceConfig(_Call):
+    """``{"type": "rest", "system": "crm", "operation": "list-items"}`` plus since keys.
+
+    Attributes:
+        since_property_name: name of the query parameter or header carrying since.
+        since_property_location: ``query``, ``header`` or ``template`` (only ``{{ since }}``
+            in the templates; Sesam's ``manual``).
+        initial_since_value: since sent when the pipe has none stored yet.
+        supports_since, is_chronological, is_since_comparable: continuation flags
+            (Sesam defaults false / true / false).
+    """
+
+    type: Literal["rest"]
+    if_source_empty: Literal["fail"] | None = None
+    since_property_name: str = "since"
+    since_property_location: Literal["query", "header", "template"] = "query"
+    initial_since_value: Any = None
+    supports_since: bool = False
+    is_chronological: bool = True
+    is_since_comparable: bool = False
+
+
+class RestTransformConfig(_Call):
+    """``{"type": "rest", "system": "crm", "operation": "get-item"}``: one call per entity.
+
+    Attributes:
+        concurrency: calls in flight for this transform (the system's limit applies too).
+        response_property: where the parsed response body goes (default ``response``).
+        response_status_property, response_headers_property: where status / headers go.
+        allowed_status_codes: statuses that are accepted (default ``200-299``); others fail.
+        ignored_status_codes: statuses that drop the entity silently.
+        replace_entity: emit the response's entities instead of the input entity.
+        if_transform_empty: ``fail`` fails the run when a non-empty batch gives no entity.
+        call_deleted: also call the operation for ``_deleted`` entities (default false: they
+            pass through unchanged, so deletions propagate without a request).
+    """
+
+    type: Literal["rest"]
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    response_property: str = "response"
+    response_status_property: str | None = None
+    response_headers_property: str | None = None
+    allowed_status_codes: str = "200-299"
+    ignored_status_codes: str | None = None
+    replace_entity: bool = False
+    if_transform_empty: Literal["accept", "fail"] = "accept"
+    call_deleted: bool = False
+
+    @field_validator("allowed_status_codes", "ignored_status_codes")
+    @classmethod
+    def _status_codes(cls, value: str | None) -> str | None:
+        return _codes(value)

@@ -1,0 +1,280 @@
+"""Paginators: small state machines that turn one page's response into the next request.
+
+No I/O here: :meth:`Paginator.first` gives the first :class:`PageRequest`, :meth:`Paginator.next`
+takes a :class:`PageResponse` (final URL, headers, parsed body, number of records) and returns the
+next request or None. Types (see :class:`~connectors.rest.models.PagingConfig`): ``none``,
+``next_link`` (body path or header, e.g. Datasette's ``next_url``, Kinto's ``Next-Page``),
+``link_header`` (RFC 8288, e.g. json-server), ``offset``, ``page``, ``cursor``.
+
+The safety net (peers.md §4 "Pagination edge cases", §5 idea 4) is :class:`PageGuard`: a request
+seen before (a next link or cursor that loops), a cursor that does not advance, or a page whose
+records repeat the previous page's stops the run with a :class:`BadDataError` naming the request.
+Paginator state lives in one object per paging sequence, never shared between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+from connectors.rest.models import PagingConfig
+from runtime.errors import BadDataError
+
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+_REL = re.compile(r"""rel\s*=\s*"?([^";]+)"?""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page to request.
+
+    Attributes:
+        url: the URL (a next link carries its own query string).
+        params: query parameters to set on top of the operation's own.
+        follow: True when ``url`` is a server-given link: the operation's params are not re-sent.
+    """
+
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+    follow: bool = False
+
+    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.url, tuple(sorted(self.params.items()))
+
+
+@dataclass(frozen=True)
+class PageResponse:
+    """What a paginator may look at.
+
+    Attributes:
+        url: the final URL of the response (relative next links resolve against it).
+        headers: response headers (case-insensitive lookup via :func:`header`).
+        body: the parsed JSON body.
+        count: records on the page.
+        location: the request, redacted, for errors.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    body: Any
+    count: int
+    location: str
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup that works on plain dicts too."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lower), None)
+
+
+def dig(body: Any, path: str | None) -> Any:
+    """The value at a dotted path (``data.items``; list indexes allowed), None if missing."""
+    if not path:
+        return body
+    node = body
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def link_next(value: str | None) -> str | None:
+    """The ``rel="next"`` target of a ``Link`` header, or None."""
+    for target, attrs in _LINK.findall(value or ""):
+        for rel in _REL.findall(attrs):
+            if "next" in rel.split():
+                return target
+    return None
+
+
+class Paginator:
+    """Base: one page only (type ``none``); subclasses add the next-request rule.
+
+    Args:
+        config: the operation's paging config.
+        url: the rendered URL of the first page.
+    """
+
+    def __init__(self, config: PagingConfig, url: str) -> None:
+        self.config = config
+        self.url = url
+        self.pages = 0
+        self.records = 0
+        self.stops = set(config.stop_on if config.stop_on is not None else self.default_stops())
+
+    def default_stops(self) -> list[str]:
+        return []
+
+    def first(self) -> PageRequest:
+        return PageRequest(self.url, self.size_params())
+
+    def size_params(self) -> dict[str, str]:
+        c = self.config
+        return {c.size_param: str(c.page_size)} if c.size_param and c.page_size else {}
+
+    def next(self, response: PageResponse) -> PageRequest | None:
+        """The next request, or None when paging is done.
+
+        Raises:
+            BadDataError: ``max_pages`` reached while more pages are indicated
+                (``on_max_pages: fail``), or the cursor did not advance.
+        """
+        self.pages += 1
+        self.records += response.count
+        if self._stopped(response):
+            return None
+        request = self._next(response)
+        if request is not None and self.config.max_pages and self.pages >= self.config.max_pages:
+            if self.config.on_max_pages == "stop":
+                return None
+            raise BadDataError(
+                f"paging reached max_pages {self.config.max_pages} and the server still indicates "
+                "more pages; raise max_pages or set on_max_pages: stop", location=response.location)
+        return request
+
+    def _stopped(self, r: PageResponse) -> bool:
+        c = self.config
+        if "empty_page" in self.stops and r.count == 0:
+            return True
+        if "short_page" in self.stops and c.page_size and r.count < c.page_size:
+            return True
+        if "total_count" in self.stops:
+            raw = dig(r.body, c.total_path) if c.total_path else header(r.headers, c.total_header or "")
+            try:
+                if raw is not None and self.records >= int(raw):
+                    return True
+            except (TypeError, ValueError) as exc:
+                raise BadDataError(f"total count {raw!r} is not an integer", location=r.location) from exc
+        return False
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        return None
+
+
+class LinkPaginator(Paginator):
+    """``next_link`` (body path / header) and ``link_header`` (RFC 8288)."""
+
+    def default_stops(self) -> list[str]:
+        return ["no_next"]
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        c = self.config
+        if c.type == "link_header":
+            link = link_next(header(response.headers, "Link"))
+        elif c.next_link_path:
+            link = dig(response.body, c.next_link_path)
+        else:
+            link = header(response.headers, c.next_link_header or "")
+        if not link or not isinstance(link, str):
+            return None
+        return PageRequest(urljoin(response.url, link), follow=True)
+
+
+class OffsetPaginator(Paginator):
+    """``offset``: the offset advances by the records received."""
+
+    def default_stops(self) -> list[str]:
+        c = self.config
+        stops = ["empty_page"] + (["short_page"] if c.page_size else [])
+        return stops + (["total_count"] if c.total_path or c.total_header else [])
+
+    def first(self) -> PageRequest:
+        self.offset = self.config.start_offset
+        return PageRequest(self.url, {**self.size_params(), self.config.offset_param: str(self.offset)})
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        self.offset += response.count
+        return PageRequest(self.url, {**self.size_params(), self.config.offset_param: str(self.offset)})
+
+
+class PagePaginator(OffsetPaginator):
+    """``page``: page numbers from ``first_page``."""
+
+    def first(self) -> PageRequest:
+        self.page = self.config.first_page
+        return PageRequest(self.url, {**self.size_params(), self.config.page_param: str(self.page)})
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        self.page += 1
+        return PageRequest(self.url, {**self.size_params(), self.config.page_param: str(self.page)})
+
+
+class CursorPaginator(Paginator):
+    """``cursor``: an opaque token from the body or a header, sent back as ``cursor_param``."""
+
+    def default_stops(self) -> list[str]:
+        return ["no_next"]
+
+    def first(self) -> PageRequest:
+        self.cursor: str | None = None
+        return super().first()
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        c = self.config
+        token = dig(response.body, c.cursor_path) if c.cursor_path else header(response.headers, c.cursor_header or "")
+        if token in (None, "", False):
+            return None
+        token = str(token)
+        if token == self.cursor:
+            raise BadDataError(
+                f"paging cursor did not advance (the server returned the cursor {token[:40]!r} it was "
+                "sent); the API ignores cursor_param or paging is misconfigured", location=response.location)
+        self.cursor = token
+        return PageRequest(self.url, {**self.size_params(), c.cursor_param: token})
+
+
+_TYPES: dict[str, type[Paginator]] = {
+    "none": Paginator, "next_link": LinkPaginator, "link_header": LinkPaginator,
+    "offset": OffsetPaginator, "page": PagePaginator, "cursor": CursorPaginator,
+}
+
+
+def make_paginator(config: PagingConfig | None, url: str) -> Paginator:
+    """A fresh paginator for one paging sequence starting at ``url``."""
+    config = config or PagingConfig()
+    return _TYPES[config.type](config, url)
+
+
+class PageGuard:
+    """The safety net of one paging sequence: no request twice, no page repeating the last."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        self.last_digest: bytes | None = None
+
+    def request(self, request: PageRequest, location: str) -> None:
+        """Record a request about to be sent.
+
+        Raises:
+            BadDataError: the same request was sent before in this sequence (a loop).
+        """
+        key = request.key()
+        if key in self.seen:
+            raise BadDataError(
+                "paging loops: the next page request was already made in this run (a next link or "
+                "cursor seen before); check the paging config or the API", location=location)
+        self.seen.add(key)
+
+    def page(self, raw_records: bytes, count: int, location: str) -> None:
+        """Record a page's records (canonical bytes).
+
+        Raises:
+            BadDataError: a non-empty page equal to the previous one (the API ignores paging).
+        """
+        digest = hashlib.blake2b(raw_records, digest_size=16).digest()
+        if count and digest == self.last_digest:
+            raise BadDataError(
+                "paging returned the same page twice in a row; the API ignores the paging "
+                "parameters or paging is misconfigured", location=location)
+        self.last_digest = digest

@@ -1,0 +1,249 @@
+"""The ``system:rest`` system: one aiohttp session, auth, limits and retries for every pipe using it.
+
+Sesam's REST system (sesam.md §3 "REST source, REST system and operations"): a base URL, headers,
+TLS verification, timeouts, authentication and named operations. Added here (peers.md §5 idea 6):
+a concurrency limit and a rate limit shared by every pipe of the system, and a retry policy per
+status code (see :mod:`connectors.rest.retry`). :meth:`RestSystem.send` is the only place that
+talks HTTP; aiohttp's exceptions are translated there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import anyio
+import orjson
+import structlog
+from multidict import CIMultiDict
+from yarl import URL
+
+from connectors.rest.auth import Auth, make_auth
+from connectors.rest.models import OperationConfig, RestSystemConfig
+from connectors.rest.retry import RateLimiter, RetryPolicy
+from runtime.components import ComponentConfig, System
+from runtime.config.secrets import reveal
+from runtime.errors import BadDataError, ConfigError, ConfigProblem, FatalError, TransientError
+
+log = structlog.get_logger("sluice.rest")
+
+_SECRET_NAMES = re.compile(r"token|key|secret|passw|signature|sig$|auth|code", re.IGNORECASE)
+
+
+@dataclass
+class Call:
+    """One HTTP request, before auth.
+
+    Attributes:
+        method: HTTP method.
+        url: absolute URL (may hold a query string).
+        params: query parameters added to the URL's own.
+        headers: request headers (the system's are added under them).
+        payload: body value: JSON value (``json``), dict (``form``) or string (``text``).
+        payload_type: ``json``, ``form`` or ``text``.
+    """
+
+    method: str
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    payload: Any = None
+    payload_type: str = "json"
+
+
+@dataclass
+class Response:
+    """A complete response: the whole body is read before it is returned.
+
+    ``location`` (the request as named in errors, redacted) is computed only when asked for.
+    """
+
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    url: str
+    request: Call
+    system: RestSystem
+    attempts: int = 1
+
+    @property
+    def location(self) -> str:
+        return self.system.location(self.request)
+
+
+class RestSystem(System):
+    """A REST API: session, auth, shared concurrency and rate limits, retries.
+
+    Args:
+        config: the validated ``system:rest`` config.
+        system_id: the system ``_id``.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = RestSystemConfig  # type: ignore[assignment]
+    config: RestSystemConfig
+
+    def __init__(self, config: RestSystemConfig, system_id: str) -> None:
+        super().__init__(config, system_id)
+        self.session: aiohttp.ClientSession | None = None
+        self.policy = RetryPolicy(config.retry_strategy)
+        self.limiter = RateLimiter(config.rate_limit)
+        self.auth: Auth = make_auth(config.auth, self._fetch_token)
+        self.requests = 0
+
+    async def open(self) -> None:
+        c = self.config
+        self.semaphore = anyio.Semaphore(c.concurrency)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=c.concurrency, ssl=None if c.verify_ssl else False),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=c.connect_timeout, sock_read=c.read_timeout),
+            headers={k: reveal(v) for k, v in c.headers.items()},
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def operation(self, name: str, pipe: str) -> OperationConfig:
+        """The named operation.
+
+        Raises:
+            ConfigError: the system has no such operation.
+        """
+        op = self.config.operations.get(name)
+        if op is None:
+            known = ", ".join(sorted(self.config.operations)) or "none"
+            raise ConfigError([ConfigProblem(
+                "<config>", pipe, "operation",
+                f"system {self.id!r} has no operation {name!r}; known: {known}")])
+        return op
+
+    def absolute(self, url: str) -> str:
+        """``url`` resolved against ``base_url`` (kept when it has a scheme)."""
+        if url.startswith(("http://", "https://")) or urlsplit(url).scheme:
+            return url
+        base = self.config.base_url
+        return base.rstrip("/") + "/" + url.lstrip("/") if url else base
+
+    def redact(self, url: str) -> str:
+        """``url`` without user info and with secret-looking query values as ``***``."""
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        secret = self.auth.secret_params
+        query = [(k, "***" if k in secret or _SECRET_NAMES.search(k) else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))
+
+    def location(self, call: Call) -> str:
+        """How a request is named in errors and logs: method, redacted URL with params."""
+        url = call.url
+        if call.params:
+            url += ("&" if "?" in url else "?") + urlencode(call.params)
+        return f"{call.method} {self.redact(url)} (system {self.id!r})"
+
+    async def send(self, call: Call, *, authenticate: bool = True) -> Response:
+        """Send a request with the system's auth, limits and retry policy.
+
+        Returns the final response (any status); :meth:`check` turns a failed status into an error.
+
+        Raises:
+            TransientError: connection errors or timeouts on every attempt.
+            BadDataError: the body was cut off on every attempt.
+            FatalError: the URL is invalid.
+        """
+        if self.session is None:
+            raise FatalError(f"system {self.id!r} is not open; run pipes through Runtime")
+        attempt, reauthorized = 0, False
+        while True:
+            attempt += 1
+            headers, params = dict(call.headers), dict(call.params)
+            if authenticate:
+                await self.auth.apply(headers, params)
+            sent = Call(call.method, call.url, params)
+            await self.limiter.acquire()
+            try:
+                response = await self._once(call, headers, sent)
+            except aiohttp.InvalidURL as exc:
+                where = self.location(sent)
+                raise FatalError(f"invalid URL in {where}: {exc}; check base_url and the operation url") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                truncated = isinstance(exc, aiohttp.ClientPayloadError)
+                where = self.location(sent)
+                delay = self.policy.delay(attempt, None)
+                if delay is None:
+                    what = "response body was cut off" if truncated else f"request failed ({type(exc).__name__}: {exc})"
+                    message = f"{what} on all {attempt} attempts; the next run retries"
+                    if truncated:
+                        raise BadDataError(message, location=where) from exc
+                    raise TransientError(f"{message}: {where}") from exc
+                log.warning("rest.retry", location=where, attempt=attempt,
+                            error=type(exc).__name__, delay=round(delay, 3))
+                await anyio.sleep(delay)
+                continue
+            response.attempts = attempt
+            if response.status == 401 and authenticate and not reauthorized and await self.auth.unauthorized(headers):
+                reauthorized = True
+                log.info("rest.reauthorize", location=response.location)
+                continue
+            if response.status >= 400:
+                delay = self.policy.delay(attempt, response.status, response.headers.get("Retry-After"))
+                if delay is not None:
+                    if response.status == 429:
+                        self.limiter.pause(delay)
+                    log.warning("rest.retry", location=response.location, attempt=attempt,
+                                status=response.status, delay=round(delay, 3))
+                    await anyio.sleep(delay)
+                    continue
+            return response
+
+    async def _once(self, call: Call, headers: dict[str, str], sent: Call) -> Response:
+        assert self.session is not None
+        kwargs: dict[str, Any] = {"headers": headers}
+        if sent.params:
+            kwargs["params"] = sent.params
+        if call.payload is not None:
+            if call.payload_type == "json":
+                kwargs["data"] = orjson.dumps(call.payload)
+                headers.setdefault("Content-Type", "application/json")
+            elif call.payload_type == "form":
+                kwargs["data"] = call.payload
+            else:
+                kwargs["data"] = str(call.payload).encode()
+        async with self.semaphore:
+            self.requests += 1
+            async with self.session.request(call.method, URL(call.url, encoded=True), **kwargs) as resp:
+                body = await resp.read()
+                return Response(resp.status, CIMultiDict(resp.headers), body, str(resp.url), sent, self)
+
+    def check(self, response: Response, allowed: frozenset[int] | None = None) -> None:
+        """Raise for a status outside ``allowed`` (default 2xx).
+
+        Raises:
+            TransientError: 429 or 5xx (the retry policy is exhausted); the next run retries.
+            FatalError: any other status.
+        """
+        ok = (200 <= response.status < 300) if allowed is None else response.status in allowed
+        if ok:
+            return
+        snippet = response.body[:200].decode("utf-8", "replace")
+        message = (f"HTTP {response.status} after {response.attempts} attempt(s) from "
+                   f"{response.location}: {snippet!r}")
+        if response.status == 429 or response.status >= 500:
+            raise TransientError(message + "; the next run retries")
+        raise FatalError(message + "; check the operation and the system's credentials")
+
+    async def _fetch_token(self, form: dict[str, str]) -> dict[str, Any]:
+        auth = self.config.auth
+        assert auth is not None and auth.type == "oauth2"
+        response = await self.send(Call("POST", self.absolute(auth.token_url), payload=form,
+                                        payload_type="form"), authenticate=False)
+        self.check(response)
+        try:
+            return orjson.loads(response.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadDataError("OAuth2 token response is not JSON", location=response.location) from exc

@@ -1,0 +1,109 @@
+"""The ``rest`` transform (Sesam): one operation call per entity, ``concurrency`` calls at once,
+output in input order.
+
+Per entity (sesam.md §4 "REST transform"): the templates see ``entity`` and ``properties``; the
+status decides: ``allowed_status_codes`` (default 2xx) keeps the entity, ``ignored_status_codes``
+drops it, anything else fails the run naming the request. The parsed response goes into
+``response_property`` (status and headers optionally into their own properties), or with
+``replace_entity`` the response's records (at ``payload_property``, each needing an ``_id`` or an
+``id_expression``) replace the entity. ``if_transform_empty: fail`` fails the run when a
+non-empty batch produced no entity, so an outage cannot feed deletion tracking an empty result.
+``_deleted`` entities pass through without a request unless ``call_deleted`` is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import anyio
+import orjson
+
+from connectors.rest.models import RestTransformConfig, parse_codes
+from connectors.rest.operation import Operation, parse_body
+from connectors.rest.source import rest_system
+from connectors.rest.system import Response
+from runtime.components import ComponentConfig, Transform
+from runtime.entities import Entity
+from runtime.errors import BadDataError, SourceEmptyError
+
+
+class RestTransform(Transform):
+    """Calls the operation for each entity; see the module docstring."""
+
+    Config: ClassVar[type[ComponentConfig]] = RestTransformConfig
+    config: RestTransformConfig
+
+    async def open(self) -> None:
+        c = self.config
+        self.system = rest_system(self.context, "transform")
+        self.operation = Operation(self.system, c, self.context.pipe)
+        self.allowed = parse_codes(c.allowed_status_codes)
+        self.ignored = parse_codes(c.ignored_status_codes) if c.ignored_status_codes else frozenset()
+        self.limiter = anyio.CapacityLimiter(c.concurrency)
+
+    async def transform(self, entities: list[Entity]) -> list[Entity]:
+        results: list[list[Entity]] = [[] for _ in entities]
+
+        async def one(i: int, entity: Entity) -> None:
+            async with self.limiter:
+                results[i] = await self._call(entity)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i, entity in enumerate(entities):
+                    tg.start_soon(one, i, entity)
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+        out = [e for group in results for e in group]
+        if entities and not out and self.config.if_transform_empty == "fail":
+            raise SourceEmptyError(
+                f"rest transform produced no entities from a batch of {len(entities)} and "
+                "if_transform_empty is 'fail'; nothing of this batch was written. Check the system, "
+                "then run again", pipe=self.context.pipe)
+        return out
+
+    async def _call(self, entity: Entity) -> list[Entity]:
+        c = self.config
+        if entity.get("_deleted") is True and not c.call_deleted:
+            return [entity]
+        where = f"pipe {self.context.pipe!r} rest transform, entity {entity.get('_id')!r}"
+        call = self.operation.render({"entity": entity, "properties": c.properties}, where)
+        response = await self.system.send(call)
+        if response.status in self.ignored:
+            return []
+        if response.status not in self.allowed:
+            self.system.check(response, self.allowed)
+        if c.replace_entity:
+            records = self.operation.records(response, parse_body(response))
+            return [self.operation.entity(r, response.location) for r in records]
+        out = dict(entity)
+        out[c.response_property] = _content(response)
+        if c.response_status_property:
+            out[c.response_status_property] = response.status
+        if c.response_headers_property:
+            out[c.response_headers_property] = {str(k): v for k, v in response.headers.items()}
+        return [out]
+
+
+def _content(response: Response) -> Any:
+    """The body as JSON when it is JSON, else as text (None when empty)."""
+    if not response.body:
+        return None
+    ctype = response.headers.get("Content-Type", "")
+    try:
+        return orjson.loads(response.body)
+    except orjson.JSONDecodeError as exc:
+        if "json" in ctype:
+            raise BadDataError(f"response claims {ctype!r} but is not valid JSON ({exc}); the body "
+                               "may be truncated", location=response.location) from exc
+        return response.body.decode("utf-8", "replace")
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from the calls' task group: the first non-cancellation error."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()):
+            return exc
+    return group.exceptions[0]
