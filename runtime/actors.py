@@ -96,6 +96,26 @@ class Mailbox:
         """End the stream: the receiver's iteration stops after the buffered batches."""
         await self._send.aclose()
 
+    async def receive_many(self, max_batches: int, max_entities: int) -> list[Batch]:
+        """Wait for one batch, then take the batches already waiting, up to the limits.
+
+        Returns an empty list once the stream has ended. Used by a sink to commit several
+        batches in one transaction when it falls behind.
+        """
+        try:
+            batches = [await self._receive.receive()]
+        except anyio.EndOfStream:
+            return []
+        count = len(batches[0].entities)
+        while len(batches) < max_batches and count < max_entities:
+            try:
+                batch = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            batches.append(batch)
+            count += len(batch.entities)
+        return batches
+
     def dispose(self) -> None:
         """Close both ends (idempotent); called when the run is over, however it ended."""
         self._send.close()

@@ -113,6 +113,18 @@ class PreparedBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def concat(cls, batches: Sequence[PreparedBatch]) -> PreparedBatch:
+        """One batch holding the entities of ``batches`` in order."""
+        if len(batches) == 1:
+            return batches[0]
+        return cls(
+            [i for b in batches for i in b.ids],
+            [h for b in batches for h in b.hashes],
+            [c for b in batches for c in b.canonical],
+            [d for b in batches for d in b.deleted],
+        )
+
 
 def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedBatch:
     """Strip, serialise and hash a batch (pure CPU work, no I/O).

@@ -7,7 +7,8 @@
                                                    store: entities + checkpoint, one transaction
 
 The source actor reads from the since the pipe stored, cuts the entities into batches of at most
-``batch_size`` entities and ``max_batch_bytes`` bytes (their JSON size) and attaches the checkpoint that covers them (for chronological sources: the
+``batch_size`` entities and about ``max_batch_bytes`` bytes (JSON size, estimated from every 16th
+entity) and attaches the checkpoint that covers them (for chronological sources: the
 ``_updated`` of the batch's last entity). Transform actors pass checkpoints on after the entities
 they cover. Only the sink commits. A failure in any actor cancels the task group; whatever was not
 committed is not visible and the next run resumes from the last committed checkpoint.
@@ -34,13 +35,16 @@ from anyio.abc import TaskStatus
 from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
 from runtime.config.models import ComponentSpec, PipeSpec
-from runtime.entities import Entity
+from runtime.entities import Entity, PreparedBatch
 from runtime.errors import ComponentError, SluiceError, SourceEmptyError
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
 
 MAILBOX_CAPACITY = 4
+COALESCE_BATCHES = 8  # a sink that falls behind commits up to this many queued batches at once
+COALESCE_ENTITIES = 10_000
+SIZE_SAMPLE = 16  # the JSON size of every 16th entity estimates a batch's bytes
 Strategy = Literal["chronological", "max", "none"]
 
 
@@ -290,14 +294,17 @@ class PipeRun:
             last = since
             pending: list[Entity] = []
             size, budget = run.batch_size, self.spec.model.max_batch_bytes
-            used = 0
+            sampled = samples = 0
             async for chunk in source.read(since):
                 for entity in chunk:
                     pending.append(entity)
-                    used += len(dumps(entity, default=str))
-                    if len(pending) >= size or used >= budget:
+                    n = len(pending)
+                    if n % SIZE_SAMPLE == 1:
+                        sampled += len(dumps(entity, default=str))
+                        samples += 1
+                    if n >= size or sampled * n >= budget * samples:
                         last = await self._emit(outbox, pending, last, run, strategy)
-                        pending, used = [], 0
+                        pending, sampled, samples = [], 0, 0
                 if self._stop.is_set():
                     progress.stopped = True
                     break
@@ -359,10 +366,9 @@ class PipeRun:
 
         async def body() -> None:
             task_status.started()
-            async for batch in inbox:
-                entities = batch.entities if batch.prepared is None else batch.prepared
-                result.add(await sink.write_batch(entities, batch.checkpoint))
-                result.read += batch.read
+            while batches := await inbox.receive_many(COALESCE_BATCHES, COALESCE_ENTITIES):
+                result.add(await sink.write_batch(_combine(batches), _last_checkpoint(batches)))
+                result.read += sum(b.read for b in batches)
                 if self.on_progress is not None:
                     self.on_progress(result)
             progress = self._progress
@@ -387,6 +393,21 @@ class _Prepare:
 
     async def close(self) -> None:
         pass
+
+
+def _combine(batches: list[Batch]) -> Any:
+    """The entities (or prepared entities) of several batches as one write."""
+    if batches[0].prepared is not None:
+        return PreparedBatch.concat([b.prepared for b in batches])
+    return [e for b in batches for e in b.entities]
+
+
+def _last_checkpoint(batches: list[Batch]) -> Checkpoint | None:
+    """The checkpoint covering all of ``batches``: the last one any of them carries."""
+    for batch in reversed(batches):
+        if batch.checkpoint is not None:
+            return batch.checkpoint
+    return None
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

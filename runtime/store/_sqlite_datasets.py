@@ -37,6 +37,8 @@ class DatasetRow:
     next_offset: int
     populated: bool
     trip: TripInfo | None
+    ids: int = 0
+    deleted: int = 0
 
     @property
     def log(self) -> str:
@@ -58,12 +60,12 @@ def _trip_to_json(trip: TripInfo | None) -> str | None:
 async def find(conn: aiosqlite.Connection, name: str) -> DatasetRow | None:
     """The dataset's row, or None when it does not exist."""
     async with conn.execute(
-        "SELECT ds, name, committed, next, populated, trip FROM datasets WHERE name = ?", (name,)
+        "SELECT ds, name, committed, next, populated, trip, ids, deleted FROM datasets WHERE name = ?", (name,)
     ) as cur:
         row = await cur.fetchone()
     if row is None:
         return None
-    return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]))
+    return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]), row[6], row[7])
 
 
 async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:
@@ -87,8 +89,8 @@ async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:
 
 async def save_row(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
     await conn.execute(
-        "UPDATE datasets SET committed = ?, next = ?, populated = ?, trip = ? WHERE ds = ?",
-        (ds.committed, ds.next_offset, int(ds.populated), _trip_to_json(ds.trip), ds.key),
+        "UPDATE datasets SET committed = ?, next = ?, populated = ?, trip = ?, ids = ?, deleted = ? WHERE ds = ?",
+        (ds.committed, ds.next_offset, int(ds.populated), _trip_to_json(ds.trip), ds.ids, ds.deleted, ds.key),
     )
 
 
@@ -106,13 +108,23 @@ def marks(n: int) -> str:
 
 
 async def latest_of(
-    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], sweep: int | None
 ) -> dict[str, tuple[int, str, int]]:
-    """Latest written (off, hash, deleted) per id, for the ids that have one."""
+    """Latest written (off, hash, deleted) per id, for the ids that have one.
+
+    With ``sweep`` the same statement marks those ids seen by the full run
+    (``UPDATE ... RETURNING``): deletion tracking costs no extra statement.
+    """
     found: dict[str, tuple[int, str, int]] = {}
     for part in chunks(ids):
-        sql = f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})"
-        async with conn.execute(sql, part) as cur:
+        if sweep is None:
+            sql = f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})"
+            args: Sequence[Any] = part
+        else:
+            sql = (f"UPDATE {ds.latest} SET seen = ? WHERE id IN ({marks(len(part))}) "
+                   "RETURNING id, off, hash, deleted")
+            args = (sweep, *part)
+        async with conn.execute(sql, args) as cur:
             for row in await cur.fetchall():
                 found[row[0]] = (row[1], row[2], row[3])
     return found
@@ -122,9 +134,10 @@ async def latest_of(
 class _Planned:
     log_rows: list[tuple[int, str, bytes]]
     latest_rows: list[tuple[str, int, str, int, int | None]]
-    unchanged_ids: list[str]
     superseded_ids: list[str]
     result: WriteResult
+    new_ids: int
+    deleted_delta: int
 
 
 def plan_writes(
@@ -141,15 +154,14 @@ def plan_writes(
     ts = now_us()
     log_rows: list[tuple[int, str, bytes]] = []
     latest_rows: dict[str, tuple[str, int, str, int, int | None]] = {}
-    unchanged: list[str] = []
     superseded: list[str] = []
     new = changed = deleted = same = 0
+    new_ids = deleted_delta = 0
     off = next_offset
     for eid, digest, canonical, is_del in zip(batch.ids, batch.hashes, batch.canonical, batch.deleted, strict=True):
         prev = latest.get(eid)
         if (prev is not None and prev[1] == digest) or (is_del and prev is None):
             same += 1  # identical to the latest version, or a deletion of an id never written
-            unchanged.append(eid)
             continue
         if is_del:
             deleted += 1
@@ -157,7 +169,11 @@ def plan_writes(
             new += 1
         else:
             changed += 1
+        if prev is None:
+            new_ids += 1
+        else:
             superseded.append(eid)
+            deleted_delta += int(is_del) - prev[2]
         previous = b"null" if prev is None else b"%d" % prev[0]
         body = b'%s,"_updated":%d,"_previous":%s,"_ts":%d,"_hash":"%s"}' % (
             canonical[:-1], off, previous, ts, digest.encode()
@@ -169,9 +185,10 @@ def plan_writes(
     return _Planned(
         log_rows,
         list(latest_rows.values()),
-        unchanged,
         superseded,
         WriteResult(new=new, changed=changed, deleted=deleted, unchanged=same),
+        new_ids,
+        deleted_delta,
     )
 
 
@@ -189,8 +206,10 @@ async def write(
 ) -> WriteResult:
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
-    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)))
+    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)), sweep)
     plan = plan_writes(batch, latest, ds.next_offset, sweep)
+    ds.ids += plan.new_ids
+    ds.deleted += plan.deleted_delta
     if plan.log_rows:
         await conn.executemany(f"INSERT INTO {ds.log}(off, id, body) VALUES (?, ?, ?)", plan.log_rows)
         await conn.executemany(
@@ -199,11 +218,6 @@ async def write(
             "deleted = excluded.deleted, seen = excluded.seen",
             plan.latest_rows,
         )
-    if sweep is not None and plan.unchanged_ids:
-        for part in chunks(plan.unchanged_ids):
-            await conn.execute(
-                f"UPDATE {ds.latest} SET seen = ? WHERE id IN ({marks(len(part))})", (sweep, *part)
-            )
     n = len(plan.log_rows)
     first = ds.next_offset
     ds.next_offset += n
@@ -316,6 +330,7 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
             part,
         )
     ds.next_offset = ds.committed + 1
+    ds.ids, ds.deleted = await counts(conn, ds)
     return removed
 
 

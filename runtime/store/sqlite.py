@@ -33,7 +33,8 @@ from runtime.store.protocol import (
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
-    next INTEGER NOT NULL, populated INTEGER NOT NULL, trip TEXT, created_us INTEGER);
+    next INTEGER NOT NULL, populated INTEGER NOT NULL, trip TEXT, created_us INTEGER,
+    ids INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS pipes(
     pipe TEXT PRIMARY KEY, since TEXT, sweep INTEGER, info TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS work_units(
@@ -81,12 +82,12 @@ class SqliteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "cache_size=-65536"):
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "cache_size=-32768"):
                 await self._writer.execute(f"PRAGMA {pragma}")
             await self._writer.executescript(SCHEMA)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=10000")
-            await self._reader.execute("PRAGMA cache_size=-32768")
+            await self._reader.execute("PRAGMA cache_size=-16384")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
@@ -192,10 +193,7 @@ class SqliteStore:
         ds = await dsql.find(self._r, dataset)
         if ds is None:
             return None
-        ids, deleted = await dsql.counts(self._r, ds)
-        return DatasetInfo(
-            ds.name, ds.committed, ds.next_offset, ds.populated, ids, deleted, ds.trip
-        )
+        return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ds.ids, ds.deleted, ds.trip)
 
     async def datasets(self) -> list[DatasetInfo]:
         """See :meth:`StateStore.datasets`."""

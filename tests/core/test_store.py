@@ -150,3 +150,18 @@ async def test_work_unit_ledger_leases_and_fencing(store):
     # an expired lease can be taken over
     third = await store.claim_units("p", "w3", limit=5, lease_s=60)
     assert {u.lease_owner for u in third} == {"w3"}
+
+
+async def test_id_and_deleted_counters_follow_writes_and_rollback(store):
+    await store.write_batch("ds", [{"_id": c} for c in "abcd"], pipe="p", checkpoint=None)
+    await store.write_batch("ds", [{"_id": "a", "_deleted": True}, {"_id": "b", "_deleted": True}],
+                            pipe="p", checkpoint=None)
+    await store.write_batch("ds", [{"_id": "a"}, {"_id": "e"}], pipe="p", checkpoint=None)  # undelete a
+    info = await store.dataset_info("ds")
+    assert (info.ids, info.deleted) == (5, 1)
+    await store.write_batch("ds", [{"_id": "c", "_deleted": True}, {"_id": "f"}], pipe="p",
+                            checkpoint=None, change_limit=0)
+    assert (await store.dataset_info("ds")).ids == 6  # counts include held versions
+    await store.rollback_breaker("ds")
+    info = await store.dataset_info("ds")
+    assert (info.ids, info.deleted) == (5, 1)
