@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import anyio
 import structlog
-from orjson import dumps
 from anyio.abc import TaskStatus
+from orjson import dumps
 
 from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform

@@ -54,10 +54,12 @@ async def test_json_wrong_payload_property_fails_the_run(tmp_path, write_config,
     assert result.status == "failed" and "payload_property 'itemz' is not an array" in str(result.error)
 
 
-async def test_truncated_json_fails_without_committing(tmp_path, write_config, data):
+async def test_truncated_json_fails_the_run_naming_the_record(tmp_path, write_config, data):
     (data / "x.json").write_text('[{"_id": "a"}, {"_id": "b"}, {"_id": ')
     result, got = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.json"}, batch_size=1)
     assert result.status == "failed" and "not valid JSON after record 2" in str(result.error)
+    # the complete records before the cut may be written; nothing is deleted or marked complete
+    assert {e["_id"] for e in got} <= {"a", "b"} and not any(e.get("_deleted") for e in got)
 
 
 async def test_ndjson_bad_line_and_missing_id(tmp_path, write_config, data):
