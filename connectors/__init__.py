@@ -12,6 +12,7 @@ def register(registry: Registry) -> None:
     from connectors.dataset import DatasetSink, DatasetSource, NullSink
     from connectors.embedded import EmbeddedSource
     from connectors.files import FileSource
+    from connectors.http_endpoint import HttpEndpointSink, HttpEndpointSource
     from connectors.python import PythonTransform
     from connectors.rest.source import RestSource
     from connectors.rest.system import RestSystem
@@ -20,9 +21,11 @@ def register(registry: Registry) -> None:
     registry.register("source", "dataset", DatasetSource)
     registry.register("source", "embedded", EmbeddedSource)
     registry.register("source", "file", FileSource)
+    registry.register("source", "http_endpoint", HttpEndpointSource)
     registry.register("source", "rest", RestSource)
     registry.register("transform", "python", PythonTransform)
     registry.register("transform", "rest", RestTransform)
     registry.register("sink", "dataset", DatasetSink)
+    registry.register("sink", "http_endpoint", HttpEndpointSink)
     registry.register("sink", "null", NullSink)
     registry.register("system", "system:rest", RestSystem)

@@ -59,6 +59,8 @@ class DaemonSettings(BaseSettings):
         retry_backoff_max_s: the longest such delay.
         shutdown_timeout_s: how long a clean stop waits for running batches to commit before it
             cancels them (uncommitted work is then redone by the next run).
+        publisher_concurrency: how many publisher streams may read and encode a chunk at the
+            same time (the others wait their turn, so API requests are served in between).
         ready_file: if set, the daemon writes ``{"host":..,"port":..,"pid":..}`` there once listening.
     """
 
@@ -79,6 +81,7 @@ class DaemonSettings(BaseSettings):
     retry_backoff_s: float = Field(default=1.0, gt=0)
     retry_backoff_max_s: float = Field(default=300.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    publisher_concurrency: int = Field(default=2, ge=1)
     ready_file: Path | None = None
 
     @classmethod

@@ -160,6 +160,9 @@ class Pump:
             except OperationRefusedError as exc:
                 self.last_error = str(exc)
                 log.warning("pump.refused", pipe=self.pipe, error=str(exc))
+            except Exception as exc:  # e.g. StoreError before the run started: keep the pump alive
+                log.exception("pump.run_error", pipe=self.pipe, error=str(exc))
+                self._failed(f"{type(exc).__name__}: {exc}", time.time())
             finally:
                 self._scope, self.running = None, False
         if result is not None:
@@ -177,9 +180,14 @@ class Pump:
         if result.ok:
             self.failures, self.last_error, self.next_at = 0, None, regular
             return
+        self._failed(str(result.error), now, retry=not isinstance(result.error, PipeTrippedError))
+
+    def _failed(self, error: str, now: float, *, retry: bool = True) -> None:
+        """Count a failure; schedule a retry after the backoff (not later than the schedule)."""
         self.failures += 1
-        self.last_error = str(result.error)
-        if isinstance(result.error, PipeTrippedError) or regular is None:
+        self.last_error = error
+        regular = next_regular(self.spec, now, self.last_start) if self.scheduled else None
+        if not retry or regular is None:
             self.next_at = regular
             return
         s = self.scheduler

@@ -1,0 +1,80 @@
+"""``/metrics`` scraped from a real daemon and parsed with prometheus-client's parser; the
+system metrics API used in-process (no HTTP system runs in this test's config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.daemon import metrics
+from tests.daemon.conftest import Api, counter_pipe
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(found: dict[Any, float], name: str, **labels: str) -> float:
+    return found[(name, tuple(sorted(labels.items())))]
+
+
+async def test_pipe_metrics(start_daemon: Any, session: Any) -> None:
+    served = start_daemon([
+        counter_pipe("numbers", 25, mode="manual"),
+        counter_pipe("broken", 5, mode="manual", source={"fail_while_exists": "pipes.yaml"}),
+        {"_id": "copy", "type": "pipe", "source": {"type": "dataset", "dataset": "numbers"},
+         "pump": {"mode": "manual"}},
+        {"_id": "inbox", "type": "pipe", "source": {"type": "http_endpoint"}},
+    ])
+    api = Api(served, session)
+    before = samples(await api.get("/metrics"))
+    assert value(before, "sluice_pipe_failures_total", pipe="numbers") == 0
+    assert value(before, "sluice_pipe_running", pipe="numbers") == 0
+
+    for pipe in ("numbers", "broken"):
+        await api.post(f"/api/pipes/{pipe}/pump", json={"operation": "start"})
+    await api.until(lambda: _ran(api, "numbers"), "numbers to run")
+    await api.until(lambda: _ran(api, "broken"), "broken to fail")
+    await api.post("/api/receivers/inbox/entities", json=[{"_id": "a"}, {"_id": "b"}])
+
+    found = samples(await api.get("/metrics"))
+    assert value(found, "sluice_pipe_runs_total", pipe="numbers", status="completed") == 1
+    assert value(found, "sluice_pipe_runs_total", pipe="broken", status="failed") == 1
+    assert value(found, "sluice_pipe_failures_total", pipe="broken") == 1
+    assert value(found, "sluice_pipe_entities_read_total", pipe="numbers") == 25
+    assert value(found, "sluice_pipe_entities_written_total", pipe="numbers") == 25
+    assert value(found, "sluice_pipe_entities_deleted_total", pipe="numbers") == 0
+    assert value(found, "sluice_pipe_run_duration_seconds_count", pipe="numbers") == 1
+    assert value(found, "sluice_pipe_run_duration_seconds_bucket", pipe="numbers", le="+Inf") == 1
+    assert value(found, "sluice_pipe_last_success_timestamp_seconds", pipe="numbers") > 1.7e9
+    assert ("sluice_pipe_last_success_timestamp_seconds", (("pipe", "broken"),)) not in found
+    assert value(found, "sluice_pipe_since_lag", pipe="copy") == 25  # copy has not run yet
+    assert value(found, "sluice_receiver_entities_total", pipe="inbox") == 2
+    assert value(found, "sluice_pipe_entities_written_total", pipe="inbox") == 2
+
+    await api.post("/api/pipes/copy/pump", json={"operation": "start"})
+    await api.until(lambda: _ran(api, "copy"), "copy to run")
+    assert value(samples(await api.get("/metrics")), "sluice_pipe_since_lag", pipe="copy") == 0
+
+
+def test_system_metrics_api() -> None:
+    metrics.observe_request("crm", 200, 0.02)
+    metrics.observe_request("crm", 200, 0.2)
+    metrics.observe_request("crm", 503, 1.5)
+    metrics.count_retry("crm", "503")
+    found = samples(metrics.exposition().decode())
+    assert value(found, "sluice_system_requests_total", system="crm", status="200") == 2
+    assert value(found, "sluice_system_requests_total", system="crm", status="503") == 1
+    assert value(found, "sluice_system_retries_total", system="crm", reason="503") == 1
+    assert value(found, "sluice_system_request_duration_seconds_count", system="crm") == 3
+    assert value(found, "sluice_system_request_duration_seconds_bucket", system="crm", le="0.25") == 2
+
+
+async def _ran(api: Api, pipe: str) -> bool:
+    p = await api.pipe(pipe)
+    return p["runs"] >= 1 and not p["running"]
