@@ -76,9 +76,14 @@ class ComponentContext:
 
 
 class Component:
-    """Common part of sources, transforms and sinks."""
+    """Common part of sources, transforms and sinks.
+
+    ``pump_runs`` is False for components whose data moves on HTTP requests (publishers,
+    receivers): the pump and ``sluice run`` leave their pipes alone.
+    """
 
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    pump_runs: ClassVar[bool] = True
 
     def __init__(self, config: Any, context: ComponentContext) -> None:
         self.config = config

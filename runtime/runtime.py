@@ -21,6 +21,7 @@ from runtime.config import Config, Secrets, load_config
 from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
 from runtime.pipes import PipeRun, RunResult, strategy_of
+from runtime.pump.pumps import has_pump
 from runtime.plugins import Registry, default_registry
 from runtime.rescans import after_run, choose_run
 from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
@@ -158,7 +159,8 @@ class Runtime:
     ) -> list[RunResult]:
         """Run pipes in dependency order until no pipe has anything left to do.
 
-        The first pass runs every pipe (``pump.mode`` ``off`` excepted); later passes run only
+        The first pass runs every pipe (``pump.mode`` ``off`` and request-driven publisher and
+        receiver pipes excepted); later passes run only
         pipes reading a dataset that has committed entities past their since (cycles). A pipe
         that failed is not run again in this call.
         """
@@ -168,7 +170,7 @@ class Runtime:
         for n in range(MAX_PASSES):
             ran = False
             for pid, spec in config.pipes.items():
-                if spec.model.pump.mode == "off" or pid in failed:
+                if spec.model.pump.mode == "off" or pid in failed or not has_pump(spec):
                     continue
                 if n > 0 and not await self.has_pending_input(pid):
                     continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.cli import commands
+from runtime.cli import commands, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +16,7 @@ def cli() -> None:
 for command in (commands.run, commands.check, commands.pipes, commands.datasets,
                 commands.entities, commands.reset, commands.breaker_cmd):
     cli.add_command(command)
-cli.add_command(__import__("runtime.cli.serve", fromlist=["serve"]).serve)
+cli.add_command(serve.serve)
 
 
 def main() -> None:

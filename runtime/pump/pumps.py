@@ -36,7 +36,7 @@ Hook = Callable[[PipeSpec, RunResult], None]
 def has_pump(spec: PipeSpec) -> bool:
     """False for pipes whose data moves on HTTP requests (publishers, receivers)."""
     parts = [spec.source, *spec.transforms, spec.sink]
-    return all(getattr(p.cls, "pump_runs", True) for p in parts)
+    return all(p.cls.pump_runs for p in parts)
 
 
 class Pump:
