@@ -98,13 +98,17 @@ class FileSource(Source):
         finally:
             batches.close()
 
+    def _where(self, n: int) -> str:
+        """The location of record ``n`` for errors: ``path:line`` (CSV, NDJSON) or ``path record n``."""
+        return f"{self.path} record {n}" if self.config.format == "json" else f"{self.path}:{n}"
+
     def _batches(self) -> Iterator[list[Entity]]:
         size = self.context.run.batch_size
         batch: list[Entity] = []
-        for where, record in self._records():
-            if not isinstance(record, dict):
-                raise BadDataError(f"record is a {type(record).__name__}, not an object", location=where)
-            record["_id"] = self._id_of(record, where)
+        for n, record in self._records():
+            if record.__class__ is not dict:
+                raise BadDataError(f"record is a {type(record).__name__}, not an object", location=self._where(n))
+            record["_id"] = self._id_of(record, n)
             batch.append(record)
             if len(batch) >= size:
                 yield batch
@@ -112,25 +116,26 @@ class FileSource(Source):
         if batch:
             yield batch
 
-    def _id_of(self, record: dict[str, Any], where: str) -> str:
+    def _id_of(self, record: dict[str, Any], n: int) -> str:
         c = self.config
         if self.template is not None:
-            return self.template.render(where, **record)
+            return self.template.render(self._where(n), **record)
         if c.primary_key is not None:
             keys = [c.primary_key] if isinstance(c.primary_key, str) else c.primary_key
             missing = [k for k in keys if record.get(k) in (None, "")]
             if missing:
-                raise BadDataError(f"record has no value for primary_key field(s) {missing}", location=where)
+                raise BadDataError(f"record has no value for primary_key field(s) {missing}", location=self._where(n))
             return ":".join(str(record[k]) for k in keys)
         eid = record.get("_id")
-        if not isinstance(eid, str):
+        if eid.__class__ is not str:
             raise BadDataError(
                 "record has no string _id; set primary_key or id_expression on the source",
-                location=where,
+                location=self._where(n),
             )
-        return eid
+        return eid  # type: ignore[return-value]
 
-    def _records(self) -> Iterator[tuple[str, Any]]:
+    def _records(self) -> Iterator[tuple[int, Any]]:
+        """(line number, or record number for JSON; record) pairs."""
         c = self.config
         try:
             if c.format == "csv":
@@ -142,7 +147,7 @@ class FileSource(Source):
         except OSError as exc:
             raise BadDataError(f"cannot read file: {exc}", location=str(self.path)) from exc
 
-    def _csv(self) -> Iterator[tuple[str, Any]]:
+    def _csv(self) -> Iterator[tuple[int, Any]]:
         with open(self.path, newline="", encoding=self.config.encoding) as fh:
             reader = csv.DictReader(fh, delimiter=self.config.delimiter)
             try:
@@ -153,27 +158,28 @@ class FileSource(Source):
                             f"the header has {len(reader.fieldnames or [])}",
                             location=f"{self.path}:{reader.line_num}",
                         )
-                    yield f"{self.path}:{reader.line_num}", row
+                    yield reader.line_num, row
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise BadDataError(f"not valid CSV: {exc}", location=f"{self.path}:{reader.line_num}") from exc
 
-    def _ndjson(self) -> Iterator[tuple[str, Any]]:
+    def _ndjson(self) -> Iterator[tuple[int, Any]]:
         with open(self.path, "rb") as fh:
             for n, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    yield f"{self.path}:{n}", orjson.loads(line)
+                    record = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
                     raise BadDataError(f"not valid JSON: {exc}", location=f"{self.path}:{n}") from exc
+                yield n, record
 
-    def _json(self) -> Iterator[tuple[str, Any]]:
+    def _json(self) -> Iterator[tuple[int, Any]]:
         prefix = f"{self.config.payload_property}.item" if self.config.payload_property else "item"
         with open(self.path, "rb") as fh:
             n = 0
             try:
                 for n, item in enumerate(ijson.items(fh, prefix, use_float=True), start=1):
-                    yield f"{self.path} record {n}", item
+                    yield n, item
             except ijson.JSONError as exc:
                 raise BadDataError(f"not valid JSON after record {n}: {exc}", location=str(self.path)) from exc
             if n == 0 and self.config.payload_property:

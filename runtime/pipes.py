@@ -294,17 +294,19 @@ class PipeRun:
             last = since
             pending: list[Entity] = []
             size, budget = run.batch_size, self.spec.model.max_batch_bytes
-            sampled = samples = 0
+            used = 0
             async for chunk in source.read(since):
-                for entity in chunk:
-                    pending.append(entity)
-                    n = len(pending)
-                    if n % SIZE_SAMPLE == 1:
-                        sampled += len(dumps(entity, default=str))
-                        samples += 1
-                    if n >= size or sampled * n >= budget * samples:
+                start = 0
+                while start < len(chunk):
+                    rest = chunk[start : start + size - len(pending)]
+                    each = _average_bytes(rest)
+                    part = rest[: max(1, (budget - used) // each)]
+                    start += len(part)
+                    pending.extend(part)
+                    used += each * len(part)
+                    if len(pending) >= size or used >= budget:
                         last = await self._emit(outbox, pending, last, run, strategy)
-                        pending, sampled, samples = [], 0, 0
+                        pending, used = [], 0
                 if self._stop.is_set():
                     progress.stopped = True
                     break
@@ -393,6 +395,12 @@ class _Prepare:
 
     async def close(self) -> None:
         pass
+
+
+def _average_bytes(entities: list[Entity]) -> int:
+    """Average JSON size of ``entities`` (at least 1), from every ``SIZE_SAMPLE``-th one."""
+    sample = entities[::SIZE_SAMPLE]
+    return max(1, sum(len(dumps(e, default=str)) for e in sample) // len(sample))
 
 
 def _combine(batches: list[Batch]) -> Any:
