@@ -2,5 +2,5 @@
 
 Modules: :mod:`models` (config), :mod:`system` (session, auth, limits, retries), :mod:`auth`,
 :mod:`retry`, :mod:`paging` (I/O-free paginators and the safety net), :mod:`operation` (templates,
-parsing), :mod:`source`, :mod:`transform`. See docs/rest.md.
+parsing), :mod:`source`, :mod:`transform`. See the README, "REST".
 """
