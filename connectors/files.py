@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -103,47 +104,48 @@ class FileSource(Source):
         return f"{self.path} record {n}" if self.config.format == "json" else f"{self.path}:{n}"
 
     def _batches(self) -> Iterator[list[Entity]]:
-        size = self.context.run.batch_size
-        batch: list[Entity] = []
-        for n, record in self._records():
-            if record.__class__ is not dict:
-                raise BadDataError(f"record is a {type(record).__name__}, not an object", location=self._where(n))
-            record["_id"] = self._id_of(record, n)
-            batch.append(record)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        """Blocks of up to ``batch_size`` records, each given its ``_id``."""
+        for numbers, records in self._blocks():
+            for n, record in zip(numbers, records, strict=True):
+                if record.__class__ is not dict:
+                    raise BadDataError(f"record is a {type(record).__name__}, not an object", location=self._where(n))
+            self._assign_ids(numbers, records)
+            yield records
 
-    def _id_of(self, record: dict[str, Any], n: int) -> str:
+    def _assign_ids(self, numbers: Sequence[int], records: list[dict[str, Any]]) -> None:
         c = self.config
         if self.template is not None:
-            return self.template.render(self._where(n), **record)
-        if c.primary_key is not None:
+            for n, record in zip(numbers, records, strict=True):
+                record["_id"] = self.template.render(self._where(n), **record)
+        elif c.primary_key is not None:
             keys = [c.primary_key] if isinstance(c.primary_key, str) else c.primary_key
-            missing = [k for k in keys if record.get(k) in (None, "")]
-            if missing:
-                raise BadDataError(f"record has no value for primary_key field(s) {missing}", location=self._where(n))
-            return ":".join(str(record[k]) for k in keys)
-        eid = record.get("_id")
-        if eid.__class__ is not str:
-            raise BadDataError(
-                "record has no string _id; set primary_key or id_expression on the source",
-                location=self._where(n),
-            )
-        return eid  # type: ignore[return-value]
+            for n, record in zip(numbers, records, strict=True):
+                values = [record.get(k) for k in keys]
+                if None in values or "" in values:
+                    missing = [k for k, v in zip(keys, values, strict=True) if v is None or v == ""]
+                    raise BadDataError(
+                        f"record has no value for primary_key field(s) {missing}", location=self._where(n)
+                    )
+                record["_id"] = ":".join(map(str, values))
+        else:
+            for n, record in zip(numbers, records, strict=True):
+                if record.get("_id").__class__ is not str:
+                    raise BadDataError(
+                        "record has no string _id; set primary_key or id_expression on the source",
+                        location=self._where(n),
+                    )
 
-    def _records(self) -> Iterator[tuple[int, Any]]:
-        """(line number, or record number for JSON; record) pairs."""
+    def _blocks(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
+        """(line numbers, or record numbers for JSON; records) per block of ``batch_size``."""
         c = self.config
         try:
-            if c.format == "csv":
-                yield from self._csv()
-            elif c.format == "ndjson":
+            if c.format == "ndjson":
                 yield from self._ndjson()
             else:
-                yield from self._json()
+                size = self.context.run.batch_size
+                pairs = self._csv() if c.format == "csv" else self._json()
+                while block := list(islice(pairs, size)):
+                    yield [n for n, _ in block], [r for _, r in block]
         except OSError as exc:
             raise BadDataError(f"cannot read file: {exc}", location=str(self.path)) from exc
 
@@ -162,16 +164,35 @@ class FileSource(Source):
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise BadDataError(f"not valid CSV: {exc}", location=f"{self.path}:{reader.line_num}") from exc
 
-    def _ndjson(self) -> Iterator[tuple[int, Any]]:
+    def _ndjson(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
+        """Blocks of lines parsed with one ``orjson.loads`` call; a block that does not parse as
+        exactly one value per line is parsed line by line to name the bad line."""
+        size = self.context.run.batch_size
+        first = 1
         with open(self.path, "rb") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
+            while lines := list(islice(fh, size)):
                 try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise BadDataError(f"not valid JSON: {exc}", location=f"{self.path}:{n}") from exc
-                yield n, record
+                    records = orjson.loads(b"[" + b",".join(lines) + b"]")
+                except orjson.JSONDecodeError:
+                    records = None
+                if records is not None and len(records) == len(lines):
+                    yield range(first, first + len(lines)), records
+                else:
+                    yield self._ndjson_lines(lines, first)
+                first += len(lines)
+
+    def _ndjson_lines(self, lines: list[bytes], first: int) -> tuple[list[int], list[Any]]:
+        numbers: list[int] = []
+        records: list[Any] = []
+        for n, line in enumerate(lines, start=first):
+            if not line.strip():
+                continue
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise BadDataError(f"not valid JSON: {exc}", location=f"{self.path}:{n}") from exc
+            numbers.append(n)
+        return numbers, records
 
     def _json(self) -> Iterator[tuple[int, Any]]:
         prefix = f"{self.config.payload_property}.item" if self.config.payload_property else "item"

@@ -238,7 +238,8 @@ class PipeRun:
         state = await self.store.pipe_state(spec.id)
         strategy = strategy_of(spec.source)
         since, sweep = plan_run(state, strategy, self.force_full, self.start_since)
-        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size)
+        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
+                      resumable=strategy == "chronological")
         self.result.full = run.full
         partial = self.start_since is not _STORED and since == self.start_since
         self.result.kind = "full" if run.full else ("partial" if partial else "incremental")

@@ -133,11 +133,14 @@ class PagingConfig(_Strict):
             ``next_link_header``); ``link_header`` (RFC 8288 ``Link: <..>; rel="next"``);
             ``offset`` (``offset_param`` + ``size_param``); ``page`` (``page_param`` from
             ``first_page``); ``cursor`` (token from ``cursor_path`` / ``cursor_header`` sent back
-            as ``cursor_param``).
+            as ``cursor_param``); ``since`` (the next page is asked for with ``since_param`` =
+            the ``_updated`` of the last entity received: Sesam's JSON pull protocol).
         page_size: sent as ``size_param`` (when set) and used by ``short_page``.
         stop_on: stop conditions, any of ``empty_page``, ``short_page``, ``no_next``,
             ``total_count``; default: ``no_next`` for link/cursor types, ``empty_page`` +
-            ``short_page`` (+ ``total_count`` when a total is configured) for offset/page.
+            ``short_page`` (+ ``total_count`` when a total is configured) for offset/page/since.
+        since_param: query parameter of ``since`` paging (default ``since``; the first page
+            carries the source's own since as configured by ``since_property_name``).
         total_path / total_header: where the total number of records is (``total_count``).
         max_pages: hard cap on pages per paging sequence.
         on_max_pages: ``fail`` (default): reaching ``max_pages`` while the server indicates more
@@ -145,7 +148,7 @@ class PagingConfig(_Strict):
             delete the rest); ``stop``: stop there.
     """
 
-    type: Literal["none", "next_link", "link_header", "offset", "page", "cursor"] = "none"
+    type: Literal["none", "next_link", "link_header", "offset", "page", "cursor", "since"] = "none"
     page_size: int | None = Field(default=None, ge=1)
     size_param: str | None = None
     offset_param: str = "offset"
@@ -153,6 +156,7 @@ class PagingConfig(_Strict):
     page_param: str = "page"
     first_page: int = 1
     cursor_param: str = "cursor"
+    since_param: str = "since"
     cursor_path: str | None = None
     cursor_header: str | None = None
     next_link_path: str | None = None

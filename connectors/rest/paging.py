@@ -4,7 +4,9 @@ No I/O here: :meth:`Paginator.first` gives the first :class:`PageRequest`, :meth
 takes a :class:`PageResponse` (final URL, headers, parsed body, number of records) and returns the
 next request or None. Types (see :class:`~connectors.rest.models.PagingConfig`): ``none``,
 ``next_link`` (body path or header, e.g. Datasette's ``next_url``, Kinto's ``Next-Page``),
-``link_header`` (RFC 8288, e.g. json-server), ``offset``, ``page``, ``cursor``.
+``link_header`` (RFC 8288, e.g. json-server), ``offset``, ``page``, ``cursor``, ``since`` (the
+next page is asked for after the ``_updated`` of the last entity received, as a Sesam JSON pull
+client pages a publisher).
 
 The safety net (peers.md §4 "Pagination edge cases", §5 idea 4) is :class:`PageGuard`: a request
 seen before (a next link or cursor that loops), a cursor that does not advance, or a page whose
@@ -56,6 +58,7 @@ class PageResponse:
         body: the parsed JSON body.
         count: records on the page.
         location: the request, redacted, for errors.
+        last_updated: the ``_updated`` of the page's last entity (``since`` paging), None if none.
     """
 
     url: str
@@ -63,6 +66,7 @@ class PageResponse:
     body: Any
     count: int
     location: str
+    last_updated: Any = None
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -234,9 +238,25 @@ class CursorPaginator(Paginator):
         return PageRequest(self.url, {**self.size_params(), c.cursor_param: token})
 
 
+class SincePaginator(OffsetPaginator):
+    """``since``: the next page is requested with ``since_param`` = the ``_updated`` of the last
+    entity received (Sesam's JSON pull protocol: since is exclusive, ``limit`` is the page size)."""
+
+    def first(self) -> PageRequest:
+        return PageRequest(self.url, self.size_params())
+
+    def _next(self, response: PageResponse) -> PageRequest | None:
+        if response.last_updated is None:
+            raise BadDataError(
+                "paging type since: the page's last entity has no _updated; set updated_expression",
+                location=response.location)
+        return PageRequest(self.url, {**self.size_params(), self.config.since_param: str(response.last_updated)})
+
+
 _TYPES: dict[str, type[Paginator]] = {
     "none": Paginator, "next_link": LinkPaginator, "link_header": LinkPaginator,
     "offset": OffsetPaginator, "page": PagePaginator, "cursor": CursorPaginator,
+    "since": SincePaginator,
 }
 
 

@@ -88,4 +88,5 @@ class RestSource(Source):
             entities = [op.entity(r, where) for r in records]
             if entities:
                 yield entities
-            request = paginator.next(PageResponse(response.url, response.headers, body, count, where))
+            last = entities[-1].get("_updated") if entities else None
+            request = paginator.next(PageResponse(response.url, response.headers, body, count, where, last))

@@ -5,12 +5,19 @@ TLS verification, timeouts, authentication and named operations. Added here (pee
 a concurrency limit and a rate limit shared by every pipe of the system, and a retry policy per
 status code (see :mod:`connectors.rest.retry`). :meth:`RestSystem.send` is the only place that
 talks HTTP; aiohttp's exceptions are translated there.
+
+Every request is recorded in the process metrics (:mod:`runtime.daemon.metrics`):
+``observe_request(system, status or "error", seconds)`` per attempt (seconds: from sending to the
+whole body read, not counting the wait for a concurrency or rate-limit slot), and
+``count_retry(system, reason)`` per retry, reason being the status (``"429"``, ``"503"``, and
+``"401"`` for a re-authorized request) or ``"connection"``, ``"timeout"`` or ``"truncated"``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +33,7 @@ from connectors.rest.models import OperationConfig, RestSystemConfig
 from connectors.rest.retry import RateLimiter, RetryPolicy
 from runtime.components import ComponentConfig, System
 from runtime.config.secrets import reveal
+from runtime.daemon.metrics import count_retry, observe_request
 from runtime.errors import BadDataError, ConfigError, ConfigProblem, FatalError, TransientError
 
 log = structlog.get_logger("sluice.rest")
@@ -72,6 +80,15 @@ class Response:
     @property
     def location(self) -> str:
         return self.system.location(self.request)
+
+
+def _error_reason(exc: BaseException) -> str:
+    """The ``count_retry`` reason of a failed attempt: truncated, timeout or connection."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "truncated"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "connection"
 
 
 class RestSystem(System):
@@ -181,6 +198,7 @@ class RestSystem(System):
                     if truncated:
                         raise BadDataError(message, location=where) from exc
                     raise TransientError(f"{message}: {where}") from exc
+                count_retry(self.id, _error_reason(exc))
                 log.warning("rest.retry", location=where, attempt=attempt,
                             error=type(exc).__name__, delay=round(delay, 3))
                 await anyio.sleep(delay)
@@ -188,6 +206,7 @@ class RestSystem(System):
             response.attempts = attempt
             if response.status == 401 and authenticate and not reauthorized and await self.auth.unauthorized(headers):
                 reauthorized = True
+                count_retry(self.id, "401")
                 log.info("rest.reauthorize", location=response.location)
                 continue
             if response.status >= 400:
@@ -195,6 +214,7 @@ class RestSystem(System):
                 if delay is not None:
                     if response.status == 429:
                         self.limiter.pause(delay)
+                    count_retry(self.id, str(response.status))
                     log.warning("rest.retry", location=response.location, attempt=attempt,
                                 status=response.status, delay=round(delay, 3))
                     await anyio.sleep(delay)
@@ -216,9 +236,17 @@ class RestSystem(System):
                 kwargs["data"] = str(call.payload).encode()
         async with self.semaphore:
             self.requests += 1
-            async with self.session.request(call.method, URL(call.url, encoded=True), **kwargs) as resp:
-                body = await resp.read()
-                return Response(resp.status, CIMultiDict(resp.headers), body, str(resp.url), sent, self)
+            started = perf_counter()
+            try:
+                async with self.session.request(call.method, URL(call.url, encoded=True), **kwargs) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    response = Response(status, CIMultiDict(resp.headers), body, str(resp.url), sent, self)
+            except Exception:
+                observe_request(self.id, "error", perf_counter() - started)
+                raise
+            observe_request(self.id, status, perf_counter() - started)
+            return response
 
     def check(self, response: Response, allowed: frozenset[int] | None = None) -> None:
         """Raise for a status outside ``allowed`` (default 2xx).
