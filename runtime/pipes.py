@@ -156,6 +156,8 @@ class PipeRun:
         start_since: start an incremental run here instead of the stored since (partial rescan).
         config_dir: directory relative paths resolve against.
         on_progress: called with the live :class:`RunResult` after every committed batch.
+        info_update: ``(info, result) -> changes`` merged into the pipe's info document in the
+            transaction that records the run (the runtime's rescan bookkeeping).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class PipeRun:
         start_since: Any = _STORED,
         config_dir: str = ".",
         on_progress: Callable[[RunResult], None] | None = None,
+        info_update: Callable[[dict[str, Any], RunResult], dict[str, Any]] | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -176,6 +179,7 @@ class PipeRun:
         self.start_since = start_since
         self.config_dir = config_dir
         self.on_progress = on_progress
+        self.info_update = info_update
         self.result = RunResult(spec.id, uuid.uuid4().hex[:12])
         self._stop = anyio.Event()
         self._progress = _Progress()
@@ -192,7 +196,8 @@ class PipeRun:
         """Run the pipe to the end of its source (or a stop request, or a failure).
 
         Returns the :class:`RunResult`; a failure is reported in it (``status == "failed"``,
-        ``error`` set) and in the execution log, never raised. Cancellation propagates.
+        ``error`` set) and in the execution log, never raised. Cancellation propagates, after the
+        run is recorded as failed ("cancelled").
         """
         started = time.monotonic()
         result = self.result
@@ -204,23 +209,32 @@ class PipeRun:
                 result.status = "stopped" if self._progress.stopped else "completed"
             except SluiceError as exc:
                 result.status, result.error = "failed", exc
+            except BaseException:
+                result.status, result.error = "failed", SluiceError("run cancelled", pipe=self.spec.id)
+                result.seconds = time.monotonic() - started
+                with anyio.CancelScope(shield=True):
+                    await self._record()
+                raise
             result.seconds = time.monotonic() - started
             await self._record()
         return result
 
     async def _record(self) -> None:
+        """The run's end event, last-run summary, counters and ``info_update`` in one transaction."""
         r = self.result
         event = {"completed": "run-completed", "stopped": "run-stopped"}.get(r.status, "run-failed")
         summary = r.summary()
-        with anyio.CancelScope(shield=True):
-            await self.store.log_event(self.spec.id, r.run_id, event, summary)
-            state = await self.store.pipe_state(self.spec.id)
-            counters = dict(state.info.get("counters", {}))
+        extra = self.info_update
+
+        def update(info: dict[str, Any]) -> dict[str, Any]:
+            counters = dict(info.get("counters", {}))
             for k in ("read", "new", "changed", "deleted", "unchanged"):
                 counters[k] = counters.get(k, 0) + summary[k]
-            await self.store.update_pipe_info(
-                self.spec.id, {"last_run": summary, "runs": state.info.get("runs", 0) + 1, "counters": counters}
-            )
+            changes = {"last_run": summary, "runs": info.get("runs", 0) + 1, "counters": counters}
+            return {**changes, **(extra(info, r) if extra else {})}
+
+        with anyio.CancelScope(shield=True):
+            await self.store.record_run(self.spec.id, r.run_id, event, summary, update)
         if r.error is not None:
             log.error("run.failed", error=str(r.error), seconds=summary["seconds"])
         else:

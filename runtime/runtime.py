@@ -17,12 +17,12 @@ from typing import Any
 
 import structlog
 
-from runtime.config import Config, Secrets, load_config
+from runtime.config import Config, PipeSpec, Secrets, load_config
 from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
 from runtime.pipes import PipeRun, RunResult, strategy_of
-from runtime.pump.pumps import has_pump
 from runtime.plugins import Registry, default_registry
+from runtime.pump.pumps import has_pump
 from runtime.rescans import after_run, choose_run
 from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
 
@@ -67,6 +67,7 @@ class Runtime:
         self.config: Config | None = None
         self.systems: dict[str, Any] = {}
         self.running: dict[str, PipeRun] = {}
+        self._claimed: set[str] = set()
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -127,8 +128,19 @@ class Runtime:
             raise OperationRefusedError(f"no pipe {pipe!r} in {self.config_dir}")
         if spec.model.pump.mode == "off":
             raise OperationRefusedError(f"pipe {pipe!r} has pump.mode 'off' and cannot run", pipe=pipe)
-        if pipe in self.running:
+        if pipe in self.running or pipe in self._claimed:
             raise OperationRefusedError(f"pipe {pipe!r} is already running", pipe=pipe)
+        self._claimed.add(pipe)  # before the first await: two callers cannot both get here
+        try:
+            async with self.store.pipe_lock(pipe):  # and no other process runs it meanwhile
+                return await self._run_claimed(spec, full, on_progress)
+        finally:
+            self._claimed.discard(pipe)
+
+    async def _run_claimed(
+        self, spec: PipeSpec, full: bool, on_progress: Callable[[RunResult], None] | None
+    ) -> RunResult:
+        pipe = spec.id
         state = await self.store.pipe_state(pipe)
         now = datetime.now(UTC)
         kind, start = ("full", None) if full else choose_run(spec.model.pump, state.info, state.since, now)
@@ -137,22 +149,21 @@ class Runtime:
             options["full"] = True  # a rescan; an interrupted full run is resumed instead
         elif kind == "partial":
             options["start_since"] = start
+
+        def bookkeeping(info: dict[str, Any], result: RunResult) -> dict[str, Any]:
+            return after_run(result.kind, info, result.status == "completed", now)  # type: ignore[arg-type]
+
         run = PipeRun(
             spec, self.store, systems=self.systems, config_dir=str(self.config_dir),
-            on_progress=on_progress, **options,
+            on_progress=on_progress, info_update=bookkeeping, **options,
         )
         self.running[pipe] = run
         try:
             if spec.model.disable_set_last_seen:
                 await self.store.update_pipe_info(pipe, {PROTECTED: True})
-            result = await run.run()
+            return await run.run()
         finally:
             del self.running[pipe]
-        info = (await self.store.pipe_state(pipe)).info
-        changes = after_run(result.kind, info, result.status == "completed", now)  # type: ignore[arg-type]
-        if changes:
-            await self.store.update_pipe_info(pipe, changes)
-        return result
 
     async def run_all(
         self, *, full: bool = False, on_progress: Callable[[RunResult], None] | None = None

@@ -17,7 +17,8 @@ A batch of entities and the pipe's checkpoint are committed in one transaction
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -290,6 +291,22 @@ class StateStore(Protocol):
 
     async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
         """Store a checkpoint on its own (sinks that write elsewhere: at-least-once)."""
+        ...
+
+    def pipe_lock(self, pipe: str) -> AbstractAsyncContextManager[None]:
+        """Hold the pipe's run lock: one run of a pipe at a time, across processes.
+
+        Raises:
+            OperationRefusedError: another run (in this or another process) holds it.
+        """
+        ...
+
+    async def record_run(
+        self, pipe: str, run_id: str, event: str, data: dict[str, Any],
+        update: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        """Append the run's end event and merge ``update(info)`` into the pipe's info document, in
+        one transaction (``update`` is pure: it computes changes from the current info)."""
         ...
 
     async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:

@@ -8,8 +8,10 @@ on power loss.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -292,16 +294,51 @@ class SqliteStore:
     async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:
         """See :meth:`StateStore.update_pipe_info`."""
         async with self._transaction() as conn:
-            async with conn.execute("SELECT info FROM pipes WHERE pipe = ?", (pipe,)) as cur:
-                row = await cur.fetchone()
-            info = orjson.loads(row[0]) if row else {}
-            info.update(changes)
-            await conn.execute(
-                "INSERT INTO pipes(pipe, info) VALUES (?, ?) ON CONFLICT(pipe) "
-                "DO UPDATE SET info = excluded.info",
-                (pipe, orjson.dumps(info).decode()),
-            )
+            await self._merge_info(conn, pipe, lambda _info: changes)
         return await self.pipe_state(pipe)
+
+    async def record_run(
+        self, pipe: str, run_id: str, event: str, data: dict[str, Any],
+        update: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        """See :meth:`StateStore.record_run`."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO exec_log(pipe, run_id, ts_us, event, data) VALUES (?, ?, ?, ?, ?)",
+                (pipe, run_id, dsql.now_us(), event, orjson.dumps(data).decode()),
+            )
+            await self._merge_info(conn, pipe, update)
+
+    async def _merge_info(
+        self, conn: aiosqlite.Connection, pipe: str, update: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        async with conn.execute("SELECT info FROM pipes WHERE pipe = ?", (pipe,)) as cur:
+            row = await cur.fetchone()
+        info = orjson.loads(row[0]) if row else {}
+        info.update(update(info))
+        await conn.execute(
+            "INSERT INTO pipes(pipe, info) VALUES (?, ?) ON CONFLICT(pipe) DO UPDATE SET info = excluded.info",
+            (pipe, orjson.dumps(info).decode()),
+        )
+
+    @asynccontextmanager
+    async def pipe_lock(self, pipe: str) -> AsyncIterator[None]:
+        """See :meth:`StateStore.pipe_lock`: an exclusive ``flock`` on ``<db>.locks/<pipe>.lock``,
+        released by the kernel if the process dies."""
+        folder = self.path.with_name(self.path.name + ".locks")
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder / f"{pipe}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OperationRefusedError(
+                    f"pipe {pipe!r} is already running (another run holds {folder / (pipe + '.lock')}); "
+                    "wait for it to finish or stop it", pipe=pipe,
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     async def reset_pipe(self, pipe: str, since: Any = None) -> None:
         """See :meth:`StateStore.reset_pipe`."""

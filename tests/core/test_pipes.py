@@ -252,3 +252,35 @@ async def test_batches_are_cut_by_bytes_as_well_as_count(tmp_path, write_config,
         result = await run.run()
         assert result.new == 40
         assert run.mailbox_statistics()[0].sent == 10  # 4 entities of ~3 KB reach 10 KB
+
+
+async def test_two_runs_of_one_pipe_never_overlap(tmp_path, write_config, data_file):
+    write_ndjson(data_file, records(3000))
+    cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        await rt.run_pipe("rows")
+        outcomes = await _gather(rt.run_pipe("rows"), rt.run_pipe("rows"))
+        assert sorted(type(o).__name__ for o in outcomes) == ["OperationRefusedError", "RunResult"]
+        assert await ids(rt, "rows", deleted=True) == set()
+        # another process (here: another store object on the same file) is refused too
+        other = type(rt.store)(rt.store.path)
+        async with other.pipe_lock("rows"):
+            with pytest.raises(OperationRefusedError, match="already running"):
+                await rt.run_pipe("rows")
+        assert (await rt.run_pipe("rows")).ok
+        assert (await rt.pipe_state("rows")).info["runs"] == 3
+
+
+async def _gather(*coros):
+    results: list = [None] * len(coros)
+
+    async def one(i, coro):
+        try:
+            results[i] = await coro
+        except OperationRefusedError as exc:
+            results[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i, coro in enumerate(coros):
+            tg.start_soon(one, i, coro)
+    return results
