@@ -202,12 +202,12 @@ class StateStore(Protocol):
 
         Each entity is stripped of reserved fields (see :mod:`runtime.entities`) and hashed;
         one whose hash equals its id's latest version is a no-op. With ``sweep`` set, every id in
-        the batch is marked seen by that full run: durably in the latest-version index (a full run
-        that resumes after a crash needs the marks), or with ``sweep_durable=False`` only for the
-        life of the store object (full runs that restart from scratch after a crash; cheaper). ``keep_versions`` compacts the ids written to
-        that many versions (None keeps all). ``change_limit`` is how many more changes this run may
-        make visible (circuit breaker); beyond it versions are held above the committed offset and
-        the dataset trips.
+        the batch is marked seen by that full run: durably in the latest-version index (a full
+        run that resumes after a crash needs the marks), or with ``sweep_durable=False`` only for
+        the life of the store object (full runs that restart from scratch after a crash; cheaper).
+        ``keep_versions`` compacts the ids written to that many versions (None keeps all).
+        ``change_limit`` is how many more changes this run may make visible (circuit breaker);
+        beyond it versions are held above the committed offset and the dataset trips.
 
         Args:
             dataset: dataset id; created on first write.

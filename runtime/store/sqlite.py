@@ -9,12 +9,13 @@ on power loss.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -32,6 +33,7 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -48,6 +50,22 @@ CREATE TABLE IF NOT EXISTS exec_log(
     ts_us INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
 """
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _translated(func: F) -> F:
+    """Translate sqlite3 errors of a store method into StoreError naming the method and file."""
+
+    @functools.wraps(func)
+    async def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await func(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {func.__name__} failed: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _json(value: Any) -> str | None:
@@ -87,12 +105,36 @@ class SqliteStore:
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "cache_size=-32768"):
                 await self._writer.execute(f"PRAGMA {pragma}")
             await self._writer.executescript(SCHEMA)
+            await self._migrate()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=10000")
             await self._reader.execute("PRAGMA cache_size=-16384")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        """Bring a store written by an older Sluice to ``SCHEMA_VERSION`` (``PRAGMA user_version``)."""
+        conn = self._w
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = row[0] if row else 0
+        if version >= SCHEMA_VERSION:
+            return
+        async with self._transaction() as tx:
+            async with tx.execute("PRAGMA table_info(datasets)") as cur:
+                columns = {r[1] for r in await cur.fetchall()}
+            if "ids" not in columns:  # version 0 -> 1: id and deletion counters per dataset
+                await tx.execute("ALTER TABLE datasets ADD COLUMN ids INTEGER NOT NULL DEFAULT 0")
+                await tx.execute("ALTER TABLE datasets ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
+                async with tx.execute("SELECT ds FROM datasets") as cur:
+                    keys = [r[0] for r in await cur.fetchall()]
+                for key in keys:
+                    await tx.execute(
+                        f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
+                        f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
+                    )
+            await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
         """Close both connections; safe to call twice."""
@@ -166,12 +208,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"writing to dataset {dataset!r} failed: {exc}", pipe=pipe) from exc
 
+    @_translated
     async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
         """See :meth:`StateStore.unseen` (runs on the writer: non-durable marks live there)."""
         async with self._lock:
             ds = await dsql.find(self._w, dataset)
             return [] if ds is None else await dsql.unseen(self._w, ds, sweep, limit)
 
+    @_translated
     async def end_sweep(self, dataset: str) -> None:
         """See :meth:`StateStore.end_sweep`."""
         async with self._lock:
@@ -179,6 +223,7 @@ class SqliteStore:
             if ds is not None:
                 await dsql.end_sweep(self._w, ds)
 
+    @_translated
     async def set_populated(self, dataset: str) -> None:
         """See :meth:`StateStore.set_populated`."""
         async with self._transaction() as conn:
@@ -186,6 +231,7 @@ class SqliteStore:
             ds.populated = True
             await dsql.save_row(conn, ds)
 
+    @_translated
     async def read(
         self, dataset: str, *, since: int | None, limit: int, history: bool = False
     ) -> tuple[list[Entity], int | None]:
@@ -195,11 +241,13 @@ class SqliteStore:
             return [], since
         return await dsql.read(self._r, ds, since, limit, history)
 
+    @_translated
     async def get(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
         """See :meth:`StateStore.get`."""
         ds = await dsql.find(self._r, dataset)
         return [] if ds is None else await dsql.versions(self._r, ds, entity_id, history)
 
+    @_translated
     async def dataset_info(self, dataset: str) -> DatasetInfo | None:
         """See :meth:`StateStore.dataset_info`."""
         ds = await dsql.find(self._r, dataset)
@@ -207,6 +255,7 @@ class SqliteStore:
             return None
         return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ds.ids, ds.deleted, ds.trip)
 
+    @_translated
     async def datasets(self) -> list[DatasetInfo]:
         """See :meth:`StateStore.datasets`."""
         async with self._r.execute("SELECT name FROM datasets ORDER BY name") as cur:
@@ -214,6 +263,7 @@ class SqliteStore:
         infos = [await self.dataset_info(n) for n in names]
         return [i for i in infos if i is not None]
 
+    @_translated
     async def compact(self, dataset: str, keep_versions: int) -> int:
         """See :meth:`StateStore.compact`."""
         async with self._transaction() as conn:
@@ -227,6 +277,7 @@ class SqliteStore:
                 )
             return await dsql.compact_all(conn, ds, keep_versions)
 
+    @_translated
     async def commit_breaker(self, dataset: str) -> int:
         """See :meth:`StateStore.commit_breaker`."""
         async with self._transaction() as conn:
@@ -237,6 +288,7 @@ class SqliteStore:
             await dsql.save_row(conn, ds)
             return exposed
 
+    @_translated
     async def rollback_breaker(self, dataset: str) -> int:
         """See :meth:`StateStore.rollback_breaker`."""
         async with self._transaction() as conn:
@@ -270,6 +322,7 @@ class SqliteStore:
             (pipe, _json(cp.since), cp.sweep),
         )
 
+    @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
         """See :meth:`StateStore.pipe_state`."""
         async with self._r.execute(
@@ -280,23 +333,27 @@ class SqliteStore:
             return PipeState(pipe)
         return PipeState(row[0], _unjson(row[1]), row[2], orjson.loads(row[3]))
 
+    @_translated
     async def pipe_states(self) -> list[PipeState]:
         """See :meth:`StateStore.pipe_states`."""
         async with self._r.execute("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe") as cur:
             rows = await cur.fetchall()
         return [PipeState(r[0], _unjson(r[1]), r[2], orjson.loads(r[3])) for r in rows]
 
+    @_translated
     async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
         """See :meth:`StateStore.save_checkpoint`."""
         async with self._transaction() as conn:
             await self._put_checkpoint(conn, pipe, checkpoint)
 
+    @_translated
     async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:
         """See :meth:`StateStore.update_pipe_info`."""
         async with self._transaction() as conn:
             await self._merge_info(conn, pipe, lambda _info: changes)
         return await self.pipe_state(pipe)
 
+    @_translated
     async def record_run(
         self, pipe: str, run_id: str, event: str, data: dict[str, Any],
         update: Callable[[dict[str, Any]], dict[str, Any]],
@@ -340,11 +397,13 @@ class SqliteStore:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    @_translated
     async def reset_pipe(self, pipe: str, since: Any = None) -> None:
         """See :meth:`StateStore.reset_pipe`."""
         await self.save_checkpoint(pipe, Checkpoint(since, None))
 
     # -- execution log --------------------------------------------------------------------------
+    @_translated
     async def log_event(self, pipe: str, run_id: str, event: str, data: dict[str, Any]) -> None:
         """See :meth:`StateStore.log_event`."""
         async with self._transaction() as conn:
@@ -353,6 +412,7 @@ class SqliteStore:
                 (pipe, run_id, dsql.now_us(), event, orjson.dumps(data).decode()),
             )
 
+    @_translated
     async def execution_log(
         self, pipe: str, *, since: int | None = None, limit: int = 100
     ) -> list[LogEvent]:
@@ -366,6 +426,7 @@ class SqliteStore:
         return [LogEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
 
     # -- work units ---------------------------------------------------------------------------
+    @_translated
     async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
         """See :meth:`StateStore.plan_units`."""
         async with self._transaction() as conn:
@@ -376,6 +437,7 @@ class SqliteStore:
             )
             return max(cur.rowcount, 0)
 
+    @_translated
     async def claim_units(
         self, pipe: str, owner: str, *, limit: int, lease_s: float
     ) -> list[WorkUnit]:
@@ -396,6 +458,7 @@ class SqliteStore:
         units = {u.key: u for u in await self.work_units(pipe)}
         return [units[k] for k in keys]
 
+    @_translated
     async def finish_unit(
         self, pipe: str, key: str, owner: str, *, error: str | None = None, checkpoint: Any = None
     ) -> None:
@@ -413,6 +476,7 @@ class SqliteStore:
                     pipe=pipe,
                 )
 
+    @_translated
     async def work_units(self, pipe: str) -> list[WorkUnit]:
         """See :meth:`StateStore.work_units`."""
         async with self._r.execute(

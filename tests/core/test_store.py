@@ -175,3 +175,27 @@ async def test_non_durable_sweep_marks_unchanged_ids_in_memory(store):
     await store.end_sweep("ds")
     # the in-memory marks are gone: "a" (unchanged, marked only in memory) counts as unseen again
     assert sorted(e["_id"] for e in await store.unseen("ds", 2, 10)) == ["a", "c", "d"]
+
+
+async def test_store_written_by_an_older_version_is_migrated(tmp_path):
+    import sqlite3
+
+    from runtime.store import SqliteStore
+
+    path = tmp_path / "old.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.write_batch("ds", [{"_id": "a"}, {"_id": "c"}], pipe="p", checkpoint=None)
+    await s.write_batch("ds", [{"_id": "c", "_deleted": True}], pipe="p", checkpoint=None)
+    await s.close()
+    with sqlite3.connect(path) as c:  # the schema of version 0: no counters, user_version 0
+        c.execute("ALTER TABLE datasets DROP COLUMN ids")
+        c.execute("ALTER TABLE datasets DROP COLUMN deleted")
+        c.execute("PRAGMA user_version = 0")
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        info = await s.dataset_info("ds")
+        assert (info.ids, info.deleted) == (2, 1)
+    finally:
+        await s.close()
