@@ -131,6 +131,16 @@ class Source(Component, ABC):
         flags are configurable (Sesam: rest, json) override this."""
         return cls.supports_since, cls.is_chronological, cls.is_since_comparable
 
+    @classmethod
+    def full_read(cls, config: Any) -> bool:
+        """Whether a run without since reads *everything* the source has (so deletion tracking
+        may follow it). False e.g. for a REST source that then sends ``initial_since_value``."""
+        return True
+
+    complete: bool = True
+    """Set False by a source that stopped early on purpose (e.g. a page cap): the run then ends
+    as ``stopped``, with no deletion tracking."""
+
     @abstractmethod
     def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         """Yield lists of entities newer than ``since`` (None: all of them).

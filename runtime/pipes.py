@@ -36,7 +36,7 @@ from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
 from runtime.config.models import ComponentSpec, PipeSpec
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import ComponentError, SluiceError, SourceEmptyError
+from runtime.errors import BadDataError, ComponentError, SluiceError, SourceEmptyError
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
@@ -252,6 +252,8 @@ class PipeRun:
         state = await self.store.pipe_state(spec.id)
         strategy = strategy_of(spec.source)
         since, sweep = plan_run(state, strategy, self.force_full, self.start_since)
+        if since is None and not spec.source.cls.full_read(spec.source.config):
+            sweep = None  # not everything is read: no deletion tracking after this run
         run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
                       resumable=strategy == "chronological")
         self.result.full = run.full
@@ -327,8 +329,12 @@ class PipeRun:
                     break
             if pending:
                 last = await self._emit(outbox, pending, last, run, strategy)
+            if not source.complete:
+                log.warning("source.incomplete", reason="the source stopped early; no deletion tracking")
+                progress.stopped = True
             empty_fails = getattr(source.config, "if_source_empty", None) == "fail"
-            if run.full and progress.read == 0 and empty_fails and not progress.stopped:
+            fresh_full = run.full and since is None  # a resumed full run may have read it all before
+            if fresh_full and progress.read == 0 and empty_fails and not progress.stopped:
                 raise SourceEmptyError(
                     "source returned no entities on a full run and if_source_empty is 'fail'; "
                     "nothing was written. Check the source system, then run again",
@@ -345,10 +351,7 @@ class PipeRun:
         self._progress.read += len(entities)
         checkpoint = None
         if strategy == "chronological":
-            for entity in reversed(entities):
-                if "_updated" in entity:
-                    last = entity["_updated"]
-                    break
+            last = _ascending_updated(entities, last, self.spec.id)
             checkpoint = Checkpoint(last, run.sweep)
         elif strategy == "max":
             values = [e["_updated"] for e in entities if e.get("_updated") is not None]
@@ -410,6 +413,32 @@ class _Prepare:
 
     async def close(self) -> None:
         pass
+
+
+def _ascending_updated(entities: list[Entity], last: Any, pipe: str) -> Any:
+    """The ``_updated`` of the last entity that has one (else ``last``), checking that the values
+    never go down: a chronological source that is not ascending would lose data on resume.
+
+    Raises:
+        BadDataError: ``_updated`` decreased, or values cannot be compared.
+    """
+    for entity in entities:
+        value = entity.get("_updated")
+        if value is None:
+            continue
+        try:
+            descending = last is not None and value < last
+        except TypeError:
+            descending = True
+        if descending:
+            raise BadDataError(
+                f"the source is chronological but _updated went from {last!r} to {value!r} "
+                f"(entity {entity.get('_id')!r}); resuming from a checkpoint would skip data. Set "
+                "is_chronological: false (since is then stored at the end of the run) or order the source",
+                location=f"pipe {pipe!r} source", pipe=pipe,
+            )
+        last = value
+    return last
 
 
 def _average_bytes(entities: list[Entity]) -> int:

@@ -115,6 +115,7 @@ class Paginator:
         self.url = url
         self.pages = 0
         self.records = 0
+        self.cut = False
         self.stops = set(config.stop_on if config.stop_on is not None else self.default_stops())
 
     def default_stops(self) -> list[str]:
@@ -141,6 +142,7 @@ class Paginator:
         request = self._next(response)
         if request is not None and self.config.max_pages and self.pages >= self.config.max_pages:
             if self.config.on_max_pages == "stop":
+                self.cut = True  # more pages exist: the read is not complete
                 return None
             raise BadDataError(
                 f"paging reached max_pages {self.config.max_pages} and the server still indicates "

@@ -50,6 +50,11 @@ class RestSource(Source):
     def continuation(cls, config: Any) -> tuple[bool, bool, bool]:
         return config.supports_since, config.is_chronological, config.is_since_comparable
 
+    @classmethod
+    def full_read(cls, config: Any) -> bool:
+        """A run without since reads everything, unless it sends ``initial_since_value``."""
+        return not (config.supports_since and config.initial_since_value is not None)
+
     async def open(self) -> None:
         self.system = rest_system(self.context, "source")
         self.operation = Operation(self.system, self.config, self.context.pipe)
@@ -90,3 +95,4 @@ class RestSource(Source):
                 yield entities
             last = entities[-1].get("_updated") if entities else None
             request = paginator.next(PageResponse(response.url, response.headers, body, count, where, last))
+        self.complete = not paginator.cut
