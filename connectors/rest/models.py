@@ -137,8 +137,9 @@ class PagingConfig(_Strict):
             the ``_updated`` of the last entity received: Sesam's JSON pull protocol).
         page_size: sent as ``size_param`` (when set) and used by ``short_page``.
         stop_on: stop conditions, any of ``empty_page``, ``short_page``, ``no_next``,
-            ``total_count``; default: ``no_next`` for link/cursor types, ``empty_page`` +
-            ``short_page`` (+ ``total_count`` when a total is configured) for offset/page/since.
+            ``total_count``; default: ``no_next`` for link/cursor types, ``empty_page`` (+
+            ``total_count`` when a total is configured) for offset/page/since. ``short_page`` is
+            opt-in: a server that caps the page size would otherwise end a full run early.
         since_param: query parameter of ``since`` paging (default ``since``; the first page
             carries the source's own since as configured by ``since_property_name``).
         total_path / total_header: where the total number of records is (``total_count``).

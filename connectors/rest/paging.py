@@ -153,16 +153,18 @@ class Paginator:
         c = self.config
         if "empty_page" in self.stops and r.count == 0:
             return True
-        if "short_page" in self.stops and c.page_size and r.count < c.page_size:
-            return True
-        if "total_count" in self.stops:
-            raw = dig(r.body, c.total_path) if c.total_path else header(r.headers, c.total_header or "")
-            try:
-                if raw is not None and self.records >= int(raw):
-                    return True
-            except (TypeError, ValueError) as exc:
-                raise BadDataError(f"total count {raw!r} is not an integer", location=r.location) from exc
-        return False
+        total = self._total(r) if "total_count" in self.stops else None
+        if total is not None:
+            return self.records >= total  # a known total wins over a short page
+        return "short_page" in self.stops and bool(c.page_size) and r.count < (c.page_size or 0)
+
+    def _total(self, r: PageResponse) -> int | None:
+        c = self.config
+        raw = dig(r.body, c.total_path) if c.total_path else header(r.headers, c.total_header or "")
+        try:
+            return None if raw is None else int(raw)
+        except (TypeError, ValueError) as exc:
+            raise BadDataError(f"total count {raw!r} is not an integer", location=r.location) from exc
 
     def _next(self, response: PageResponse) -> PageRequest | None:
         return None
@@ -191,9 +193,10 @@ class OffsetPaginator(Paginator):
     """``offset``: the offset advances by the records received."""
 
     def default_stops(self) -> list[str]:
+        # not short_page: a server that caps the page size would end a full run early, and
+        # deletion tracking would then delete the rest; an extra empty page is cheaper
         c = self.config
-        stops = ["empty_page"] + (["short_page"] if c.page_size else [])
-        return stops + (["total_count"] if c.total_path or c.total_header else [])
+        return ["empty_page"] + (["total_count"] if c.total_path or c.total_header else [])
 
     def first(self) -> PageRequest:
         self.offset = self.config.start_offset

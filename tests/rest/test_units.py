@@ -21,6 +21,10 @@ def test_page_paginator_stops_on_short_page_and_total() -> None:
     p = make_paginator(PagingConfig(type="page", page_size=10, size_param="n"), "http://h/x")
     assert p.first().params == {"n": "10", "page": "1"}
     assert p.next(resp(10)).params["page"] == "2"
+    assert p.next(resp(3)).params["page"] == "3"  # by default a short page does not stop ...
+    assert p.next(resp(0)) is None  # ... an empty page does
+    p = make_paginator(PagingConfig(type="page", page_size=10, stop_on=["short_page"]), "http://h/x")
+    p.first()
     assert p.next(resp(3)) is None
     p = make_paginator(PagingConfig(type="page", page_size=10, total_header="X-Total-Count"), "u")
     p.first()
