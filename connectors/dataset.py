@@ -134,7 +134,7 @@ class DatasetSink(Sink):
         return await self.write_batch(entities, None)
 
     async def write_batch(
-        self, entities: list[Entity] | PreparedBatch, checkpoint: Checkpoint | None
+        self, entities: list[Entity] | PreparedBatch, checkpoint: Checkpoint | None, *, populate: bool = False
     ) -> WriteResult:
         if not len(entities) and checkpoint is None:
             return WriteResult()
@@ -142,7 +142,7 @@ class DatasetSink(Sink):
         result = await self.context.store.write_batch(
             self.dataset, entities, pipe=self.context.pipe, checkpoint=checkpoint,
             sweep=self._sweep, sweep_durable=self.context.run.resumable,
-            keep_versions=self.context.keep_versions, change_limit=remaining,
+            keep_versions=self.context.keep_versions, change_limit=remaining, populate=populate,
         )
         self.changes += result.changes
         self.tripped = self.tripped or result.tripped
@@ -165,8 +165,7 @@ class DatasetSink(Sink):
             total = WriteResult(total.new, total.changed, total.deleted + r.deleted, total.unchanged)
         if sweep is not None:
             await store.end_sweep(self.dataset)
-        await self.write_batch([], checkpoint)
-        await store.set_populated(self.dataset)
+        await self.write_batch([], checkpoint, populate=True)
         if self.tripped:
             raise PipeTrippedError(
                 f"circuit breaker of dataset {self.dataset!r} tripped: this run made {self.changes} "

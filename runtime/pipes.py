@@ -7,8 +7,8 @@
                                                    store: entities + checkpoint, one transaction
 
 The source actor reads from the since the pipe stored, cuts the entities into batches of at most
-``batch_size`` entities and about ``max_batch_bytes`` bytes (JSON size, estimated from every 16th
-entity) and attaches the checkpoint that covers them (for chronological sources: the
+``batch_size`` entities and ``max_batch_bytes`` bytes (their JSON size; a single larger entity
+makes a batch of its own) and attaches the checkpoint that covers them (for chronological sources: the
 ``_updated`` of the batch's last entity). Transform actors pass checkpoints on after the entities
 they cover. Only the sink commits. A failure in any actor cancels the task group; whatever was not
 committed is not visible and the next run resumes from the last committed checkpoint.
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any, Literal
 
 import anyio
@@ -44,7 +45,6 @@ log = structlog.get_logger("sluice.pipe")
 MAILBOX_CAPACITY = 4
 COALESCE_BATCHES = 8  # a sink that falls behind commits up to this many queued batches at once
 COALESCE_ENTITIES = 10_000
-SIZE_SAMPLE = 16  # the JSON size of every 16th entity estimates a batch's bytes
 Strategy = Literal["chronological", "max", "none"]
 
 
@@ -316,11 +316,11 @@ class PipeRun:
                 start = 0
                 while start < len(chunk):
                     rest = chunk[start : start + size - len(pending)]
-                    each = _average_bytes(rest)
-                    part = rest[: max(1, (budget - used) // each)]
-                    start += len(part)
-                    pending.extend(part)
-                    used += each * len(part)
+                    sizes = list(accumulate(len(dumps(e, default=str)) for e in rest))
+                    take = min(bisect_left(sizes, budget - used) + 1, len(rest))
+                    start += take
+                    pending.extend(rest[:take])
+                    used += sizes[take - 1]
                     if len(pending) >= size or used >= budget:
                         last = await self._emit(outbox, pending, last, run, strategy)
                         pending, used = [], 0
@@ -439,12 +439,6 @@ def _ascending_updated(entities: list[Entity], last: Any, pipe: str) -> Any:
             )
         last = value
     return last
-
-
-def _average_bytes(entities: list[Entity]) -> int:
-    """Average JSON size of ``entities`` (at least 1), from every ``SIZE_SAMPLE``-th one."""
-    sample = entities[::SIZE_SAMPLE]
-    return max(1, sum(len(dumps(e, default=str)) for e in sample) // len(sample))
 
 
 def _combine(batches: list[Batch]) -> Any:

@@ -244,8 +244,11 @@ class Runtime:
         await reset_pipe(self.store, pipe, self.config, since, running=pipe in self.running)
 
     async def commit_breaker(self, dataset: str) -> int:
-        """Expose the versions held by a tripped circuit breaker; returns how many."""
-        return await breaker(self.store, dataset, "commit")
+        """Expose the versions held by a tripped circuit breaker (then compact them per the writing
+        pipe's ``compaction.keep_versions``); returns how many."""
+        writer = next((p for p in self._config().pipes.values() if dataset in p.writes), None)
+        keep = writer.model.compaction.keep_versions if writer is not None else None
+        return await breaker(self.store, dataset, "commit", keep_versions=keep)
 
     async def rollback_breaker(self, dataset: str) -> int:
         """Delete the held versions and restore the tripping pipe's since; returns how many."""
@@ -281,11 +284,15 @@ async def reset_pipe(
     await store.log_event(pipe, "-", "pipe-reset", {"since": since})
 
 
-async def breaker(store: StateStore, dataset: str, action: str) -> int:
-    """Commit or roll back a dataset's tripped circuit breaker and log it on the tripping pipe."""
+async def breaker(store: StateStore, dataset: str, action: str, *, keep_versions: int | None = None) -> int:
+    """Commit or roll back a dataset's tripped circuit breaker and log it on the tripping pipe.
+    ``keep_versions`` (commit only): compact the exposed ids; None leaves it to the next write."""
     info = await store.dataset_info(dataset)
     pipe = info.trip.pipe if info is not None and info.trip is not None else None
-    n = await (store.commit_breaker(dataset) if action == "commit" else store.rollback_breaker(dataset))
+    if action == "commit":
+        n = await store.commit_breaker(dataset, keep_versions)
+    else:
+        n = await store.rollback_breaker(dataset)
     if pipe is not None:
         await store.log_event(pipe, "-", f"circuit-breaker-{action}", {"dataset": dataset, "versions": n})
     return n

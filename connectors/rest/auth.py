@@ -3,13 +3,16 @@
 Each auth object adds credentials to an outgoing request (:meth:`Auth.apply`) and says whether a
 401 is worth one more attempt (:meth:`Auth.unauthorized`). OAuth2 fetches tokens through a
 function the system gives it (``fetch(form) -> token response``), so it is testable without a
-server: the token is refreshed ``refresh_window`` seconds before it expires, and at once after a
-401. Secrets are revealed only here, when a request is built.
+server: the token is refreshed ``refresh_window`` seconds before it expires (at most half its
+lifetime before, so a short-lived token is still reused), and at once after a 401. ``expires_in``
+may be a number or a numeric string (RFC 6749 §5.1 says number; some servers send "3600").
+Secrets are revealed only here, when a request is built.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,12 +81,13 @@ class OAuth2(Auth):
         self.clock = clock
         self.token: str | None = None
         self.expires_at = 0.0
+        self.refresh_at = 0.0
         self.refresh_token = config.refresh_token.reveal() if config.refresh_token else None
         self.lock = anyio.Lock()
         self.fetches = 0
 
     def _fresh(self) -> bool:
-        return self.token is not None and self.clock() < self.expires_at - self.config.refresh_window
+        return self.token is not None and self.clock() < self.refresh_at
 
     def _form(self) -> dict[str, str]:
         c = self.config
@@ -105,10 +109,11 @@ class OAuth2(Auth):
                 "OAuth2 token response has no access_token; check token_url, client_id and the "
                 "grant type of the system's auth"
             )
-        expires_in = body.get("expires_in")
-        ttl = float(expires_in) if isinstance(expires_in, int | float) else self.config.default_expires_in
+        ttl = _lifetime(body.get("expires_in"), self.config.default_expires_in)
+        now = self.clock()
         self.token = token
-        self.expires_at = self.clock() + ttl
+        self.expires_at = now + ttl
+        self.refresh_at = self.expires_at - min(self.config.refresh_window, ttl / 2)
         rotated = body.get("refresh_token")
         if isinstance(rotated, str) and rotated:
             self.refresh_token = rotated
@@ -126,6 +131,21 @@ class OAuth2(Auth):
         if headers.get("Authorization") == f"Bearer {self.token}":
             self.token = None
         return True
+
+
+def _lifetime(value: Any, default: float) -> float:
+    """Seconds a token lives from a token response's ``expires_in`` (number or numeric string);
+    ``default`` when it is absent, not a positive finite number, or a bool."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return default
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return default
 
 
 def make_auth(config: AuthConfig | None, fetch: TokenFetch) -> Auth:

@@ -116,6 +116,10 @@ class RetryRule(_Strict):
         base_delay: seconds before the 2nd attempt; doubled per attempt, full jitter of +-50 %.
         max_delay: cap of one backoff delay, seconds.
         max_retry_after: the longest ``Retry-After`` honoured, seconds; a longer one fails at once.
+        retry_non_idempotent: also retry POST / PATCH requests after these failures even though
+            the server may already have acted on them (default: the system's
+            ``retry_non_idempotent``, itself default false; a 429 and a failed connect are always
+            retried).
     """
 
     retry: bool = True
@@ -123,6 +127,7 @@ class RetryRule(_Strict):
     base_delay: float = Field(default=0.5, ge=0)
     max_delay: float = Field(default=30.0, ge=0)
     max_retry_after: float = Field(default=300.0, ge=0)
+    retry_non_idempotent: bool | None = None
 
 
 class PagingConfig(_Strict):
@@ -240,6 +245,8 @@ class RestSystemConfig(_Strict):
         rate_limit: requests per second, shared the same way (default: unlimited).
         retry_strategy: per-status rules, keys ``"429"``, ``"500-599"``, ``"502,504"``,
             ``"connection"`` or ``"default"``; the most specific key wins (Sesam).
+        retry_non_idempotent: retry POST / PATCH after 5xx, timeouts and dropped connections too
+            (default false: they could be written twice; a rule may override it).
         operations: named operations.
     """
 
@@ -253,6 +260,7 @@ class RestSystemConfig(_Strict):
     concurrency: int = Field(default=8, ge=1, le=1000)
     rate_limit: float | None = Field(default=None, gt=0)
     retry_strategy: dict[str, RetryRule] = Field(default_factory=dict)
+    retry_non_idempotent: bool = False
     operations: dict[str, OperationConfig] = Field(default_factory=dict)
 
     @field_validator("retry_strategy")

@@ -2,15 +2,25 @@
 
 Defaults (Sesam's ``retry_strategy`` idea, peers.md §4 "Retries"): 429, 5xx and connection errors
 are retried up to 5 attempts with exponential backoff (0.5 s, 1 s, 2 s, ... capped at 30 s) and
-full jitter of +-50 %; a ``Retry-After`` header (seconds or an HTTP date) is honoured up to
+full jitter of +-50 %; a ``Retry-After`` header (seconds, also fractional, or an HTTP date, read
+as GMT per RFC 9110 §5.6.7 even when it says ``-0000`` or nothing) is honoured up to
 ``max_retry_after``. Every other status is not retried.
+
+Non-idempotent methods (POST, PATCH; RFC 9110 §9.2.2) are retried by default only where the
+request cannot have been acted on: a 429, and a connection that failed before the request was
+sent (connect error or connect timeout). After a 5xx, a timeout or a dropped connection the server
+may already have done the write, so those are retried only when the rule (or the system) sets
+``retry_non_idempotent: true``.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import time
 from collections.abc import Callable
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import anyio
@@ -18,6 +28,8 @@ import anyio
 from connectors.rest.models import RetryRule, parse_codes
 
 DEFAULT_RETRIED = frozenset({429, *range(500, 600)})
+NON_IDEMPOTENT = frozenset({"POST", "PATCH"})
+_SECONDS = re.compile(r"^\d+(\.\d+)?$")
 _NO_RETRY = RetryRule(retry=False, max_attempts=1)
 
 
@@ -26,12 +38,15 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if _SECONDS.match(value):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000" or no zone: RFC 9110 dates are GMT, never local time
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -42,12 +57,14 @@ class RetryPolicy:
         strategy: the system's ``retry_strategy`` (keys: ``"429"``, ``"500-599"``, ``"502,504"``,
             ``"connection"``, ``"default"``); a key naming fewer codes wins over a wider one.
         rand: random source in [0, 1) (tests pass a fixed one).
+        retry_non_idempotent: the system's default for rules that do not set it.
     """
 
     def __init__(self, strategy: dict[str, RetryRule] | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, retry_non_idempotent: bool = False) -> None:
         strategy = strategy or {}
         self.rand = rand
+        self.retry_non_idempotent = retry_non_idempotent
         self.connection = strategy.get("connection", RetryRule())
         self.default_rule = strategy.get("default")
         self.rules: list[tuple[frozenset[int], RetryRule]] = sorted(
@@ -66,17 +83,24 @@ class RetryPolicy:
             return self.default_rule
         return RetryRule() if status in DEFAULT_RETRIED else _NO_RETRY
 
-    def delay(self, attempt: int, status: int | None, retry_after: str | None = None) -> float | None:
+    def delay(self, attempt: int, status: int | None, retry_after: str | None = None, *,
+              idempotent: bool = True, sent: bool = True) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up.
 
         Args:
             attempt: attempts made so far (1 after the first failure).
             status: the failed response's status, None for a connection error.
             retry_after: the response's ``Retry-After`` header, if any.
+            idempotent: False for a POST / PATCH: see the module docstring.
+            sent: False when a connection error happened before the request was sent.
         """
         rule = self.rule(status)
         if not rule.retry or attempt >= rule.max_attempts:
             return None
+        if not idempotent and status != 429 and sent:
+            allowed = rule.retry_non_idempotent
+            if not (self.retry_non_idempotent if allowed is None else allowed):
+                return None
         backoff = min(rule.max_delay, rule.base_delay * 2 ** (attempt - 1))
         backoff *= 0.5 + self.rand()
         asked = retry_after_seconds(retry_after)

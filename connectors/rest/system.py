@@ -30,7 +30,7 @@ from yarl import URL
 
 from connectors.rest.auth import Auth, make_auth
 from connectors.rest.models import OperationConfig, RestSystemConfig
-from connectors.rest.retry import RateLimiter, RetryPolicy
+from connectors.rest.retry import NON_IDEMPOTENT, RateLimiter, RetryPolicy
 from runtime.components import ComponentConfig, System
 from runtime.config.secrets import reveal
 from runtime.daemon.metrics import count_retry, observe_request
@@ -52,6 +52,8 @@ class Call:
         headers: request headers (the system's are added under them).
         payload: body value: JSON value (``json``), dict (``form``) or string (``text``).
         payload_type: ``json``, ``form`` or ``text``.
+        idempotent: whether repeating the request is harmless (None: by method, POST and PATCH
+            are not); decides which failures are retried (:mod:`connectors.rest.retry`).
     """
 
     method: str
@@ -60,6 +62,7 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     payload: Any = None
     payload_type: str = "json"
+    idempotent: bool | None = None
 
 
 @dataclass
@@ -80,6 +83,13 @@ class Response:
     @property
     def location(self) -> str:
         return self.system.location(self.request)
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """False only when aiohttp failed to open the connection (connect error or connect timeout):
+    then no byte of the request left. Any other failure (reset, read timeout, a pooled connection
+    closed by the server) may come after the server received the request."""
+    return not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
 def _error_reason(exc: BaseException) -> str:
@@ -105,7 +115,7 @@ class RestSystem(System):
     def __init__(self, config: RestSystemConfig, system_id: str) -> None:
         super().__init__(config, system_id)
         self.session: aiohttp.ClientSession | None = None
-        self.policy = RetryPolicy(config.retry_strategy)
+        self.policy = RetryPolicy(config.retry_strategy, retry_non_idempotent=config.retry_non_idempotent)
         self.limiter = RateLimiter(config.rate_limit)
         self.auth: Auth = make_auth(config.auth, self._fetch_token)
         self.requests = 0
@@ -176,6 +186,7 @@ class RestSystem(System):
         if self.session is None:
             raise FatalError(f"system {self.id!r} is not open; run pipes through Runtime")
         attempt, reauthorized = 0, False
+        idempotent = call.method not in NON_IDEMPOTENT if call.idempotent is None else call.idempotent
         while True:
             attempt += 1
             headers, params = dict(call.headers), dict(call.params)
@@ -191,7 +202,7 @@ class RestSystem(System):
             except (aiohttp.ClientError, TimeoutError) as exc:
                 truncated = isinstance(exc, aiohttp.ClientPayloadError)
                 where = self.location(sent)
-                delay = self.policy.delay(attempt, None)
+                delay = self.policy.delay(attempt, None, idempotent=idempotent, sent=_maybe_sent(exc))
                 if delay is None:
                     what = "response body was cut off" if truncated else f"request failed ({type(exc).__name__}: {exc})"
                     message = f"{what} on all {attempt} attempts; the next run retries"
@@ -210,7 +221,8 @@ class RestSystem(System):
                 log.info("rest.reauthorize", location=response.location)
                 continue
             if response.status >= 400:
-                delay = self.policy.delay(attempt, response.status, response.headers.get("Retry-After"))
+                delay = self.policy.delay(attempt, response.status, response.headers.get("Retry-After"),
+                                          idempotent=idempotent)
                 if delay is not None:
                     if response.status == 429:
                         self.limiter.pause(delay)
@@ -268,8 +280,11 @@ class RestSystem(System):
     async def _fetch_token(self, form: dict[str, str]) -> dict[str, Any]:
         auth = self.config.auth
         assert auth is not None and auth.type == "oauth2"
-        response = await self.send(Call("POST", self.absolute(auth.token_url), payload=form,
-                                        payload_type="form"), authenticate=False)
+        # a client_credentials token request may be repeated; a refresh_token one may not (the
+        # server may have rotated the refresh token already)
+        call = Call("POST", self.absolute(auth.token_url), payload=form, payload_type="form",
+                    idempotent=auth.grant_type == "client_credentials")
+        response = await self.send(call, authenticate=False)
         self.check(response)
         try:
             return orjson.loads(response.body)

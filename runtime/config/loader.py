@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from graphlib import CycleError, TopologicalSorter
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +237,54 @@ def _check_writers(pipes: list[PipeSpec], problems: _Problems) -> None:
 
 
 def _in_dependency_order(pipes: list[PipeSpec]) -> dict[str, PipeSpec]:
-    """Pipes ordered so a pipe comes after the writers of its inputs; cycles keep file order."""
+    """Pipes ordered so a pipe comes after the writers of its inputs. Pipes in a dependency cycle
+    are grouped and keep their file order among themselves; the groups are ordered as usual."""
     writer = {ds: p.id for p in pipes for ds in p.writes}
     graph = {p.id: {writer[d] for d in p.reads if d in writer and writer[d] != p.id} for p in pipes}
+    position = {p.id: i for i, p in enumerate(pipes)}
+    group_of: dict[str, int] = {}
+    for n, members in enumerate(_cycles(graph)):
+        for pid in members:
+            group_of[pid] = n
+    groups: dict[int, set[int]] = {g: set() for g in set(group_of.values())}
+    for pid, deps in graph.items():
+        groups[group_of[pid]].update(group_of[d] for d in deps if group_of[d] != group_of[pid])
     by_id = {p.id: p for p in pipes}
-    try:
-        order = list(TopologicalSorter(graph).static_order())
-    except CycleError:
-        order = [p.id for p in pipes]
-    return {pid: by_id[pid] for pid in order}
+    ordered: list[str] = []
+    for g in TopologicalSorter(groups).static_order():
+        ordered.extend(sorted((pid for pid, n in group_of.items() if n == g), key=position.__getitem__))
+    return {pid: by_id[pid] for pid in ordered}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of ``graph`` (Tarjan): each pipe alone, or a cycle's pipes."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            members = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                members.append(w)
+                if w == v:
+                    break
+            found.append(members)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found

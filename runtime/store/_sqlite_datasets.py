@@ -214,7 +214,8 @@ async def write(
     keep_versions: int | None,
     change_limit: int | None,
 ) -> WriteResult:
-    """The body of :meth:`StateStore.write_batch` inside the caller's transaction."""
+    """The body of :meth:`StateStore.write_batch` inside the caller's transaction (saves the
+    dataset row; the caller may change and save it again)."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
     latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)), sweep if sweep_durable else None)
     plan = plan_writes(batch, latest, ds.next_offset, sweep)

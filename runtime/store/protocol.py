@@ -197,6 +197,7 @@ class StateStore(Protocol):
         sweep_durable: bool = True,
         keep_versions: int | None = 2,
         change_limit: int | None = None,
+        populate: bool = False,
     ) -> WriteResult:
         """Write entities and the pipe's checkpoint in one transaction.
 
@@ -208,6 +209,7 @@ class StateStore(Protocol):
         ``keep_versions`` compacts the ids written to that many versions (None keeps all).
         ``change_limit`` is how many more changes this run may make visible (circuit breaker);
         beyond it versions are held above the committed offset and the dataset trips.
+        ``populate`` sets the dataset's populated flag in the same transaction.
 
         Args:
             dataset: dataset id; created on first write.
@@ -266,8 +268,9 @@ class StateStore(Protocol):
         """
         ...
 
-    async def commit_breaker(self, dataset: str) -> int:
-        """Make the held versions of a tripped dataset visible and reset the breaker.
+    async def commit_breaker(self, dataset: str, keep_versions: int | None = None) -> int:
+        """Make the held versions of a tripped dataset visible and reset the breaker; then compact
+        the ids they touched to ``keep_versions`` (None: leave compaction to the next write).
 
         Returns the number of versions exposed. Raises OperationRefusedError when not tripped.
         """

@@ -191,6 +191,7 @@ class SqliteStore:
         sweep_durable: bool = True,
         keep_versions: int | None = 2,
         change_limit: int | None = None,
+        populate: bool = False,
     ) -> WriteResult:
         """See :meth:`StateStore.write_batch`."""
         try:
@@ -204,6 +205,9 @@ class SqliteStore:
                 )
                 if checkpoint is not None:
                     await self._put_checkpoint(conn, pipe, checkpoint)
+                if populate and not ds.populated:
+                    ds.populated = True
+                    await dsql.save_row(conn, ds)
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"writing to dataset {dataset!r} failed: {exc}", pipe=pipe) from exc
@@ -278,11 +282,15 @@ class SqliteStore:
             return await dsql.compact_all(conn, ds, keep_versions)
 
     @_translated
-    async def commit_breaker(self, dataset: str) -> int:
+    async def commit_breaker(self, dataset: str, keep_versions: int | None = None) -> int:
         """See :meth:`StateStore.commit_breaker`."""
         async with self._transaction() as conn:
             ds = await self._tripped(conn, dataset)
             exposed = ds.next_offset - 1 - ds.committed
+            if keep_versions is not None:
+                async with conn.execute(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,)) as cur:
+                    held = [r[0] for r in await cur.fetchall()]
+                await dsql.compact_ids(conn, ds, held, keep_versions)
             ds.committed = ds.next_offset - 1
             ds.trip = None
             await dsql.save_row(conn, ds)

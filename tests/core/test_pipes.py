@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import orjson
 import pytest
 
 from runtime import OperationRefusedError, PipeRun, Runtime
@@ -284,3 +285,36 @@ async def _gather(*coros):
         for i, coro in enumerate(coros):
             tg.start_soon(one, i, coro)
     return results
+
+
+async def test_byte_budget_holds_for_mixed_entity_sizes(tmp_path, write_config, data_file):
+    # every 16th entity small, the others ~20 KB: no estimate from a sample, real sizes
+    write_ndjson(data_file, [{"id": i, "blob": "" if i % 16 == 0 else "x" * 20_000} for i in range(64)])
+    cfg = write_config([file_pipe("rows", "data/rows.ndjson", max_batch_bytes=50_000, sink={"type": "null"})])
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        run = PipeRun(rt.config.pipes["rows"], rt.store, config_dir=str(cfg))
+        seen: list[int] = []
+        original = run._emit
+
+        async def spy(outbox, entities, *args):
+            seen.append(sum(len(orjson.dumps(e)) for e in entities))
+            return await original(outbox, entities, *args)
+
+        run._emit = spy
+        assert (await run.run()).read == 64
+        assert max(seen) < 50_000 + 20_100  # at most one entity past the budget
+
+
+def test_a_cycle_does_not_disturb_the_order_of_other_pipes(write_config):
+    from runtime import load_config
+    from runtime.plugins import default_registry
+
+    cfg = write_config([
+        dataset_pipe("down", "up"),
+        {"_id": "up", "type": "pipe", "source": {"type": "embedded", "entities": []}},
+        dataset_pipe("x", "y"),
+        dataset_pipe("y", "x"),
+    ])
+    order = list(load_config(cfg, default_registry()).pipes)
+    assert order.index("up") < order.index("down")
+    assert sorted(order) == ["down", "up", "x", "y"]

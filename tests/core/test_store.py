@@ -199,3 +199,17 @@ async def test_store_written_by_an_older_version_is_migrated(tmp_path):
         assert (info.ids, info.deleted) == (2, 1)
     finally:
         await s.close()
+
+
+async def test_breaker_commit_compacts_the_exposed_ids(store):
+    await store.write_batch("ds", [{"_id": "x", "v": 0}], pipe="p", checkpoint=None, keep_versions=1)
+    for v in (1, 2):
+        await store.write_batch("ds", [{"_id": "x", "v": v}], pipe="p", checkpoint=None,
+                                keep_versions=1, change_limit=0)
+    assert await store.commit_breaker("ds", keep_versions=1) == 2
+    assert [e["v"] for e in await store.get("ds", "x", history=True)] == [2]
+
+
+async def test_populate_is_set_with_the_checkpoint(store):
+    await store.write_batch("ds", [], pipe="p", checkpoint=Checkpoint(since=3), populate=True)
+    assert (await store.dataset_info("ds")).populated and (await store.pipe_state("p")).since == 3
