@@ -37,7 +37,8 @@ from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
 from runtime.config.models import ComponentSpec, PipeSpec
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import BadDataError, ComponentError, SluiceError, SourceEmptyError
+from runtime.deadletters import DeadLetters
+from runtime.errors import BadDataError, ComponentError, EntityError, SluiceError, SourceEmptyError
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
@@ -260,6 +261,10 @@ class PipeRun:
         partial = self.start_since is not _STORED and since == self.start_since
         self.result.kind = "full" if run.full else ("partial" if partial else "incremental")
         source: Source = spec.source.cls(spec.source.config, self._context(spec.source, run))
+        pump = spec.model.pump
+        self._dead_letters = DeadLetters(
+            spec.id, self.store, self.result.run_id, pump.dead_letter_dataset, pump.max_retries_per_entity
+        )
         transforms: list[Transform] = [t.cls(t.config, self._context(t, run)) for t in spec.transforms]
         sink: Sink = spec.sink.cls(spec.sink.config, self._context(spec.sink, run))
         self._progress.since = since
@@ -369,7 +374,12 @@ class PipeRun:
             task_status.started()
             async for batch in inbox:
                 if isinstance(transform, _Prepare):
-                    prepared = transform.sink.prepare(batch.entities)
+                    try:
+                        prepared = transform.sink.prepare(batch.entities)
+                    except EntityError:
+                        if not self._dead_letters.enabled:
+                            raise
+                        prepared = None  # the sink writes this batch entity by entity
                     await outbox.send(Batch(batch.entities, batch.checkpoint, batch.read, prepared))
                     continue
                 out = await transform.transform(batch.entities) if batch.entities else []
@@ -384,10 +394,25 @@ class PipeRun:
     ) -> None:
         result = self.result
 
+        letters = self._dead_letters
+
         async def body() -> None:
             task_status.started()
+            if letters.enabled:
+                result.add(await letters.replay(sink))
             while batches := await inbox.receive_many(COALESCE_BATCHES, COALESCE_ENTITIES):
-                result.add(await sink.write_batch(_combine(batches), _last_checkpoint(batches)))
+                entities, checkpoint = _combine(batches), _last_checkpoint(batches)
+                try:
+                    result.add(await sink.write_batch(entities, checkpoint))
+                except EntityError:
+                    if not letters.enabled:
+                        raise
+                    result.add(await letters.write_singly(sink, [e for b in batches for e in b.entities]))
+                    if checkpoint is not None:
+                        await sink.write_batch([], checkpoint)
+                else:
+                    if letters.pending:
+                        await letters.forget(_ids(entities))
                 result.read += sum(b.read for b in batches)
                 if self.on_progress is not None:
                     self.on_progress(result)
@@ -442,10 +467,17 @@ def _ascending_updated(entities: list[Entity], last: Any, pipe: str) -> Any:
 
 
 def _combine(batches: list[Batch]) -> Any:
-    """The entities (or prepared entities) of several batches as one write."""
-    if batches[0].prepared is not None:
+    """The entities (or prepared entities, when every batch has them) of several batches as one write."""
+    if all(b.prepared is not None for b in batches):
         return PreparedBatch.concat([b.prepared for b in batches])
     return [e for b in batches for e in b.entities]
+
+
+def _ids(entities: Any) -> list[str]:
+    """The ``_id`` s of a write (a list of entities or a PreparedBatch)."""
+    if isinstance(entities, PreparedBatch):
+        return entities.ids
+    return [e["_id"] for e in entities if isinstance(e.get("_id"), str)]
 
 
 def _last_checkpoint(batches: list[Batch]) -> Checkpoint | None:

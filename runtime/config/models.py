@@ -30,6 +30,10 @@ class PumpConfig(_Strict):
         partial_rescan_delta: how far a partial rescan moves since back (integer since: that many;
             ISO datetime since: seconds).
         run_at_startup: run once when the daemon starts.
+        max_retries_per_entity: attempts (at most one per run) before an entity a sink keeps
+            refusing goes to ``dead_letter_dataset`` (Sesam; only with a dead-letter dataset).
+        dead_letter_dataset: dataset receiving entities whose retries are exhausted; unset, an
+            entity a sink refuses fails the run.
     """
 
     mode: Literal["scheduled", "manual", "off"] = "scheduled"
@@ -40,6 +44,8 @@ class PumpConfig(_Strict):
     partial_rescan_run_count: int | None = Field(default=None, ge=1)
     partial_rescan_delta: float | None = Field(default=None, gt=0)
     run_at_startup: bool = False
+    max_retries_per_entity: int = Field(default=5, ge=1)
+    dead_letter_dataset: str | None = Field(default=None, min_length=1)
 
     @field_validator("cron_expression", "rescan_cron_expression")
     @classmethod

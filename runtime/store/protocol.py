@@ -331,6 +331,22 @@ class StateStore(Protocol):
         """Events of a pipe with seq > since, oldest first, at most ``limit``."""
         ...
 
+    # -- entity retries (dead letters) ---------------------------------------------------------
+    async def record_entity_failure(
+        self, pipe: str, key: str, entity: Entity, error: str, run_id: str
+    ) -> int:
+        """Record that writing ``entity`` failed; returns its attempts so far (at most one more
+        per run: a second failure in the same ``run_id`` does not count again)."""
+        ...
+
+    async def entity_retries(self, pipe: str) -> list[tuple[str, Entity, int, str]]:
+        """The pipe's failed entities waiting for a retry: (key, entity, attempts, last error)."""
+        ...
+
+    async def clear_entity_retries(self, pipe: str, keys: Sequence[str]) -> None:
+        """Forget failed entities (written after all, dead-lettered, or superseded)."""
+        ...
+
     # -- work units ---------------------------------------------------------------------------
     async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
         """Add units (key -> watermark) not yet in the ledger as ``pending``; returns how many."""

@@ -33,7 +33,7 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS work_units(
     pipe TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
     checkpoint TEXT, watermark TEXT, lease_owner TEXT, lease_expiry_us INTEGER, last_error TEXT,
     PRIMARY KEY(pipe, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entity_retries(
+    pipe TEXT NOT NULL, key TEXT NOT NULL, entity BLOB NOT NULL, attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY(pipe, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS exec_log(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, pipe TEXT NOT NULL, run_id TEXT NOT NULL,
     ts_us INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL);
@@ -134,6 +137,7 @@ class SqliteStore:
                         f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
                         f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
                     )
+            # version 1 -> 2: the entity_retries table, created by SCHEMA above
             await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
@@ -432,6 +436,43 @@ class SqliteStore:
         ) as cur:
             rows = await cur.fetchall()
         return [LogEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+
+    # -- entity retries (dead letters) ---------------------------------------------------------
+    @_translated
+    async def record_entity_failure(
+        self, pipe: str, key: str, entity: Entity, error: str, run_id: str
+    ) -> int:
+        """See :meth:`StateStore.record_entity_failure`."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO entity_retries(pipe, key, entity, attempts, last_error, run_id) "
+                "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(pipe, key) DO UPDATE SET entity = excluded.entity, "
+                "last_error = excluded.last_error, attempts = attempts + (run_id != excluded.run_id), "
+                "run_id = excluded.run_id",
+                (pipe, key, orjson.dumps(entity, default=repr), error, run_id),
+            )
+            async with conn.execute(
+                "SELECT attempts FROM entity_retries WHERE pipe = ? AND key = ?", (pipe, key)
+            ) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 1
+
+    @_translated
+    async def entity_retries(self, pipe: str) -> list[tuple[str, Entity, int, str]]:
+        """See :meth:`StateStore.entity_retries`."""
+        async with self._r.execute(
+            "SELECT key, entity, attempts, last_error FROM entity_retries WHERE pipe = ? ORDER BY key", (pipe,)
+        ) as cur:
+            return [(r[0], orjson.loads(r[1]), r[2], r[3]) for r in await cur.fetchall()]
+
+    @_translated
+    async def clear_entity_retries(self, pipe: str, keys: Sequence[str]) -> None:
+        """See :meth:`StateStore.clear_entity_retries`."""
+        async with self._transaction() as conn:
+            for part in dsql.chunks(list(keys)):
+                await conn.execute(
+                    f"DELETE FROM entity_retries WHERE pipe = ? AND key IN ({dsql.marks(len(part))})", (pipe, *part)
+                )
 
     # -- work units ---------------------------------------------------------------------------
     @_translated
