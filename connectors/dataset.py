@@ -141,8 +141,8 @@ class DatasetSink(Sink):
         remaining = None if self.limit is None else max(self.limit - self.changes, 0)
         result = await self.context.store.write_batch(
             self.dataset, entities, pipe=self.context.pipe, checkpoint=checkpoint,
-            sweep=self._sweep, sweep_durable=self.context.run.resumable,
-            keep_versions=self.context.keep_versions, change_limit=remaining, populate=populate,
+            sweep=self._sweep, keep_versions=self.context.keep_versions, change_limit=remaining,
+            populate=populate,
         )
         self.changes += result.changes
         self.tripped = self.tripped or result.tripped
@@ -163,8 +163,6 @@ class DatasetSink(Sink):
                 break
             r = await self.write_batch([{**e, "_deleted": True} for e in unseen], None)
             total = WriteResult(total.new, total.changed, total.deleted + r.deleted, total.unchanged)
-        if sweep is not None:
-            await store.end_sweep(self.dataset)
         await self.write_batch([], checkpoint, populate=True)
         if self.tripped:
             raise PipeTrippedError(

@@ -46,16 +46,12 @@ class RunInfo:
         full: True for a full run (since empty at start; deletion tracking at the end).
         sweep: the full-run marker (see :class:`Checkpoint`), None for incremental runs.
         batch_size: maximum entities per batch.
-        resumable: True (the safe default) when an interrupted full run resumes where it stopped
-            (chronological sources, JSON push full syncs spanning requests), so its seen marks
-            must be durable; False when it restarts from scratch (cheaper, in-memory marks).
     """
 
     run_id: str
     full: bool
     sweep: int | None
     batch_size: int
-    resumable: bool = True
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from orjson import dumps
 from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
 from runtime.config.models import ComponentSpec, PipeSpec
-from runtime.entities import Entity, PreparedBatch
 from runtime.deadletters import DeadLetters
+from runtime.entities import Entity, PreparedBatch
 from runtime.errors import BadDataError, ComponentError, EntityError, SluiceError, SourceEmptyError
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
@@ -255,8 +255,7 @@ class PipeRun:
         since, sweep = plan_run(state, strategy, self.force_full, self.start_since)
         if since is None and not spec.source.cls.full_read(spec.source.config):
             sweep = None  # not everything is read: no deletion tracking after this run
-        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
-                      resumable=strategy == "chronological")
+        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size)
         self.result.full = run.full
         partial = self.start_since is not _STORED and since == self.start_since
         self.result.kind = "full" if run.full else ("partial" if partial else "incremental")

@@ -39,19 +39,20 @@ class RestTransform(Transform):
         self.operation = Operation(self.system, c, self.context.pipe)
         self.allowed = parse_codes(c.allowed_status_codes)
         self.ignored = parse_codes(c.ignored_status_codes) if c.ignored_status_codes else frozenset()
-        self.limiter = anyio.CapacityLimiter(c.concurrency)
 
     async def transform(self, entities: list[Entity]) -> list[Entity]:
         results: list[list[Entity]] = [[] for _ in entities]
+        todo = iter(enumerate(entities))
 
-        async def one(i: int, entity: Entity) -> None:
-            async with self.limiter:
+        async def worker() -> None:
+            # ``concurrency`` workers share one iterator: no task, limiter or scope per entity
+            for i, entity in todo:
                 results[i] = await self._call(entity)
 
         try:
             async with anyio.create_task_group() as tg:
-                for i, entity in enumerate(entities):
-                    tg.start_soon(one, i, entity)
+                for _ in range(min(self.config.concurrency, len(entities))):
+                    tg.start_soon(worker)
         except BaseExceptionGroup as group:
             raise _first(group) from None
         out = [e for group in results for e in group]

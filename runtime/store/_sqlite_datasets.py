@@ -48,10 +48,6 @@ class DatasetRow:
     def latest(self) -> str:
         return f"latest_{self.key}"
 
-    @property
-    def seen(self) -> str:
-        """In-memory TEMP table (writer connection only) of unchanged ids a non-durable full run saw."""
-        return f"temp.seen_{self.key}"
 
 
 def _trip_from_json(raw: str | None) -> TripInfo | None:
@@ -139,7 +135,6 @@ async def latest_of(
 class _Planned:
     log_rows: list[tuple[int, str, bytes]]
     latest_rows: list[tuple[str, int, str, int, int | None]]
-    unchanged_ids: list[str]
     superseded_ids: list[str]
     result: WriteResult
     new_ids: int
@@ -160,7 +155,6 @@ def plan_writes(
     ts = now_us()
     log_rows: list[tuple[int, str, bytes]] = []
     latest_rows: dict[str, tuple[str, int, str, int, int | None]] = {}
-    unchanged: list[str] = []
     superseded: list[str] = []
     new = changed = deleted = same = 0
     new_ids = deleted_delta = 0
@@ -169,7 +163,6 @@ def plan_writes(
         prev = latest.get(eid)
         if (prev is not None and prev[1] == digest) or (is_del and prev is None):
             same += 1  # identical to the latest version, or a deletion of an id never written
-            unchanged.append(eid)
             continue
         if is_del:
             deleted += 1
@@ -193,7 +186,6 @@ def plan_writes(
     return _Planned(
         log_rows,
         list(latest_rows.values()),
-        unchanged,
         superseded,
         WriteResult(new=new, changed=changed, deleted=deleted, unchanged=same),
         new_ids,
@@ -210,21 +202,14 @@ async def write(
     checkpoint: Checkpoint | None,
     previous: Checkpoint,
     sweep: int | None,
-    sweep_durable: bool,
     keep_versions: int | None,
     change_limit: int | None,
 ) -> WriteResult:
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction (saves the
     dataset row; the caller may change and save it again)."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
-    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)), sweep if sweep_durable else None)
+    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)), sweep)
     plan = plan_writes(batch, latest, ds.next_offset, sweep)
-    if sweep is not None and not sweep_durable and plan.unchanged_ids:
-        await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {ds.seen}(id TEXT PRIMARY KEY, sweep INTEGER)")
-        await conn.executemany(
-            f"INSERT OR REPLACE INTO {ds.seen}(id, sweep) VALUES (?, ?)",
-            [(eid, sweep) for eid in plan.unchanged_ids],
-        )
     ds.ids += plan.new_ids
     ds.deleted += plan.deleted_delta
     if plan.log_rows:
@@ -284,25 +269,13 @@ async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions:
 
 
 async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
-    """Latest non-deleted versions not marked by ``sweep`` (deletion tracking candidates): marked
-    in the latest-version index (durable) or, for non-durable sweeps, in the TEMP seen table."""
-    async with conn.execute(
-        "SELECT 1 FROM temp.sqlite_master WHERE name = ?", (ds.seen.removeprefix("temp."),)
-    ) as cur:
-        has_temp = await cur.fetchone() is not None
-    temp = f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.id = x.id AND s.sweep = ?) " if has_temp else ""
+    """Latest non-deleted versions not marked by ``sweep`` (deletion tracking candidates)."""
     sql = (
         f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
-        f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) {temp}LIMIT ?"
+        "WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) LIMIT ?"
     )
-    args = (sweep, sweep, limit) if has_temp else (sweep, limit)
-    async with conn.execute(sql, args) as cur:
+    async with conn.execute(sql, (sweep, limit)) as cur:
         return [orjson.loads(row[0]) for row in await cur.fetchall()]
-
-
-async def end_sweep(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
-    """Forget a finished sweep's TEMP seen marks."""
-    await conn.execute(f"DROP TABLE IF EXISTS {ds.seen}")
 
 
 async def read(

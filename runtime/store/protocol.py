@@ -194,7 +194,6 @@ class StateStore(Protocol):
         pipe: str,
         checkpoint: Checkpoint | None,
         sweep: int | None = None,
-        sweep_durable: bool = True,
         keep_versions: int | None = 2,
         change_limit: int | None = None,
         populate: bool = False,
@@ -203,9 +202,8 @@ class StateStore(Protocol):
 
         Each entity is stripped of reserved fields (see :mod:`runtime.entities`) and hashed;
         one whose hash equals its id's latest version is a no-op. With ``sweep`` set, every id in
-        the batch is marked seen by that full run: durably in the latest-version index (a full
-        run that resumes after a crash needs the marks), or with ``sweep_durable=False`` only for
-        the life of the store object (full runs that restart from scratch after a crash; cheaper).
+        the batch is marked seen by that full run, durably (in the same statement that looks up
+        the latest hashes), so a full run that resumes after a crash keeps its marks.
         ``keep_versions`` compacts the ids written to that many versions (None keeps all).
         ``change_limit`` is how many more changes this run may make visible (circuit breaker);
         beyond it versions are held above the committed offset and the dataset trips.
@@ -226,10 +224,6 @@ class StateStore(Protocol):
 
     async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
         """Latest non-deleted versions of ids not marked by ``sweep``: up to ``limit``, as stored."""
-        ...
-
-    async def end_sweep(self, dataset: str) -> None:
-        """Forget the non-durable seen marks once a full run's deletion tracking is done."""
         ...
 
     async def set_populated(self, dataset: str) -> None:

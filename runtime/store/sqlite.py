@@ -192,7 +192,6 @@ class SqliteStore:
         pipe: str,
         checkpoint: Checkpoint | None,
         sweep: int | None = None,
-        sweep_durable: bool = True,
         keep_versions: int | None = 2,
         change_limit: int | None = None,
         populate: bool = False,
@@ -204,8 +203,7 @@ class SqliteStore:
                 previous = await self._checkpoint_in(conn, pipe)
                 result = await dsql.write(
                     conn, ds, entities, pipe=pipe, checkpoint=checkpoint, previous=previous,
-                    sweep=sweep, sweep_durable=sweep_durable, keep_versions=keep_versions,
-                    change_limit=change_limit,
+                    sweep=sweep, keep_versions=keep_versions, change_limit=change_limit,
                 )
                 if checkpoint is not None:
                     await self._put_checkpoint(conn, pipe, checkpoint)
@@ -218,18 +216,9 @@ class SqliteStore:
 
     @_translated
     async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
-        """See :meth:`StateStore.unseen` (runs on the writer: non-durable marks live there)."""
-        async with self._lock:
-            ds = await dsql.find(self._w, dataset)
-            return [] if ds is None else await dsql.unseen(self._w, ds, sweep, limit)
-
-    @_translated
-    async def end_sweep(self, dataset: str) -> None:
-        """See :meth:`StateStore.end_sweep`."""
-        async with self._lock:
-            ds = await dsql.find(self._w, dataset)
-            if ds is not None:
-                await dsql.end_sweep(self._w, ds)
+        """See :meth:`StateStore.unseen`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None else await dsql.unseen(self._r, ds, sweep, limit)
 
     @_translated
     async def set_populated(self, dataset: str) -> None:

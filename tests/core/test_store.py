@@ -167,16 +167,6 @@ async def test_id_and_deleted_counters_follow_writes_and_rollback(store):
     assert (info.ids, info.deleted) == (5, 1)
 
 
-async def test_non_durable_sweep_marks_unchanged_ids_in_memory(store):
-    await store.write_batch("ds", [{"_id": c} for c in "abcd"], pipe="p", checkpoint=None, sweep=1)
-    await store.write_batch("ds", [{"_id": "a"}, {"_id": "b", "v": 2}], pipe="p", checkpoint=None,
-                            sweep=2, sweep_durable=False)
-    assert sorted(e["_id"] for e in await store.unseen("ds", 2, 10)) == ["c", "d"]
-    await store.end_sweep("ds")
-    # the in-memory marks are gone: "a" (unchanged, marked only in memory) counts as unseen again
-    assert sorted(e["_id"] for e in await store.unseen("ds", 2, 10)) == ["a", "c", "d"]
-
-
 async def test_store_written_by_an_older_version_is_migrated(tmp_path):
     import sqlite3
 
