@@ -210,8 +210,10 @@ class PipeRun:
                 result.status = "stopped" if self._progress.stopped else "completed"
             except SluiceError as exc:
                 result.status, result.error = "failed", exc
-            except BaseException:
-                result.status, result.error = "failed", SluiceError("run cancelled", pipe=self.spec.id)
+            except BaseException as exc:
+                cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+                reason = "run cancelled" if cancelled else f"run aborted: {type(exc).__name__}: {exc}"
+                result.status, result.error = "failed", SluiceError(reason, pipe=self.spec.id)
                 result.seconds = time.monotonic() - started
                 with anyio.CancelScope(shield=True):
                     await self._record()

@@ -113,9 +113,23 @@ async def latest_of(
 ) -> dict[str, tuple[int, str, int]]:
     """Latest written (off, hash, deleted) per id, for the ids that have one.
 
-    With ``sweep`` the same statement marks those ids seen by the full run
-    (``UPDATE ... RETURNING``): deletion tracking costs no extra statement.
+    With ``sweep`` the same pass marks those ids seen by the full run, so deletion tracking costs
+    no extra statement. When the index holds no other id between the batch's smallest and largest
+    id (sources emitting in key order), one range scan does it; otherwise one probe per id.
     """
+    if not ids:
+        return {}
+    wanted = set(ids)
+    low, high = min(ids), max(ids)
+    async with conn.execute(
+        f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id BETWEEN ? AND ? LIMIT ?",
+        (low, high, len(wanted) + 1),
+    ) as cur:
+        rows = await cur.fetchall()
+    if len(rows) <= len(wanted) and all(r[0] in wanted for r in rows):
+        if sweep is not None and rows:
+            await conn.execute(f"UPDATE {ds.latest} SET seen = ? WHERE id BETWEEN ? AND ?", (sweep, low, high))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
     found: dict[str, tuple[int, str, int]] = {}
     for part in chunks(ids):
         if sweep is None:

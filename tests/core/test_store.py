@@ -203,3 +203,12 @@ async def test_breaker_commit_compacts_the_exposed_ids(store):
 async def test_populate_is_set_with_the_checkpoint(store):
     await store.write_batch("ds", [], pipe="p", checkpoint=Checkpoint(since=3), populate=True)
     assert (await store.dataset_info("ds")).populated and (await store.pipe_state("p")).since == 3
+
+
+async def test_seen_marks_never_spill_onto_ids_between_those_of_a_batch(store):
+    await store.write_batch("ds", [{"_id": c} for c in "amz"], pipe="p", checkpoint=None, sweep=1)
+    r = await store.write_batch("ds", [{"_id": "a"}, {"_id": "z"}], pipe="p", checkpoint=None, sweep=2)
+    assert r.unchanged == 2
+    assert [e["_id"] for e in await store.unseen("ds", 2, 10)] == ["m"]
+    r = await store.write_batch("ds", [{"_id": "m"}, {"_id": "n"}], pipe="p", checkpoint=None, sweep=2)
+    assert (r.unchanged, r.new) == (1, 1) and await store.unseen("ds", 2, 10) == []
