@@ -12,11 +12,13 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_api(items: int, latency: float = 0.0) -> tuple[subprocess.Popen[str], str]:
-    """Start tests/servers/faulty_api.py in a separate process (so its memory and CPU are not
-    counted as the client's); returns the process and its base URL."""
+def start_api(items: int, latency: float = 0.0, *, lean: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Start tests/servers/faulty_api.py (or with ``lean`` the minimal bench/_fast_http.py) in a
+    separate process (so its memory and CPU are not counted as the client's); returns the process
+    and its base URL."""
+    module = "bench._fast_http" if lean else "tests.servers.faulty_api"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.faulty_api", "--items", str(items), "--latency", str(latency)],
+        [sys.executable, "-m", module, "--items", str(items), "--latency", str(latency)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None

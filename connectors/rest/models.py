@@ -83,8 +83,10 @@ class OAuth2Auth(_Strict):
         refresh_token: the refresh token for the ``refresh_token`` grant (a rotated token returned
             by the server replaces it in memory).
         scope: optional scope.
-        refresh_window: seconds before expiry at which the token is refreshed (default 30).
-        default_expires_in: lifetime assumed when the token response has no ``expires_in``.
+        refresh_window: seconds before expiry at which the token is refreshed (default 30; at
+            most half the token's lifetime, so a token living 20 s is reused for 10 s).
+        default_expires_in: lifetime assumed when the token response has no usable
+            ``expires_in`` (a positive number or numeric string).
     """
 
     type: Literal["oauth2"]

@@ -17,6 +17,8 @@ independently of the client's paginators (no shared code). Endpoints (all take `
 ``GET /broken/same``        ignores ``page`` (always page 1)
 ``GET /broken/loop``        next link points back to page 1
 ``GET /broken/cursor``      returns the cursor it was sent
+``POST /writes``            appends the JSON body to :attr:`FaultyApi.writes` (egress), echoes it
+``PATCH /writes/{id}``      the same, with ``id`` added
 ``POST /oauth/token``       client_credentials / refresh_token grants, tokens expire after
                             :attr:`token_ttl` seconds or :attr:`token_max_uses` requests,
                             refresh tokens rotate
@@ -57,6 +59,7 @@ class FaultyApi:
         self.faults: list[dict[str, Any]] = []
         self.latency = 0.0
         self.requests: list[str] = []
+        self.writes: list[Any] = []  # bodies received by POST/PATCH /writes (done even if cut)
         self.auth: str | None = None  # None, "oauth", "basic", "api_key"
         self.client = ("client-1", "s3cret")
         self.tokens: dict[str, float] = {}
@@ -116,6 +119,8 @@ class FaultyApi:
         r.add_get("/broken/same", self._broken_same)
         r.add_get("/broken/loop", self._broken_loop)
         r.add_get("/broken/cursor", self._broken_cursor)
+        r.add_post("/writes", self._write)
+        r.add_patch("/writes/{id}", self._write)
         return app
 
     def _take_fault(self, request: web.Request) -> dict[str, Any] | None:
@@ -273,6 +278,13 @@ class FaultyApi:
         start = len(self.requests) % 5 * 5  # fresh records each time, the cursor never moves
         rows = self.ordered(None)[start : start + 5]
         return self._json({"data": rows, "next_cursor": request.query.get("after") or "abc"})
+
+    async def _write(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if "id" in request.match_info:
+            body = {"id": request.match_info["id"], **body}
+        self.writes.append(body)
+        return self._json({"written": body, "count": len(self.writes)}, {"X-Write-Count": str(len(self.writes))})
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
