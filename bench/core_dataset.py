@@ -108,6 +108,16 @@ def row(name: str, value: float, unit: str, op: str, target: float) -> tuple[str
             "met" if ok else "MISSED")
 
 
+def calibration_s() -> float:
+    """Seconds for a fixed pure-Python loop (3,000,000 additions): the machine's single-thread
+    speed at the time, which on a shared VM varies run to run; compare figures only with it."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="entities of runs (a) and (b)")
@@ -124,6 +134,7 @@ def main() -> None:
         small_cfg, big_cfg = make_config(root, args.small), make_config(root, args.n)
         stamp = time.strftime("%Y%m%d%H%M%S")
         load_before = os.getloadavg()[0]
+        speed_before = calibration_s()
         small = measure(small_cfg, root / f"data-small-{stamp}", "raw")
         data = root / f"data-{stamp}"
         a = measure(big_cfg, data, "raw", prof("a"))
@@ -150,8 +161,9 @@ def main() -> None:
           f"{args.n:,}: {rate(catch_up):,.0f} entities/s, peak RSS {catch_up['peak_rss_mb']:.1f} MB; "
           f"runtime open (config + store): {c['open_s'] * 1000:.0f} ms; peak RSS (b) {b['peak_rss_mb']:.1f} MB, "
           f"(c) {c['peak_rss_mb']:.1f} MB; python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-          f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (figures are only "
-          "comparable on an otherwise idle machine)")
+          f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; calibration loop "
+          f"{speed_before:.2f} s before, {calibration_s():.2f} s after (0.39 s on a quiet machine here; "
+          "figures scale with it)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import ijson
 import orjson
 from pydantic import field_validator, model_validator
 
-from runtime.components import ComponentConfig, Source, SourceConfig
+from runtime.components import Chunk, ComponentConfig, Source, SourceConfig
 from runtime.entities import Entity
 from runtime.errors import BadDataError
 from runtime.templates import Template, check_template
@@ -104,13 +104,14 @@ class FileSource(Source):
         return f"{self.path} record {n}" if self.config.format == "json" else f"{self.path}:{n}"
 
     def _batches(self) -> Iterator[list[Entity]]:
-        """Blocks of up to ``batch_size`` records, each given its ``_id``."""
-        for numbers, records in self._blocks():
+        """Blocks of up to ``batch_size`` records, each given its ``_id`` (a :class:`Chunk` with
+        the bytes read when the format tells them)."""
+        for numbers, records, nbytes in self._blocks():
             for n, record in zip(numbers, records, strict=True):
                 if record.__class__ is not dict:
                     raise BadDataError(f"record is a {type(record).__name__}, not an object", location=self._where(n))
             self._assign_ids(numbers, records)
-            yield records
+            yield records if nbytes is None else Chunk(records, nbytes)
 
     def _assign_ids(self, numbers: Sequence[int], records: list[dict[str, Any]]) -> None:
         c = self.config
@@ -135,8 +136,9 @@ class FileSource(Source):
                         location=self._where(n),
                     )
 
-    def _blocks(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
-        """(line numbers, or record numbers for JSON; records) per block of ``batch_size``."""
+    def _blocks(self) -> Iterator[tuple[Sequence[int], list[Any], int | None]]:
+        """(line numbers, or record numbers for JSON; records; bytes read or None) per block of
+        ``batch_size``."""
         c = self.config
         try:
             if c.format == "ndjson":
@@ -145,7 +147,7 @@ class FileSource(Source):
                 size = self.context.run.batch_size
                 pairs = self._csv() if c.format == "csv" else self._json()
                 while block := list(islice(pairs, size)):
-                    yield [n for n, _ in block], [r for _, r in block]
+                    yield [n for n, _ in block], [r for _, r in block], None
         except OSError as exc:
             raise BadDataError(f"cannot read file: {exc}", location=str(self.path)) from exc
 
@@ -164,21 +166,22 @@ class FileSource(Source):
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise BadDataError(f"not valid CSV: {exc}", location=f"{self.path}:{reader.line_num}") from exc
 
-    def _ndjson(self) -> Iterator[tuple[Sequence[int], list[Any]]]:
+    def _ndjson(self) -> Iterator[tuple[Sequence[int], list[Any], int]]:
         """Blocks of lines parsed with one ``orjson.loads`` call; a block that does not parse as
         exactly one value per line is parsed line by line to name the bad line."""
         size = self.context.run.batch_size
         first = 1
         with open(self.path, "rb") as fh:
             while lines := list(islice(fh, size)):
+                joined = b",".join(lines)
                 try:
-                    records = orjson.loads(b"[" + b",".join(lines) + b"]")
+                    records = orjson.loads(b"[" + joined + b"]")
                 except orjson.JSONDecodeError:
                     records = None
                 if records is not None and len(records) == len(lines):
-                    yield range(first, first + len(lines)), records
+                    yield range(first, first + len(lines)), records, len(joined)
                 else:
-                    yield self._ndjson_lines(lines, first)
+                    yield *self._ndjson_lines(lines, first), len(joined)
                 first += len(lines)
 
     def _ndjson_lines(self, lines: list[bytes], first: int) -> tuple[list[int], list[Any]]:

@@ -14,6 +14,7 @@ Connectors (``connectors/``) build on layers 1-4 and reach the runtime only thro
 
 from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import (
+    Chunk,
     ComponentConfig,
     ComponentContext,
     RunInfo,
@@ -51,6 +52,7 @@ __all__ = [
     "BadDataError",
     "Batch",
     "Checkpoint",
+    "Chunk",
     "ComponentConfig",
     "ComponentContext",
     "ComponentError",

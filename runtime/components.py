@@ -19,6 +19,23 @@ from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, StateStore, WriteResult
 
 
+class Chunk(list):  # type: ignore[type-arg]
+    """A list of entities a source yields, with the byte size it read them from.
+
+    Sources that know the size (lines of a file, a response body) yield a ``Chunk`` so the
+    runtime need not serialise the entities to keep batches within ``max_batch_bytes``; a plain
+    list is measured instead.
+
+    Args:
+        entities: the entities.
+        nbytes: their size in bytes as read.
+    """
+
+    def __init__(self, entities: list[Entity], nbytes: int) -> None:
+        super().__init__(entities)
+        self.nbytes = nbytes
+
+
 class ComponentConfig(BaseModel):
     """Base of every component config model: unknown keys are errors, ``type`` names the class."""
 
@@ -139,7 +156,8 @@ class Source(Component, ABC):
 
     @abstractmethod
     def read(self, since: Any) -> AsyncIterator[list[Entity]]:
-        """Yield lists of entities newer than ``since`` (None: all of them).
+        """Yield lists of entities newer than ``since`` (None: all of them); a :class:`Chunk`
+        when the source knows their size in bytes.
 
         Raises:
             BadDataError: the source returned unusable data (names request, file or record).

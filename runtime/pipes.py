@@ -322,11 +322,17 @@ class PipeRun:
                 start = 0
                 while start < len(chunk):
                     rest = chunk[start : start + size - len(pending)]
-                    sizes = list(accumulate(len(dumps(e, default=str)) for e in rest))
-                    take = min(bisect_left(sizes, budget - used) + 1, len(rest))
+                    known = getattr(chunk, "nbytes", None) if len(rest) == len(chunk) else None
+                    whole = known if known is not None else len(dumps(rest, default=str))
+                    if used + whole < budget:
+                        take, grew = len(rest), whole
+                    else:
+                        sizes = list(accumulate(len(dumps(e, default=str)) for e in rest))
+                        take = min(bisect_left(sizes, budget - used) + 1, len(rest))
+                        grew = sizes[take - 1]
                     start += take
                     pending.extend(rest[:take])
-                    used += sizes[take - 1]
+                    used += grew
                     if len(pending) >= size or used >= budget:
                         last = await self._emit(outbox, pending, last, run, strategy)
                         pending, used = [], 0

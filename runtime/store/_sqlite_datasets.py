@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import aiosqlite
@@ -24,6 +25,8 @@ import orjson
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store.protocol import Checkpoint, TripInfo, WriteResult
 
+_first = itemgetter(0)
+_rest = itemgetter(slice(1, None))
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 
 
@@ -126,10 +129,10 @@ async def latest_of(
         (low, high, len(wanted) + 1),
     ) as cur:
         rows = await cur.fetchall()
-    if len(rows) <= len(wanted) and all(r[0] in wanted for r in rows):
+    if len(rows) <= len(wanted) and wanted.issuperset(map(_first, rows)):
         if sweep is not None and rows:
             await conn.execute(f"UPDATE {ds.latest} SET seen = ? WHERE id BETWEEN ? AND ?", (sweep, low, high))
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return dict(zip(map(_first, rows), map(_rest, rows), strict=True))
     found: dict[str, tuple[int, str, int]] = {}
     for part in chunks(ids):
         if sweep is None:
