@@ -162,8 +162,8 @@ def main() -> None:
           f"runtime open (config + store): {c['open_s'] * 1000:.0f} ms; peak RSS (b) {b['peak_rss_mb']:.1f} MB, "
           f"(c) {c['peak_rss_mb']:.1f} MB; python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
           f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; calibration loop "
-          f"{speed_before:.2f} s before, {calibration_s():.2f} s after (0.39 s on a quiet machine here; "
-          "figures scale with it)")
+          f"{speed_before:.2f} s before, {calibration_s():.2f} s after (lower is a faster CPU; figures "
+          "are comparable only between runs with similar calibration)")
 
 
 if __name__ == "__main__":
