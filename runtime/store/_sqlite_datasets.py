@@ -5,7 +5,9 @@ Each dataset gets two tables named after its integer key ``N`` in ``datasets``:
 * ``log_N(off INTEGER PRIMARY KEY, id TEXT, body BLOB)``: every version as stored JSON (with
   ``_updated``, ``_previous``, ``_ts``, ``_hash``), plus an index on ``(id, off)``;
 * ``latest_N(id PRIMARY KEY, off, hash, deleted, seen)``: the latest written version per id and
-  the marker of the last full run that saw it (deletion tracking).
+  the marker of the last full run that wrote it (deletion tracking);
+* ``seen_N(off INTEGER PRIMARY KEY, sweep)``: versions a full run saw unchanged (created on first
+  use), so a no-op rewrite does not rewrite the latest-version index.
 
 Every function takes an open :class:`aiosqlite.Connection` inside a transaction the caller owns;
 one batch costs a fixed number of statements, never one per entity.
@@ -50,6 +52,10 @@ class DatasetRow:
     @property
     def latest(self) -> str:
         return f"latest_{self.key}"
+
+    @property
+    def seen(self) -> str:
+        return f"seen_{self.key}"
 
 
 
@@ -112,46 +118,41 @@ def marks(n: int) -> str:
 
 
 async def latest_of(
-    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], sweep: int | None
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
 ) -> dict[str, tuple[int, str, int]]:
-    """Latest written (off, hash, deleted) per id, for the ids that have one.
-
-    With ``sweep`` the same pass marks those ids seen by the full run, so deletion tracking costs
-    no extra statement. When the index holds no other id between the batch's smallest and largest
-    id (sources emitting in key order), one range scan does it; otherwise one probe per id.
-    """
+    """Latest written (off, hash, deleted) per id, for the ids that have one. When the index
+    holds no other id between the batch's smallest and largest id (sources emitting in key
+    order), one range scan finds them; otherwise one probe per id."""
     if not ids:
         return {}
     wanted = set(ids)
-    low, high = min(ids), max(ids)
     async with conn.execute(
         f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id BETWEEN ? AND ? LIMIT ?",
-        (low, high, len(wanted) + 1),
+        (min(ids), max(ids), len(wanted) + 1),
     ) as cur:
         rows = await cur.fetchall()
-    if len(rows) <= len(wanted) and wanted.issuperset(map(_first, rows)):
-        if sweep is not None and rows:
-            await conn.execute(f"UPDATE {ds.latest} SET seen = ? WHERE id BETWEEN ? AND ?", (sweep, low, high))
-        return dict(zip(map(_first, rows), map(_rest, rows), strict=True))
-    found: dict[str, tuple[int, str, int]] = {}
-    for part in chunks(ids):
-        if sweep is None:
+    if not (len(rows) <= len(wanted) and wanted.issuperset(map(_first, rows))):
+        rows = []
+        for part in chunks(ids):
             sql = f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})"
-            args: Sequence[Any] = part
-        else:
-            sql = (f"UPDATE {ds.latest} SET seen = ? WHERE id IN ({marks(len(part))}) "
-                   "RETURNING id, off, hash, deleted")
-            args = (sweep, *part)
-        async with conn.execute(sql, args) as cur:
-            for row in await cur.fetchall():
-                found[row[0]] = (row[1], row[2], row[3])
-    return found
+            async with conn.execute(sql, part) as cur:
+                rows.extend(await cur.fetchall())
+    return dict(zip(map(_first, rows), map(_rest, rows), strict=True))
+
+
+async def mark_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: list[int], sweep: int) -> None:
+    """Mark the latest versions at ``offsets`` as seen by a full run: rows of the narrow table
+    ``seen_N(off, sweep)`` (cheap integer-keyed appends; the latest-version index is not rewritten)."""
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {ds.seen}(off INTEGER PRIMARY KEY, sweep INTEGER NOT NULL)")
+    await conn.executemany(f"INSERT OR REPLACE INTO {ds.seen}(off, sweep) VALUES (?, ?)",
+                           [(off, sweep) for off in offsets])
 
 
 @dataclass
 class _Planned:
     log_rows: list[tuple[int, str, bytes]]
     latest_rows: list[tuple[str, int, str, int, int | None]]
+    unchanged_offsets: list[int]
     superseded_ids: list[str]
     result: WriteResult
     new_ids: int
@@ -173,13 +174,18 @@ def plan_writes(
     log_rows: list[tuple[int, str, bytes]] = []
     latest_rows: dict[str, tuple[str, int, str, int, int | None]] = {}
     superseded: list[str] = []
+    unchanged: list[int] = []
     new = changed = deleted = same = 0
     new_ids = deleted_delta = 0
     off = next_offset
     for eid, digest, canonical, is_del in zip(batch.ids, batch.hashes, batch.canonical, batch.deleted, strict=True):
         prev = latest.get(eid)
-        if (prev is not None and prev[1] == digest) or (is_del and prev is None):
-            same += 1  # identical to the latest version, or a deletion of an id never written
+        if prev is not None and prev[1] == digest:
+            same += 1  # identical to the latest version
+            unchanged.append(prev[0])
+            continue
+        if is_del and prev is None:
+            same += 1  # a deletion of an id never written
             continue
         if is_del:
             deleted += 1
@@ -203,6 +209,7 @@ def plan_writes(
     return _Planned(
         log_rows,
         list(latest_rows.values()),
+        unchanged,
         superseded,
         WriteResult(new=new, changed=changed, deleted=deleted, unchanged=same),
         new_ids,
@@ -225,8 +232,10 @@ async def write(
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction (saves the
     dataset row; the caller may change and save it again)."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
-    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)), sweep)
+    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)))
     plan = plan_writes(batch, latest, ds.next_offset, sweep)
+    if sweep is not None and plan.unchanged_offsets:
+        await mark_seen(conn, ds, plan.unchanged_offsets, sweep)
     ds.ids += plan.new_ids
     ds.deleted += plan.deleted_delta
     if plan.log_rows:
@@ -263,35 +272,53 @@ async def compact_ids(
     conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int
 ) -> int:
     """Delete versions of ``ids`` older than their newest ``keep_versions``; returns how many."""
-    deleted = 0
+    removed: list[int] = []
     for part in chunks(list(dict.fromkeys(ids))):
-        cur = await conn.execute(
+        async with conn.execute(
             f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
             f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log} "
-            f"WHERE id IN ({marks(len(part))})) WHERE rn > ?)",
+            f"WHERE id IN ({marks(len(part))})) WHERE rn > ?) RETURNING off",
             (*part, keep_versions),
-        )
-        deleted += max(cur.rowcount, 0)
-    return deleted
+        ) as cur:
+            removed.extend(r[0] for r in await cur.fetchall())
+    await forget_seen(conn, ds, removed)
+    return len(removed)
+
+
+async def forget_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: Sequence[int]) -> None:
+    """Drop seen marks of versions that no longer exist (compacted or rolled back)."""
+    if not offsets:
+        return
+    async with conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (ds.seen,)) as cur:
+        if await cur.fetchone() is None:
+            return
+    for part in chunks(list(offsets)):
+        await conn.execute(f"DELETE FROM {ds.seen} WHERE off IN ({marks(len(part))})", part)
 
 
 async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions: int) -> int:
     """Compact every id of the dataset (operator command; O(dataset))."""
-    cur = await conn.execute(
+    async with conn.execute(
         f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
-        f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log}) WHERE rn > ?)",
+        f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log}) WHERE rn > ?) RETURNING off",
         (keep_versions,),
-    )
-    return max(cur.rowcount, 0)
+    ) as cur:
+        removed = [r[0] for r in await cur.fetchall()]
+    await forget_seen(conn, ds, removed)
+    return len(removed)
 
 
 async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
-    """Latest non-deleted versions not marked by ``sweep`` (deletion tracking candidates)."""
+    """Latest non-deleted versions not seen by ``sweep`` (deletion tracking candidates): neither
+    written by it (``latest_N.seen``) nor marked unchanged by it (``seen_N``)."""
+    async with conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (ds.seen,)) as cur:
+        marked = await cur.fetchone() is not None
+    check = f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?) " if marked else ""
     sql = (
         f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
-        "WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) LIMIT ?"
+        f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) {check}LIMIT ?"
     )
-    async with conn.execute(sql, (sweep, limit)) as cur:
+    async with conn.execute(sql, (sweep, sweep, limit) if marked else (sweep, limit)) as cur:
         return [orjson.loads(row[0]) for row in await cur.fetchall()]
 
 
@@ -336,8 +363,10 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
     """Delete versions above the committed offset and rebuild the index of the ids they touched."""
     async with conn.execute(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,)) as cur:
         ids = [r[0] for r in await cur.fetchall()]
-    cur2 = await conn.execute(f"DELETE FROM {ds.log} WHERE off > ?", (ds.committed,))
-    removed = max(cur2.rowcount, 0)
+    async with conn.execute(f"DELETE FROM {ds.log} WHERE off > ? RETURNING off", (ds.committed,)) as cur2:
+        gone = [r[0] for r in await cur2.fetchall()]
+    removed = len(gone)
+    await forget_seen(conn, ds, gone)
     for part in chunks(ids):
         q = marks(len(part))
         await conn.execute(f"DELETE FROM {ds.latest} WHERE id IN ({q})", part)

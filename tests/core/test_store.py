@@ -212,3 +212,15 @@ async def test_seen_marks_never_spill_onto_ids_between_those_of_a_batch(store):
     assert [e["_id"] for e in await store.unseen("ds", 2, 10)] == ["m"]
     r = await store.write_batch("ds", [{"_id": "m"}, {"_id": "n"}], pipe="p", checkpoint=None, sweep=2)
     assert (r.unchanged, r.new) == (1, 1) and await store.unseen("ds", 2, 10) == []
+
+
+async def test_seen_marks_of_compacted_versions_are_dropped(store):
+    import sqlite3
+
+    await store.write_batch("ds", [{"_id": "a", "v": 1}], pipe="p", checkpoint=None, sweep=1)
+    await store.write_batch("ds", [{"_id": "a", "v": 1}], pipe="p", checkpoint=None, sweep=2)  # marks off 0
+    for v in (2, 3):
+        await store.write_batch("ds", [{"_id": "a", "v": v}], pipe="p", checkpoint=None, keep_versions=1)
+    with sqlite3.connect(store.path) as c:
+        assert c.execute("SELECT off FROM seen_1").fetchall() == []  # offset 0 is compacted away
+    assert [e["v"] for e in await store.unseen("ds", 2, 10)] == [3]
