@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
+from runtime.config.models import PipeSpec
 from runtime.config.secrets import reveal
 from runtime.errors import ConfigError, OperationRefusedError, PipeTrippedError, SluiceError
 
@@ -54,6 +55,18 @@ def http_error(status: int, message: str, **fields: Any) -> web.HTTPException:
 
 def daemon_of(request: web.Request) -> Daemon:
     return request.app[DAEMON]
+
+
+def endpoint_pipe(request: web.Request, part: str, noun: str) -> PipeSpec:
+    """The pipe named in the path whose ``part`` (``source`` or ``sink``) is an ``http_endpoint``
+    (a receiver or a publisher, ``noun``); 404 otherwise."""
+    pipe = request.match_info["pipe"]
+    spec = daemon_of(request).runtime.config.pipes.get(pipe)
+    if spec is None or getattr(spec, part).config.type != "http_endpoint":
+        reason = "does not exist" if spec is None else f"has no http_endpoint {part}"
+        raise http_error(404, f"no {noun} {pipe!r}: the pipe {reason}; a {noun} is a pipe with "
+                              f"{part} {{type: http_endpoint}}", pipe=pipe)
+    return spec
 
 
 @web.middleware

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from runtime.config.models import PipeSpec
 from runtime.daemon import metrics
-from runtime.daemon.app import daemon_of, http_error
+from runtime.daemon.app import daemon_of, endpoint_pipe
 from runtime.daemon.build import build, opened, request_run
 from runtime.daemon.params import int_param
 
@@ -32,13 +32,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def publisher_spec(request: web.Request) -> PipeSpec:
     """The pipe named in the path; 404 unless it exists and has an ``http_endpoint`` sink."""
-    pipe = request.match_info["pipe"]
-    spec = daemon_of(request).runtime.config.pipes.get(pipe)
-    if spec is None or spec.sink.config.type != "http_endpoint":
-        reason = "does not exist" if spec is None else "has no http_endpoint sink"
-        raise http_error(404, f"no publisher {pipe!r}: the pipe {reason}; a publisher is a pipe with "
-                              "sink {type: http_endpoint}", pipe=pipe)
-    return spec
+    return endpoint_pipe(request, "sink", "publisher")
 
 
 def parse_since(raw: str | None) -> Any:

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from runtime.config.models import PipeSpec
 from runtime.daemon import metrics
-from runtime.daemon.app import daemon_of, http_error, json_response
+from runtime.daemon.app import daemon_of, endpoint_pipe, http_error, json_response
 from runtime.daemon.build import build, opened, request_run
 from runtime.daemon.params import bool_param
 from runtime.store.protocol import Checkpoint, WriteResult
@@ -42,12 +42,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def receiver_spec(request: web.Request) -> PipeSpec:
     """The pipe named in the path; 404 unless it has an ``http_endpoint`` source."""
-    pipe = request.match_info["pipe"]
-    spec = daemon_of(request).runtime.config.pipes.get(pipe)
-    if spec is None or spec.source.config.type != "http_endpoint":
-        reason = "does not exist" if spec is None else "has no http_endpoint source"
-        raise http_error(404, f"no receiver {pipe!r}: the pipe {reason}; a receiver is a pipe with "
-                              "source {type: http_endpoint}", pipe=pipe)
+    spec = endpoint_pipe(request, "source", "receiver")
+    pipe = spec.id
     if spec.model.pump.mode == "off":
         raise http_error(409, f"receiver {pipe!r} has pump.mode 'off' and accepts nothing", pipe=pipe)
     return spec

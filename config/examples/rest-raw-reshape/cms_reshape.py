@@ -8,5 +8,6 @@ def reshape(entities: list[dict]) -> list[dict]:
         if e.get("_deleted"):
             out.append({"_id": e["_id"], "_deleted": True})
             continue
-        out.append({"_id": e["_id"], "title": e.get("title"), "slug": str(e.get("title", "")).lower().replace(" ", "-")})
+        slug = str(e.get("title", "")).lower().replace(" ", "-")
+        out.append({"_id": e["_id"], "title": e.get("title"), "slug": slug})
     return out
