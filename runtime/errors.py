@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
+
 
 class SluiceError(Exception):
     """Root of every error Sluice raises.
@@ -137,3 +139,23 @@ class EntityError(SluiceError):
 
 class OperationRefusedError(SluiceError):
     """Raised when an operator request is not allowed, e.g. resetting a ``disable_set_last_seen`` pipe."""
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a failed task group: the first SluiceError in it (nested groups
+    included), else the first error that is not a cancellation, else the first one."""
+    flat: list[BaseException] = []
+
+    def walk(g: BaseException) -> None:
+        if isinstance(g, BaseExceptionGroup):
+            for e in g.exceptions:
+                walk(e)
+        else:
+            flat.append(g)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, SluiceError):
+            return exc
+    cancelled = anyio.get_cancelled_exc_class()
+    return next((exc for exc in flat if not isinstance(exc, cancelled)), flat[0])

@@ -38,7 +38,7 @@ from runtime.components import ComponentContext, RunInfo, Sink, Source, Transfor
 from runtime.config.models import ComponentSpec, PipeSpec
 from runtime.deadletters import DeadLetters
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import BadDataError, ComponentError, EntityError, SluiceError, SourceEmptyError
+from runtime.errors import BadDataError, ComponentError, EntityError, SluiceError, SourceEmptyError, first_error
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
@@ -281,7 +281,7 @@ class PipeRun:
                     await tg.start(self._transform_actor, t, boxes[i], boxes[i + 1], name=f"{spec.id}/{names[i + 1]}")
                 await tg.start(self._source_actor, source, boxes[0], since, run, strategy, name=f"{spec.id}/source")
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         finally:
             for box in boxes:
                 box.dispose()
@@ -493,24 +493,3 @@ def _last_checkpoint(batches: list[Batch]) -> Checkpoint | None:
         if batch.checkpoint is not None:
             return batch.checkpoint
     return None
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a failed task group: the first SluiceError, else the first one."""
-    flat: list[BaseException] = []
-
-    def walk(g: BaseException) -> None:
-        if isinstance(g, BaseExceptionGroup):
-            for e in g.exceptions:
-                walk(e)
-        else:
-            flat.append(g)
-
-    walk(group)
-    for exc in flat:
-        if isinstance(exc, SluiceError):
-            return exc
-    for exc in flat:
-        if not isinstance(exc, anyio.get_cancelled_exc_class()):
-            return exc
-    return flat[0]

@@ -24,7 +24,7 @@ from connectors.rest.source import rest_system
 from connectors.rest.system import Response
 from runtime.components import ComponentConfig, Transform
 from runtime.entities import Entity
-from runtime.errors import BadDataError, SourceEmptyError
+from runtime.errors import BadDataError, SourceEmptyError, first_error
 
 
 class RestTransform(Transform):
@@ -54,7 +54,7 @@ class RestTransform(Transform):
                 for _ in range(min(self.config.concurrency, len(entities))):
                     tg.start_soon(worker)
         except BaseExceptionGroup as group:
-            raise _first(group) from None
+            raise first_error(group) from None
         out = [e for group in results for e in group]
         if entities and not out and self.config.if_transform_empty == "fail":
             raise SourceEmptyError(
@@ -98,13 +98,3 @@ def _content(response: Response) -> Any:
             raise BadDataError(f"response claims {ctype!r} but is not valid JSON ({exc}); the body "
                                "may be truncated", location=response.location) from exc
         return response.body.decode("utf-8", "replace")
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from the calls' task group: the first non-cancellation error."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first(exc)
-        if not isinstance(exc, anyio.get_cancelled_exc_class()):
-            return exc
-    return group.exceptions[0]
