@@ -101,13 +101,14 @@ class PreparedBatch:
     Attributes:
         ids: each entity's ``_id``.
         hashes: each entity's ``_hash`` (32 hex characters).
-        canonical: each entity's :func:`canonical_json` bytes (the stored body is built from them).
+        heads: each entity's :func:`canonical_json` bytes without the closing ``}`` (the stored
+            body is built by appending the generated fields to them).
         deleted: whether each entity is a deletion.
     """
 
     ids: list[str]
     hashes: list[str]
-    canonical: list[bytes]
+    heads: list[bytes]
     deleted: list[bool]
 
     def __len__(self) -> int:
@@ -121,7 +122,7 @@ class PreparedBatch:
         return cls(
             [i for b in batches for i in b.ids],
             [h for b in batches for h in b.hashes],
-            [c for b in batches for c in b.canonical],
+            [c for b in batches for c in b.heads],
             [d for b in batches for d in b.deleted],
         )
 
@@ -135,7 +136,7 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
     """
     ids: list[str] = []
     hashes: list[str] = []
-    canonical: list[bytes] = []
+    heads: list[bytes] = []
     deleted: list[bool] = []
     blake2b = hashlib.blake2b
     dumps = orjson.dumps
@@ -151,7 +152,9 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
             )
         body = dumps(stripped, option=_SORTED)
         ids.append(eid)  # type: ignore[arg-type]
-        canonical.append(body)
+        # A slice, not ``body`` itself: orjson's output keeps its over-sized write buffer, and
+        # retaining thousands of those costs page faults (measured 2.5 us/entity vs 0.4 us).
+        heads.append(body[:-1])
         hashes.append(blake2b(body, digest_size=_HASH_BYTES).hexdigest())
         deleted.append(stripped.get("_deleted") is True)
-    return PreparedBatch(ids, hashes, canonical, deleted)
+    return PreparedBatch(ids, hashes, heads, deleted)

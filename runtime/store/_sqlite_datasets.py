@@ -6,8 +6,8 @@ Each dataset gets two tables named after its integer key ``N`` in ``datasets``:
   ``_updated``, ``_previous``, ``_ts``, ``_hash``), plus an index on ``(id, off)``;
 * ``latest_N(id PRIMARY KEY, off, hash, deleted, seen)``: the latest written version per id and
   the marker of the last full run that wrote it (deletion tracking);
-* ``seen_N(off INTEGER PRIMARY KEY, sweep)``: versions a full run saw unchanged (created on first
-  use), so a no-op rewrite does not rewrite the latest-version index.
+* ``seen_N(off INTEGER PRIMARY KEY, sweep)``: versions a full run saw unchanged, so a no-op
+  rewrite does not rewrite the latest-version index.
 
 Every function takes an open :class:`aiosqlite.Connection` inside a transaction the caller owns;
 one batch costs a fixed number of statements, never one per entity.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import aiosqlite
@@ -27,8 +26,6 @@ import orjson
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store.protocol import Checkpoint, TripInfo, WriteResult
 
-_first = itemgetter(0)
-_rest = itemgetter(slice(1, None))
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 
 
@@ -94,7 +91,13 @@ async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:
         f"CREATE TABLE {ds.latest}(id TEXT PRIMARY KEY, off INTEGER NOT NULL, hash TEXT NOT NULL,"
         " deleted INTEGER NOT NULL, seen INTEGER) WITHOUT ROWID"
     )
+    await create_seen(conn, ds.key)
     return ds
+
+
+async def create_seen(conn: aiosqlite.Connection, key: int) -> None:
+    """Create the ``seen_N`` table of dataset ``key`` if it does not exist."""
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS seen_{int(key)}(off INTEGER PRIMARY KEY, sweep INTEGER NOT NULL)")
 
 
 async def save_row(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
@@ -117,33 +120,61 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-async def latest_of(
-    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
-) -> dict[str, tuple[int, str, int]]:
-    """Latest written (off, hash, deleted) per id, for the ids that have one. When the index
-    holds no other id between the batch's smallest and largest id (sources emitting in key
-    order), one range scan finds them; otherwise one probe per id."""
-    if not ids:
-        return {}
-    wanted = set(ids)
+Prior = dict[str, "tuple[int, str, int] | None"]
+"""Per id whose write is not a no-op: its latest (off, hash, deleted), or None if never written."""
+
+
+async def compare(conn: aiosqlite.Connection, ds: DatasetRow, batch: PreparedBatch, sweep: int | None) -> Prior:
+    """Compare the batch's hashes with the latest-version index inside SQLite: two statements
+    over a JSON object ``{id: hash}``, so the per-entity work runs in C without the GIL.
+
+    With ``sweep`` set, the latest versions the batch leaves unchanged are marked seen by that
+    full run (rows of ``seen_N``). Returns the ids whose write is not a no-op with their latest
+    version; an id absent from the result is unchanged (and marked). An id occurring more than
+    once in the batch, or holding a NUL character (which SQLite's JSON functions cut off), is
+    always returned: :func:`plan_writes` compares it in order and leaves its marks to
+    :func:`mark_seen`.
+    """
+    pairs: dict[str, str | None] = dict(zip(batch.ids, batch.hashes, strict=True))
+    if len(pairs) != len(batch.ids):
+        once: set[str] = set()
+        for eid in batch.ids:
+            if eid in once:
+                pairs[eid] = None
+            once.add(eid)
+    payload = orjson.dumps(pairs).decode()
+    exact: list[str] = []
+    if "\\u0000" in payload:  # SQLite's JSON functions cut text at NUL: bind those ids instead
+        exact = [eid for eid in pairs if "\x00" in eid]
+        for eid in exact:
+            del pairs[eid]
+        payload = orjson.dumps(pairs).decode()
+    if sweep is not None:
+        await conn.execute(
+            f"INSERT OR REPLACE INTO {ds.seen}(off, sweep) SELECT x.off, ? FROM json_each(?) j "
+            f"JOIN {ds.latest} x ON x.id = j.key AND x.hash = j.value",
+            (sweep, payload),
+        )
     async with conn.execute(
-        f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id BETWEEN ? AND ? LIMIT ?",
-        (min(ids), max(ids), len(wanted) + 1),
+        f"SELECT json_group_array(json_array(j.key, x.off, x.hash, x.deleted)) FROM json_each(?) j "
+        f"LEFT JOIN {ds.latest} x ON x.id = j.key WHERE j.type = 'null' OR x.hash IS NOT j.value",
+        (payload,),
     ) as cur:
-        rows = await cur.fetchall()
-    if not (len(rows) <= len(wanted) and wanted.issuperset(map(_first, rows))):
-        rows = []
-        for part in chunks(ids):
-            sql = f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})"
-            async with conn.execute(sql, part) as cur:
-                rows.extend(await cur.fetchall())
-    return dict(zip(map(_first, rows), map(_rest, rows), strict=True))
+        row = await cur.fetchone()
+    assert row is not None  # an aggregate always returns one row
+    prior: Prior = {
+        eid: None if off is None else (off, digest, deleted) for eid, off, digest, deleted in orjson.loads(row[0])
+    }
+    for part in chunks(exact):
+        async with conn.execute(f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})",
+                                part) as cur:
+            found = {eid: (off, digest, deleted) for eid, off, digest, deleted in await cur.fetchall()}
+        prior.update((eid, found.get(eid)) for eid in part)
+    return prior
 
 
 async def mark_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: list[int], sweep: int) -> None:
-    """Mark the latest versions at ``offsets`` as seen by a full run: rows of the narrow table
-    ``seen_N(off, sweep)`` (cheap integer-keyed appends; the latest-version index is not rewritten)."""
-    await conn.execute(f"CREATE TABLE IF NOT EXISTS {ds.seen}(off INTEGER PRIMARY KEY, sweep INTEGER NOT NULL)")
+    """Mark the latest versions at ``offsets`` as seen by a full run (rows of ``seen_N``)."""
     await conn.executemany(f"INSERT OR REPLACE INTO {ds.seen}(off, sweep) VALUES (?, ?)",
                            [(off, sweep) for off in offsets])
 
@@ -159,13 +190,11 @@ class _Planned:
     deleted_delta: int
 
 
-def plan_writes(
-    batch: PreparedBatch,
-    latest: dict[str, tuple[int, str, int]],
-    next_offset: int,
-    sweep: int | None,
-) -> _Planned:
+def plan_writes(batch: PreparedBatch, prior: Prior, next_offset: int, sweep: int | None) -> _Planned:
     """Drop no-ops, assign offsets, build stored bodies: pure computation, no I/O.
+
+    ``prior`` is :func:`compare`'s result (updated in place as versions are planned); an id
+    absent from it is unchanged.
 
     The stored body is the canonical JSON (the bytes that were hashed) with the generated fields
     spliced in before the closing brace: one serialisation per entity.
@@ -178,8 +207,13 @@ def plan_writes(
     new = changed = deleted = same = 0
     new_ids = deleted_delta = 0
     off = next_offset
-    for eid, digest, canonical, is_del in zip(batch.ids, batch.hashes, batch.canonical, batch.deleted, strict=True):
-        prev = latest.get(eid)
+    if not prior:  # the whole batch is a no-op (the common case of a full rescan)
+        return _Planned([], [], [], [], WriteResult(unchanged=len(batch)), 0, 0)
+    for eid, digest, head, is_del in zip(batch.ids, batch.hashes, batch.heads, batch.deleted, strict=True):
+        if eid not in prior:
+            same += 1  # identical to the latest version, marked by compare()
+            continue
+        prev = prior[eid]
         if prev is not None and prev[1] == digest:
             same += 1  # identical to the latest version
             unchanged.append(prev[0])
@@ -200,11 +234,11 @@ def plan_writes(
             deleted_delta += int(is_del) - prev[2]
         previous = b"null" if prev is None else b"%d" % prev[0]
         body = b'%s,"_updated":%d,"_previous":%s,"_ts":%d,"_hash":"%s"}' % (
-            canonical[:-1], off, previous, ts, digest.encode()
+            head, off, previous, ts, digest.encode()
         )
         log_rows.append((off, eid, body))
         latest_rows[eid] = (eid, off, digest, int(is_del), sweep)
-        latest[eid] = (off, digest, int(is_del))
+        prior[eid] = (off, digest, int(is_del))
         off += 1
     return _Planned(
         log_rows,
@@ -232,8 +266,7 @@ async def write(
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction (saves the
     dataset row; the caller may change and save it again)."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
-    latest = await latest_of(conn, ds, list(dict.fromkeys(batch.ids)))
-    plan = plan_writes(batch, latest, ds.next_offset, sweep)
+    plan = plan_writes(batch, await compare(conn, ds, batch, sweep), ds.next_offset, sweep)
     if sweep is not None and plan.unchanged_offsets:
         await mark_seen(conn, ds, plan.unchanged_offsets, sweep)
     ds.ids += plan.new_ids
@@ -287,11 +320,6 @@ async def compact_ids(
 
 async def forget_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: Sequence[int]) -> None:
     """Drop seen marks of versions that no longer exist (compacted or rolled back)."""
-    if not offsets:
-        return
-    async with conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (ds.seen,)) as cur:
-        if await cur.fetchone() is None:
-            return
     for part in chunks(list(offsets)):
         await conn.execute(f"DELETE FROM {ds.seen} WHERE off IN ({marks(len(part))})", part)
 
@@ -311,14 +339,12 @@ async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions:
 async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
     """Latest non-deleted versions not seen by ``sweep`` (deletion tracking candidates): neither
     written by it (``latest_N.seen``) nor marked unchanged by it (``seen_N``)."""
-    async with conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (ds.seen,)) as cur:
-        marked = await cur.fetchone() is not None
-    check = f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?) " if marked else ""
     sql = (
         f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
-        f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) {check}LIMIT ?"
+        f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) "
+        f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?) LIMIT ?"
     )
-    async with conn.execute(sql, (sweep, sweep, limit) if marked else (sweep, limit)) as cur:
+    async with conn.execute(sql, (sweep, sweep, limit)) as cur:
         return [orjson.loads(row[0]) for row in await cur.fetchall()]
 
 

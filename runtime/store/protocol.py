@@ -202,8 +202,8 @@ class StateStore(Protocol):
 
         Each entity is stripped of reserved fields (see :mod:`runtime.entities`) and hashed;
         one whose hash equals its id's latest version is a no-op. With ``sweep`` set, every id in
-        the batch is marked seen by that full run, durably (in the same statement that looks up
-        the latest hashes), so a full run that resumes after a crash keeps its marks.
+        the batch is marked seen by that full run, durably (in the batch's transaction), so a
+        full run that resumes after a crash keeps its marks.
         ``keep_versions`` compacts the ids written to that many versions (None keeps all).
         ``change_limit`` is how many more changes this run may make visible (circuit breaker);
         beyond it versions are held above the committed offset and the dataset trips.

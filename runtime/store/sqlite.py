@@ -33,7 +33,7 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -138,6 +138,9 @@ class SqliteStore:
                         f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
                     )
             # version 1 -> 2: the entity_retries table, created by SCHEMA above
+            async with tx.execute("SELECT ds FROM datasets") as cur:  # 2 -> 3: a seen_N table per dataset
+                for (key,) in await cur.fetchall():
+                    await dsql.create_seen(tx, key)
             await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:

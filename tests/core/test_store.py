@@ -224,3 +224,57 @@ async def test_seen_marks_of_compacted_versions_are_dropped(store):
     with sqlite3.connect(store.path) as c:
         assert c.execute("SELECT off FROM seen_1").fetchall() == []  # offset 0 is compacted away
     assert [e["v"] for e in await store.unseen("ds", 2, 10)] == [3]
+
+
+async def test_an_id_twice_in_a_full_run_batch_is_marked_seen(store):
+    await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "b"}], pipe="p", checkpoint=None, sweep=1)
+    r = await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "a", "v": 1}, {"_id": "b"}],
+                                pipe="p", checkpoint=None, sweep=2)
+    assert (r.new, r.changed, r.unchanged) == (0, 0, 3)
+    assert await store.unseen("ds", 2, 10) == []
+    r = await store.write_batch("ds", [{"_id": "a", "v": 2}, {"_id": "a", "v": 1}], pipe="p", checkpoint=None,
+                                sweep=3, keep_versions=None)
+    assert (r.changed, r.unchanged) == (2, 0)  # back to v1 after v2 is a change, not a no-op
+    assert [e["v"] for e in await store.get("ds", "a", history=True)] == [1, 2, 1]
+
+
+@pytest.mark.parametrize("eid", ['quo"te', "back\\slash", "\\u0000", "ünï", "emoji 🚰", "line\u2028sep", "", " ", "{}"])
+async def test_awkward_ids_are_recognised_as_unchanged(store, eid):
+    await store.write_batch("ds", [{"_id": eid, "v": 1}, {"_id": "z"}], pipe="p", checkpoint=None, sweep=1)
+    r = await store.write_batch("ds", [{"_id": eid, "v": 1}, {"_id": "z"}], pipe="p", checkpoint=None, sweep=2)
+    assert (r.new, r.changed, r.unchanged) == (0, 0, 2)
+    assert await store.unseen("ds", 2, 10) == []
+    assert [e["v"] for e in await store.get("ds", eid, history=True)] == [1]
+
+
+async def test_ids_with_nul_are_not_confused_with_their_prefix(store):
+    ids = ["nul", "nul\x00", "nul\x00byte", "\x00"]
+    await store.write_batch("ds", [{"_id": e, "v": n} for n, e in enumerate(ids)], pipe="p", checkpoint=None, sweep=1)
+    assert [len(await store.get("ds", e)) for e in ids] == [1, 1, 1, 1]
+    r = await store.write_batch("ds", [{"_id": "nul\x00byte", "v": 2}, {"_id": "nul\x00", "v": 9}],
+                                pipe="p", checkpoint=None, sweep=2)
+    assert (r.new, r.changed, r.unchanged) == (0, 1, 1)
+    assert sorted(e["v"] for e in await store.unseen("ds", 2, 10)) == [0, 3]
+    assert [e["v"] for e in await store.get("ds", "nul\x00", history=True)] == [1, 9]
+
+
+async def test_store_of_schema_version_2_gets_its_seen_tables(tmp_path):
+    import sqlite3
+
+    from runtime.store import SqliteStore
+
+    path = tmp_path / "v2.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.write_batch("ds", [{"_id": "a"}, {"_id": "b"}], pipe="p", checkpoint=None, sweep=1)
+    await s.close()
+    with sqlite3.connect(path) as c:  # version 2 created seen_N on first use only
+        c.execute("DROP TABLE seen_1")
+        c.execute("PRAGMA user_version = 2")
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        r = await s.write_batch("ds", [{"_id": "a"}], pipe="p", checkpoint=None, sweep=2)
+        assert r.unchanged == 1 and [e["_id"] for e in await s.unseen("ds", 2, 10)] == ["b"]
+    finally:
+        await s.close()
