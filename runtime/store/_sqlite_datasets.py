@@ -66,10 +66,9 @@ def _trip_to_json(trip: TripInfo | None) -> str | None:
 
 async def find(conn: aiosqlite.Connection, name: str) -> DatasetRow | None:
     """The dataset's row, or None when it does not exist."""
-    async with conn.execute(
-        "SELECT ds, name, committed, next, populated, trip, ids, deleted FROM datasets WHERE name = ?", (name,)
-    ) as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(
+        conn, "SELECT ds, name, committed, next, populated, trip, ids, deleted FROM datasets WHERE name = ?", (name,)
+    )
     if row is None:
         return None
     return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]), row[6], row[7])
@@ -120,6 +119,12 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+async def fetch_one(conn: aiosqlite.Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    """The first row of a query, or None: one round trip to the connection's thread (a cursor's
+    ``execute``/``fetchone``/``close`` are three)."""
+    return next(iter(await conn.execute_fetchall(sql, parameters)), None)
+
+
 Prior = dict[str, "tuple[int, str, int] | None"]
 """Per id whose write is not a no-op: its latest (off, hash, deleted), or None if never written."""
 
@@ -155,20 +160,21 @@ async def compare(conn: aiosqlite.Connection, ds: DatasetRow, batch: PreparedBat
             f"JOIN {ds.latest} x ON x.id = j.key AND x.hash = j.value",
             (sweep, payload),
         )
-    async with conn.execute(
+    row = await fetch_one(
+        conn,
         f"SELECT json_group_array(json_array(j.key, x.off, x.hash, x.deleted)) FROM json_each(?) j "
         f"LEFT JOIN {ds.latest} x ON x.id = j.key WHERE j.type = 'null' OR x.hash IS NOT j.value",
         (payload,),
-    ) as cur:
-        row = await cur.fetchone()
+    )
     assert row is not None  # an aggregate always returns one row
     prior: Prior = {
         eid: None if off is None else (off, digest, deleted) for eid, off, digest, deleted in orjson.loads(row[0])
     }
     for part in chunks(exact):
-        async with conn.execute(f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})",
-                                part) as cur:
-            found = {eid: (off, digest, deleted) for eid, off, digest, deleted in await cur.fetchall()}
+        rows = await conn.execute_fetchall(
+            f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})", part
+        )
+        found = {eid: (off, digest, deleted) for eid, off, digest, deleted in rows}
         prior.update((eid, found.get(eid)) for eid in part)
     return prior
 
@@ -307,13 +313,13 @@ async def compact_ids(
     """Delete versions of ``ids`` older than their newest ``keep_versions``; returns how many."""
     removed: list[int] = []
     for part in chunks(list(dict.fromkeys(ids))):
-        async with conn.execute(
+        rows = await conn.execute_fetchall(
             f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
             f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log} "
             f"WHERE id IN ({marks(len(part))})) WHERE rn > ?) RETURNING off",
             (*part, keep_versions),
-        ) as cur:
-            removed.extend(r[0] for r in await cur.fetchall())
+        )
+        removed.extend(r[0] for r in rows)
     await forget_seen(conn, ds, removed)
     return len(removed)
 
@@ -326,12 +332,12 @@ async def forget_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: Seque
 
 async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions: int) -> int:
     """Compact every id of the dataset (operator command; O(dataset))."""
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
         f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log}) WHERE rn > ?) RETURNING off",
         (keep_versions,),
-    ) as cur:
-        removed = [r[0] for r in await cur.fetchall()]
+    )
+    removed = [r[0] for r in rows]
     await forget_seen(conn, ds, removed)
     return len(removed)
 
@@ -344,8 +350,7 @@ async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: 
         f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) "
         f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?) LIMIT ?"
     )
-    async with conn.execute(sql, (sweep, sweep, limit)) as cur:
-        return [orjson.loads(row[0]) for row in await cur.fetchall()]
+    return [orjson.loads(row[0]) for row in await conn.execute_fetchall(sql, (sweep, sweep, limit))]
 
 
 async def read(
@@ -363,8 +368,7 @@ async def read(
             "ORDER BY l.off LIMIT ?"
         )
         args = (low, ds.committed, ds.committed, limit)
-    async with conn.execute(sql, args) as cur:
-        rows = await cur.fetchall()
+    rows = await conn.execute_fetchall(sql, args)
     entities = [orjson.loads(body) for _, body in rows]
     if len(rows) < limit:
         end = ds.committed if ds.committed > low else since
@@ -380,17 +384,16 @@ async def versions(
     sql = f"SELECT body FROM {ds.log} WHERE id = ? AND off <= ? ORDER BY off DESC"
     if not history:
         sql += " LIMIT 1"
-    async with conn.execute(sql, (entity_id, ds.committed)) as cur:
-        rows = await cur.fetchall()
+    rows = await conn.execute_fetchall(sql, (entity_id, ds.committed))
     return [orjson.loads(r[0]) for r in reversed(rows)]
 
 
 async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
     """Delete versions above the committed offset and rebuild the index of the ids they touched."""
-    async with conn.execute(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,)) as cur:
-        ids = [r[0] for r in await cur.fetchall()]
-    async with conn.execute(f"DELETE FROM {ds.log} WHERE off > ? RETURNING off", (ds.committed,)) as cur2:
-        gone = [r[0] for r in await cur2.fetchall()]
+    held = await conn.execute_fetchall(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,))
+    ids = [r[0] for r in held]
+    gone = [r[0] for r in await conn.execute_fetchall(f"DELETE FROM {ds.log} WHERE off > ? RETURNING off",
+                                                        (ds.committed,))]
     removed = len(gone)
     await forget_seen(conn, ds, gone)
     for part in chunks(ids):
@@ -410,7 +413,6 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
 
 async def counts(conn: aiosqlite.Connection, ds: DatasetRow) -> tuple[int, int]:
     """(ids, deleted ids) in the latest-version index."""
-    async with conn.execute(f"SELECT count(*), coalesce(sum(deleted), 0) FROM {ds.latest}") as cur:
-        row = await cur.fetchone()
+    row = await fetch_one(conn, f"SELECT count(*), coalesce(sum(deleted), 0) FROM {ds.latest}")
     assert row is not None  # an aggregate always returns one row
     return int(row[0]), int(row[1])

@@ -24,6 +24,7 @@ import orjson
 from runtime.entities import Entity, PreparedBatch
 from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError, TransientError
 from runtime.store import _sqlite_datasets as dsql
+from runtime.store._sqlite_datasets import fetch_one
 from runtime.store.protocol import (
     Checkpoint,
     DatasetInfo,
@@ -119,28 +120,24 @@ class SqliteStore:
     async def _migrate(self) -> None:
         """Bring a store written by an older Sluice to ``SCHEMA_VERSION`` (``PRAGMA user_version``)."""
         conn = self._w
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(conn, "PRAGMA user_version")
         version = row[0] if row else 0
         if version >= SCHEMA_VERSION:
             return
         async with self._transaction() as tx:
-            async with tx.execute("PRAGMA table_info(datasets)") as cur:
-                columns = {r[1] for r in await cur.fetchall()}
+            columns = {r[1] for r in await tx.execute_fetchall("PRAGMA table_info(datasets)")}
             if "ids" not in columns:  # version 0 -> 1: id and deletion counters per dataset
                 await tx.execute("ALTER TABLE datasets ADD COLUMN ids INTEGER NOT NULL DEFAULT 0")
                 await tx.execute("ALTER TABLE datasets ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
-                async with tx.execute("SELECT ds FROM datasets") as cur:
-                    keys = [r[0] for r in await cur.fetchall()]
+                keys = [r[0] for r in await tx.execute_fetchall("SELECT ds FROM datasets")]
                 for key in keys:
                     await tx.execute(
                         f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
                         f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
                     )
             # version 1 -> 2: the entity_retries table, created by SCHEMA above
-            async with tx.execute("SELECT ds FROM datasets") as cur:  # 2 -> 3: a seen_N table per dataset
-                for (key,) in await cur.fetchall():
-                    await dsql.create_seen(tx, key)
+            for (key,) in await tx.execute_fetchall("SELECT ds FROM datasets"):  # 2 -> 3: seen_N per dataset
+                await dsql.create_seen(tx, key)
             await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
@@ -258,8 +255,7 @@ class SqliteStore:
     @_translated
     async def datasets(self) -> list[DatasetInfo]:
         """See :meth:`StateStore.datasets`."""
-        async with self._r.execute("SELECT name FROM datasets ORDER BY name") as cur:
-            names = [r[0] for r in await cur.fetchall()]
+        names = [r[0] for r in await self._r.execute_fetchall("SELECT name FROM datasets ORDER BY name")]
         infos = [await self.dataset_info(n) for n in names]
         return [i for i in infos if i is not None]
 
@@ -284,8 +280,8 @@ class SqliteStore:
             ds = await self._tripped(conn, dataset)
             exposed = ds.next_offset - 1 - ds.committed
             if keep_versions is not None:
-                async with conn.execute(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,)) as cur:
-                    held = [r[0] for r in await cur.fetchall()]
+                rows = await conn.execute_fetchall(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,))
+                held = [r[0] for r in rows]
                 await dsql.compact_ids(conn, ds, held, keep_versions)
             ds.committed = ds.next_offset - 1
             ds.trip = None
@@ -315,8 +311,7 @@ class SqliteStore:
 
     # -- pipes ---------------------------------------------------------------------------------
     async def _checkpoint_in(self, conn: aiosqlite.Connection, pipe: str) -> Checkpoint:
-        async with conn.execute("SELECT since, sweep FROM pipes WHERE pipe = ?", (pipe,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(conn, "SELECT since, sweep FROM pipes WHERE pipe = ?", (pipe,))
         return Checkpoint() if row is None else Checkpoint(_unjson(row[0]), row[1])
 
     async def _put_checkpoint(self, conn: aiosqlite.Connection, pipe: str, cp: Checkpoint) -> None:
@@ -329,10 +324,7 @@ class SqliteStore:
     @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
         """See :meth:`StateStore.pipe_state`."""
-        async with self._r.execute(
-            "SELECT pipe, since, sweep, info FROM pipes WHERE pipe = ?", (pipe,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._r, "SELECT pipe, since, sweep, info FROM pipes WHERE pipe = ?", (pipe,))
         if row is None:
             return PipeState(pipe)
         return PipeState(row[0], _unjson(row[1]), row[2], orjson.loads(row[3]))
@@ -340,8 +332,7 @@ class SqliteStore:
     @_translated
     async def pipe_states(self) -> list[PipeState]:
         """See :meth:`StateStore.pipe_states`."""
-        async with self._r.execute("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe") as cur:
-            rows = await cur.fetchall()
+        rows = await self._r.execute_fetchall("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe")
         return [PipeState(r[0], _unjson(r[1]), r[2], orjson.loads(r[3])) for r in rows]
 
     @_translated
@@ -373,8 +364,7 @@ class SqliteStore:
     async def _merge_info(
         self, conn: aiosqlite.Connection, pipe: str, update: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> None:
-        async with conn.execute("SELECT info FROM pipes WHERE pipe = ?", (pipe,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(conn, "SELECT info FROM pipes WHERE pipe = ?", (pipe,))
         info = orjson.loads(row[0]) if row else {}
         info.update(update(info))
         await conn.execute(
@@ -421,12 +411,11 @@ class SqliteStore:
         self, pipe: str, *, since: int | None = None, limit: int = 100
     ) -> list[LogEvent]:
         """See :meth:`StateStore.execution_log`."""
-        async with self._r.execute(
+        rows = await self._r.execute_fetchall(
             "SELECT seq, pipe, run_id, ts_us, event, data FROM exec_log WHERE pipe = ? AND seq > ?"
             " ORDER BY seq LIMIT ?",
             (pipe, since or 0, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [LogEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
 
     # -- entity retries (dead letters) ---------------------------------------------------------
@@ -443,19 +432,16 @@ class SqliteStore:
                 "run_id = excluded.run_id",
                 (pipe, key, orjson.dumps(entity, default=repr), error, run_id),
             )
-            async with conn.execute(
-                "SELECT attempts FROM entity_retries WHERE pipe = ? AND key = ?", (pipe, key)
-            ) as cur:
-                row = await cur.fetchone()
+            row = await fetch_one(conn, "SELECT attempts FROM entity_retries WHERE pipe = ? AND key = ?", (pipe, key))
         return int(row[0]) if row else 1
 
     @_translated
     async def entity_retries(self, pipe: str) -> list[tuple[str, Entity, int, str]]:
         """See :meth:`StateStore.entity_retries`."""
-        async with self._r.execute(
+        rows = await self._r.execute_fetchall(
             "SELECT key, entity, attempts, last_error FROM entity_retries WHERE pipe = ? ORDER BY key", (pipe,)
-        ) as cur:
-            return [(r[0], orjson.loads(r[1]), r[2], r[3]) for r in await cur.fetchall()]
+        )
+        return [(r[0], orjson.loads(r[1]), r[2], r[3]) for r in rows]
 
     @_translated
     async def clear_entity_retries(self, pipe: str, keys: Sequence[str]) -> None:
@@ -485,12 +471,12 @@ class SqliteStore:
         """See :meth:`StateStore.claim_units`."""
         now = dsql.now_us()
         async with self._transaction() as conn:
-            async with conn.execute(
+            rows = await conn.execute_fetchall(
                 "SELECT key FROM work_units WHERE pipe = ? AND (status IN ('pending', 'failed') "
                 "OR (status = 'running' AND lease_expiry_us < ?)) ORDER BY key LIMIT ?",
                 (pipe, now, limit),
-            ) as cur:
-                keys = [r[0] for r in await cur.fetchall()]
+            )
+            keys = [r[0] for r in rows]
             await conn.executemany(
                 "UPDATE work_units SET status = 'running', attempts = attempts + 1, "
                 "lease_owner = ?, lease_expiry_us = ? WHERE pipe = ? AND key = ?",
@@ -520,12 +506,11 @@ class SqliteStore:
     @_translated
     async def work_units(self, pipe: str) -> list[WorkUnit]:
         """See :meth:`StateStore.work_units`."""
-        async with self._r.execute(
+        rows = await self._r.execute_fetchall(
             "SELECT pipe, key, status, attempts, checkpoint, watermark, lease_owner, "
             "lease_expiry_us, last_error FROM work_units WHERE pipe = ? ORDER BY key",
             (pipe,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             WorkUnit(r[0], r[1], r[2], r[3], _unjson(r[4]), _unjson(r[5]), r[6], r[7], r[8])
             for r in rows
