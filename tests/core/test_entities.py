@@ -1,6 +1,9 @@
 """Entities: reserved fields, canonical JSON, content hash (DESIGN.md "Entities and datasets")."""
 
-from runtime.entities import canonical_json, content_hash, strip_reserved
+import pytest
+
+from runtime.entities import canonical_json, content_hash, is_deleted, prepare, strip_reserved
+from runtime.errors import EntityError
 
 
 def test_hash_ignores_key_order_and_generated_fields():
@@ -31,3 +34,26 @@ def test_strip_reserved_keeps_nested_underscores_and_does_not_copy_clean_entitie
     clean = {"_id": "1", "x": {"_nested": 1}}
     assert strip_reserved(clean) is clean
     assert strip_reserved({"_id": "1", "_foo": 1, "x": 2}) == {"_id": "1", "x": 2}
+
+
+@pytest.mark.parametrize("entity", [
+    {"_id": "a", "x": 1},
+    {"_id": "a", "_ts": 5, "_updated": 3, "x": 1},
+    {"_id": "a", "_deleted": False},
+    {"_id": "a", "_deleted": True, "x": None},
+    {"_id": "_a", "_b": 1},
+    {"_id": "a", "s": 'quote"_underscore'},
+    {"_id": "a", "n": {"_k": [{"_j": 1}]}},
+    {"_id": "a", "A": 1, "Z": 2, "_x": object()},  # not JSON, but dropped before hashing
+    {"B": "upper keys sort before _id", "_id": "é"},
+])
+def test_prepare_gives_the_canonical_json_and_hash_of_each_entity(entity):
+    batch = prepare([entity])
+    assert batch.heads[0] + b"}" == canonical_json(entity)
+    assert batch.hashes[0] == content_hash(entity) and batch.deleted[0] == is_deleted(entity)
+
+
+@pytest.mark.parametrize("entity", [{"x": 1}, {"_id": 7}, {"_id": None, "_x": 1}, {"_idx": "a"}])
+def test_prepare_refuses_an_entity_without_a_string_id(entity):
+    with pytest.raises(EntityError, match="no string _id"):
+        prepare([{"_id": "ok"}, entity])
