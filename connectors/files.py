@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -103,7 +103,7 @@ class FileSource(Source):
         """The location of record ``n`` for errors: ``path:line`` (CSV, NDJSON) or ``path record n``."""
         return f"{self.path} record {n}" if self.config.format == "json" else f"{self.path}:{n}"
 
-    def _batches(self) -> Iterator[list[Entity]]:
+    def _batches(self) -> Generator[list[Entity], None, None]:
         """Blocks of up to ``batch_size`` records, each given its ``_id`` (a :class:`Chunk` with
         the bytes read when the format tells them)."""
         for numbers, records, nbytes in self._blocks():

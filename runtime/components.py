@@ -19,7 +19,7 @@ from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, StateStore, WriteResult
 
 
-class Chunk(list):  # type: ignore[type-arg]
+class Chunk(list[Any]):
     """A list of entities a source yields, with the byte size it read them from.
 
     Sources that know the size (lines of a file, a response body) yield a ``Chunk`` so the

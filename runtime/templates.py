@@ -51,7 +51,7 @@ class Template:
         template = self._template
         try:
             context = template.new_context({**self._globals, **variables}, shared=True)
-            return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+            return template.environment.concat(template.root_render_func(context))
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
             raise BadDataError(f"{self.name} {self.source!r} failed: {exc}", location=location) from exc
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs into .venv (and system packages via scripts/setup.d),
-# then run the tests. Extra arguments go to pytest.
+# then lint (ruff, mypy) and run the tests. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -10,4 +10,7 @@ for hook in scripts/setup.d/*.sh; do
   echo "== setup: $hook"
   bash "$hook"
 done
+echo "== lint: ruff, mypy"
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
 from runtime.templates import check_template
 
@@ -282,7 +283,7 @@ class _Call(OperationConfig):
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
-class RestSourceConfig(_Call):
+class RestSourceConfig(_Call, SourceConfig):
     """``{"type": "rest", "system": "crm", "operation": "list-items"}`` plus since keys.
 
     Attributes:
@@ -304,7 +305,7 @@ class RestSourceConfig(_Call):
     is_since_comparable: bool = False
 
 
-class RestTransformConfig(_Call):
+class RestTransformConfig(_Call, ComponentConfig):
     """``{"type": "rest", "system": "crm", "operation": "get-item"}``: one call per entity.
 
     Attributes:

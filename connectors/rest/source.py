@@ -20,7 +20,7 @@ import orjson
 
 from connectors.rest.models import RestSourceConfig
 from connectors.rest.operation import Operation, parse_body
-from connectors.rest.paging import PageGuard, PageResponse, make_paginator
+from connectors.rest.paging import PageGuard, PageRequest, PageResponse, make_paginator
 from connectors.rest.system import Call, RestSystem
 from runtime.components import ComponentConfig, Source
 from runtime.entities import Entity
@@ -78,7 +78,7 @@ class RestSource(Source):
         op, system = self.operation, self.system
         paginator = make_paginator(op.paging, call.url)
         guard = PageGuard()
-        request = paginator.first()
+        request: PageRequest | None = paginator.first()
         while request is not None:
             params = dict(request.params) if request.follow else {**call.params, **request.params}
             page = Call(call.method, request.url, params, call.headers, call.payload, call.payload_type)

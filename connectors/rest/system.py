@@ -128,7 +128,7 @@ class RestSystem(System):
         # not yield to the event loop, anyio's does twice (a measurable cost per request)
         self.semaphore = asyncio.Semaphore(c.concurrency)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=c.concurrency, ssl=None if c.verify_ssl else False),
+            connector=aiohttp.TCPConnector(limit=c.concurrency, ssl=c.verify_ssl),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=c.connect_timeout, sock_read=c.read_timeout),
             headers={k: reveal(v) for k, v in c.headers.items()},
         )

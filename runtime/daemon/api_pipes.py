@@ -159,6 +159,8 @@ async def pump_operation(request: web.Request) -> web.Response:
     rt, pipe = daemon.runtime, spec.id
     args = await params(request)
     op = args.get("operation")
+    if daemon.scheduler is None:  # the HTTP server listens a moment before the scheduler exists
+        raise http_error(503, "the daemon's scheduler is starting; try again in a moment", pipe=pipe)
     pump = daemon.scheduler.pump(pipe)
     result: dict[str, Any] = {"pipe": pipe, "operation": op}
     if op in ("start", "start-rescan"):

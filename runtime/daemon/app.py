@@ -44,7 +44,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def http_error(status: int, message: str, **fields: Any) -> web.HTTPException:
     """An aiohttp HTTP exception with a JSON body ``{"error": message, "status": status, ...}``."""
-    cls = web.HTTPException
+    cls: type[web.HTTPException] = web.HTTPException
     for candidate in (web.HTTPBadRequest, web.HTTPUnauthorized, web.HTTPForbidden, web.HTTPNotFound,
                       web.HTTPConflict, web.HTTPInternalServerError, web.HTTPMethodNotAllowed):
         if candidate.status_code == status:

@@ -368,7 +368,7 @@ async def read(
             "ORDER BY l.off LIMIT ?"
         )
         args = (low, ds.committed, ds.committed, limit)
-    rows = await conn.execute_fetchall(sql, args)
+    rows = list(await conn.execute_fetchall(sql, args))
     entities = [orjson.loads(body) for _, body in rows]
     if len(rows) < limit:
         end = ds.committed if ds.committed > low else since
@@ -384,7 +384,7 @@ async def versions(
     sql = f"SELECT body FROM {ds.log} WHERE id = ? AND off <= ? ORDER BY off DESC"
     if not history:
         sql += " LIMIT 1"
-    rows = await conn.execute_fetchall(sql, (entity_id, ds.committed))
+    rows = list(await conn.execute_fetchall(sql, (entity_id, ds.committed)))
     return [orjson.loads(r[0]) for r in reversed(rows)]
 
 
