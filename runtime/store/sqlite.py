@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS exec_log(
 CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
 """
 
+_SEENLESS = "SELECT ds FROM datasets WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'seen_' || ds)"
+"""Datasets without their ``seen_N`` table (see :meth:`SqliteStore._migrate`)."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -116,29 +118,47 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open state store {self.path}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
 
     async def _migrate(self) -> None:
-        """Bring a store written by an older Sluice to ``SCHEMA_VERSION`` (``PRAGMA user_version``)."""
+        """Bring a store written by an older Sluice to ``SCHEMA_VERSION`` (``PRAGMA user_version``).
+
+        Raises:
+            StoreError: the store was written by a newer Sluice (a higher schema version).
+        """
         conn = self._w
         row = await fetch_one(conn, "PRAGMA user_version")
         version = row[0] if row else 0
-        if version >= SCHEMA_VERSION:
-            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"state store {self.path} has schema version {version}, written by a newer Sluice "
+                             f"(this one knows {SCHEMA_VERSION}); upgrade Sluice to use it")
+        if version == SCHEMA_VERSION and not await conn.execute_fetchall(_SEENLESS):
+            return  # nothing to do: no write transaction
         async with self._transaction() as tx:
-            columns = {r[1] for r in await tx.execute_fetchall("PRAGMA table_info(datasets)")}
-            if "ids" not in columns:  # version 0 -> 1: id and deletion counters per dataset
-                await tx.execute("ALTER TABLE datasets ADD COLUMN ids INTEGER NOT NULL DEFAULT 0")
-                await tx.execute("ALTER TABLE datasets ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
-                keys = [r[0] for r in await tx.execute_fetchall("SELECT ds FROM datasets")]
-                for key in keys:
-                    await tx.execute(
-                        f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
-                        f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
-                    )
+            if version < 1:  # version 0 -> 1: id and deletion counters per dataset
+                await self._add_counters(tx)
             # version 1 -> 2: the entity_retries table, created by SCHEMA above
-            for (key,) in await tx.execute_fetchall("SELECT ds FROM datasets"):  # 2 -> 3: seen_N per dataset
+            # version 2 -> 3: a seen_N table per dataset. Checked on every open, not only on the
+            # upgrade: a Sluice of schema 2 opening this store afterwards creates datasets without one.
+            for (key,) in await tx.execute_fetchall(_SEENLESS):
                 await dsql.create_seen(tx, key)
-            await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                await tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    async def _add_counters(tx: aiosqlite.Connection) -> None:
+        columns = {r[1] for r in await tx.execute_fetchall("PRAGMA table_info(datasets)")}
+        if "ids" in columns:  # a new store: SCHEMA created them
+            return
+        await tx.execute("ALTER TABLE datasets ADD COLUMN ids INTEGER NOT NULL DEFAULT 0")
+        await tx.execute("ALTER TABLE datasets ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
+        for (key,) in await tx.execute_fetchall("SELECT ds FROM datasets"):
+            await tx.execute(
+                f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
+                f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
+            )
 
     async def close(self) -> None:
         """Close both connections; safe to call twice."""

@@ -278,3 +278,41 @@ async def test_store_of_schema_version_2_gets_its_seen_tables(tmp_path):
         assert r.unchanged == 1 and [e["_id"] for e in await s.unseen("ds", 2, 10)] == ["b"]
     finally:
         await s.close()
+
+
+async def test_a_dataset_created_by_an_older_sluice_after_the_upgrade_gets_its_seen_table(tmp_path):
+    import sqlite3
+
+    from runtime.store import SqliteStore
+
+    path = tmp_path / "mixed.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.write_batch("a", [{"_id": "x"}], pipe="p", checkpoint=None)
+    await s.write_batch("c", [{"_id": "x"}, {"_id": "y"}], pipe="q", checkpoint=None, sweep=1)
+    await s.close()
+    with sqlite3.connect(path) as c:  # what a Sluice of schema 2 leaves: version 3 kept, no seen_2
+        c.execute("DROP TABLE seen_2")
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        r = await s.write_batch("c", [{"_id": "x"}], pipe="q", checkpoint=None, sweep=7)
+        assert r.unchanged == 1 and [e["_id"] for e in await s.unseen("c", 7, 10)] == ["y"]
+    finally:
+        await s.close()
+
+
+async def test_a_store_of_a_newer_schema_is_refused(tmp_path):
+    import sqlite3
+
+    from runtime.errors import StoreError
+    from runtime.store import SqliteStore
+
+    path = tmp_path / "newer.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.close()
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99, written by a newer Sluice"):
+        await SqliteStore(path).open()
