@@ -27,7 +27,8 @@ class DatasetSourceConfig(SourceConfig):
 
     Attributes:
         dataset: the dataset to read.
-        include_previous_versions: emit every committed version, not only the latest (history).
+        include_previous_versions: emit every committed version, not only the latest per ``_id``
+            (history).
     """
 
     type: Literal["dataset"]
@@ -67,12 +68,14 @@ class DatasetSinkConfig(ComponentConfig):
     """``{"type": "dataset", "dataset": ID}``; the dataset defaults to the pipe's ``_id``.
 
     Attributes:
-        dataset: dataset written (default: the pipe ``_id``).
-        deletion_tracking: after a complete full run, write ``_deleted: true`` versions of ids the
-            run did not see (default true; Sesam).
-        circuit_breaker_threshold_count: most changes one run may make visible.
-        circuit_breaker_threshold_factor: the same as a factor of the ids in the dataset; with
-            both set the larger limit applies. Inactive until the dataset is populated (Sesam).
+        dataset: dataset written (one writer per dataset); unset: the pipe ``_id``.
+        deletion_tracking: after a complete full run, tombstone the ids the run did not see
+            (write ``_deleted: true`` versions; Sesam).
+        circuit_breaker_threshold_count: most changes one run may make visible; past it the rest
+            of the run is held and the pipe is tripped until ``sluice breaker commit|rollback``.
+            Inactive until the dataset is populated (Sesam).
+        circuit_breaker_threshold_factor: the same limit as a factor of the dataset's ids; with
+            both set the larger limit applies.
     """
 
     type: Literal["dataset"]
@@ -175,7 +178,11 @@ class DatasetSink(Sink):
 
 
 class NullSinkConfig(ComponentConfig):
-    """``{"type": "null"}``: discards entities (the checkpoint still advances)."""
+    """``{"type": "null"}``: discards entities (the checkpoint still advances).
+
+    Attributes:
+        type: ``null``.
+    """
 
     type: Literal["null"]
 

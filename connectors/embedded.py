@@ -19,7 +19,8 @@ class EmbeddedSourceConfig(SourceConfig):
     """``{"type": "embedded", "entities": [{"_id": "a", ...}, ...]}``.
 
     Attributes:
-        entities: the entities, each an object with a string ``_id``.
+        entities: the entities, each an object with a string ``_id``; every run is full, so an
+            entity taken out of the list is deleted by deletion tracking.
     """
 
     type: Literal["embedded"]

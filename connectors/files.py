@@ -33,14 +33,15 @@ class FileSourceConfig(SourceConfig):
 
     Attributes:
         path: the file; relative paths resolve against the config directory.
-        format: ``csv``, ``json`` (an array) or ``ndjson``; default from the suffix
-            (.csv, .json, .ndjson/.jsonl).
+        format: ``csv``, ``json`` (an array) or ``ndjson``; unset: from the suffix (.csv, .json,
+            .ndjson or .jsonl).
         payload_property: JSON only: dotted path to the array inside the document
-            (e.g. ``"3166-1"``); default: the document is the array.
+            (e.g. ``"3166-1"``); unset: the document is the array.
         primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
-        id_expression: Jinja template over the record's fields giving ``_id`` (Sesam).
+        id_expression: Jinja2 template over the record's fields giving ``_id`` (sandboxed;
+            Sesam).
         delimiter: CSV field delimiter (one character).
-        encoding: text encoding (CSV and NDJSON).
+        encoding: text encoding of a CSV file (JSON and NDJSON are read as UTF-8).
     """
 
     type: Literal["file"]

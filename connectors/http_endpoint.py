@@ -28,7 +28,7 @@ class HttpEndpointSourceConfig(SourceConfig):
     """``{"type": "http_endpoint"}``: entities arrive by JSON push.
 
     Attributes:
-        token: an extra bearer token (``$SECRET(name)``) allowed to POST to this receiver only,
+        token: an extra bearer token (``$SECRET(name)``) allowed to push to this receiver only,
             besides the daemon's admin tokens.
     """
 
@@ -59,7 +59,7 @@ class HttpEndpointSinkConfig(ComponentConfig):
     """``{"type": "http_endpoint"}``: the pipe is a JSON pull publisher.
 
     Attributes:
-        anonymous_read: serve the publisher without a token (default false).
+        anonymous_read: serve the publisher without a token.
     """
 
     type: Literal["http_endpoint"]

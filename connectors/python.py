@@ -43,7 +43,8 @@ class PythonTransformConfig(ComponentConfig):
     """``{"type": "python", "function": "module:function"}``.
 
     Attributes:
-        function: ``module:function`` taking ``list[dict]`` and returning ``list[dict]``.
+        function: ``module:function`` taking a batch (``list[dict]``) and returning the entities
+            to pass on (``list[dict]``); imported from the config directory or the Python path.
     """
 
     type: Literal["python"]

@@ -37,7 +37,11 @@ class Chunk(list[Any]):
 
 
 class ComponentConfig(BaseModel):
-    """Base of every component config model: unknown keys are errors, ``type`` names the class."""
+    """Base of every component config model: unknown keys are errors, ``type`` names the class.
+
+    Attributes:
+        type: the component's type name, as registered (``sluice describe`` lists them).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     type: str
@@ -47,8 +51,8 @@ class SourceConfig(ComponentConfig):
     """Options every source accepts.
 
     Attributes:
-        if_source_empty: ``"fail"`` makes a *full* run that reads no entity fail instead of
-            deleting everything through deletion tracking (Sesam).
+        if_source_empty: ``"fail"``: a *full* run that reads no entity fails instead of deleting
+            everything through deletion tracking (Sesam's guard for sporadic empty responses).
     """
 
     if_source_empty: Literal["fail"] | None = None

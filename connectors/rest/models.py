@@ -49,7 +49,13 @@ def _codes(value: str | None) -> str | None:
 
 
 class BasicAuth(_Strict):
-    """``{"type": "basic", "username": "u", "password": "$SECRET(pw)"}``."""
+    """``{"type": "basic", "username": "u", "password": "$SECRET(pw)"}``.
+
+    Attributes:
+        type: ``basic``: HTTP basic authentication.
+        username: the user name (may be a secret).
+        password: the password, a ``$SECRET(...)``.
+    """
 
     type: Literal["basic"]
     username: str | Secret
@@ -57,7 +63,12 @@ class BasicAuth(_Strict):
 
 
 class BearerAuth(_Strict):
-    """``{"type": "bearer", "token": "$SECRET(token)"}``: ``Authorization: Bearer <token>``."""
+    """``{"type": "bearer", "token": "$SECRET(token)"}``: ``Authorization: Bearer <token>``.
+
+    Attributes:
+        type: ``bearer``: a token in the ``Authorization`` header.
+        token: the token, a ``$SECRET(...)``, sent as ``Authorization: Bearer <token>``.
+    """
 
     type: Literal["bearer"]
     token: Secret
@@ -67,6 +78,12 @@ class ApiKeyAuth(_Strict):
     """``{"type": "api_key", "name": "X-Api-Key", "value": "$SECRET(k)", "location": "header"}``.
 
     ``location: query`` sends it as a query parameter (redacted in every error and log line).
+
+    Attributes:
+        type: ``api_key``: a key sent in a header or a query parameter.
+        name: the header or query parameter carrying the key.
+        value: the key, a ``$SECRET(...)``.
+        location: ``header`` or ``query`` (a query key shows as ``***`` in every error and log).
     """
 
     type: Literal["api_key"]
@@ -78,16 +95,20 @@ class ApiKeyAuth(_Strict):
 class OAuth2Auth(_Strict):
     """OAuth2 token flow: ``client_credentials`` or ``refresh_token`` grant.
 
+    A 401 makes it fetch a new token once and repeat the request.
+
     Attributes:
+        type: ``oauth2``: tokens from ``token_url``, refreshed before they expire.
         token_url: absolute URL, or relative to the system's ``base_url``.
+        grant_type: ``client_credentials`` or ``refresh_token`` (needs ``refresh_token``).
         client_id, client_secret: client credentials (sent as form fields).
         refresh_token: the refresh token for the ``refresh_token`` grant (a rotated token returned
-            by the server replaces it in memory).
+            by the server replaces it in memory, not persisted across restarts).
         scope: optional scope.
-        refresh_window: seconds before expiry at which the token is refreshed (default 30; at
-            most half the token's lifetime, so a token living 20 s is reused for 10 s).
-        default_expires_in: lifetime assumed when the token response has no usable
-            ``expires_in`` (a positive number or numeric string).
+        refresh_window: seconds before expiry at which the token is refreshed (at most half the
+            token's lifetime, so a token living 20 s is reused for 10 s).
+        default_expires_in: lifetime in seconds assumed when the token response has no usable
+            ``expires_in`` (a positive number or numeric string counts).
     """
 
     type: Literal["oauth2"]
@@ -114,15 +135,15 @@ class RetryRule(_Strict):
     """How one class of failures is retried.
 
     Attributes:
-        retry: False turns retries off for these statuses.
+        retry: false turns retries off for these statuses.
         max_attempts: attempts in total, the first included.
-        base_delay: seconds before the 2nd attempt; doubled per attempt, full jitter of +-50 %.
+        base_delay: seconds before the 2nd attempt; doubled per attempt, jitter of +-50 %.
         max_delay: cap of one backoff delay, seconds.
-        max_retry_after: the longest ``Retry-After`` honoured, seconds; a longer one fails at once.
+        max_retry_after: the longest ``Retry-After`` honoured, seconds; a longer one fails at once
+            (``Retry-After`` may be whole or fractional seconds or an HTTP date, read as GMT).
         retry_non_idempotent: also retry POST / PATCH requests after these failures even though
-            the server may already have acted on them (default: the system's
-            ``retry_non_idempotent``, itself default false; a 429 and a failed connect are always
-            retried).
+            the server may already have acted on them; unset: the system's
+            ``retry_non_idempotent`` (a 429 and a failed connect are always retried).
     """
 
     retry: bool = True
@@ -136,25 +157,42 @@ class RetryRule(_Strict):
 class PagingConfig(_Strict):
     """How the pages of one operation are requested and when paging stops.
 
+    Safety net (always on): a request already made in this sequence (a next link or cursor seen
+    before), a cursor that does not advance, or a non-empty page equal to the previous one is a
+    ``BadDataError`` naming the request.
+
     Attributes:
         type: ``none``; ``next_link`` (URL in the body at ``next_link_path`` or in the header
             ``next_link_header``); ``link_header`` (RFC 8288 ``Link: <..>; rel="next"``);
-            ``offset`` (``offset_param`` + ``size_param``); ``page`` (``page_param`` from
-            ``first_page``); ``cursor`` (token from ``cursor_path`` / ``cursor_header`` sent back
-            as ``cursor_param``); ``since`` (the next page is asked for with ``since_param`` =
-            the ``_updated`` of the last entity received: Sesam's JSON pull protocol).
-        page_size: sent as ``size_param`` (when set) and used by ``short_page``.
+            ``offset``; ``page``; ``cursor`` (token from ``cursor_path`` / ``cursor_header`` sent
+            back as ``cursor_param``); ``since`` (the next page is asked for with ``since_param``
+            = the ``_updated`` of the last entity received, which is how Sesam JSON pull
+            publishers page; needs ``_updated`` on the records or ``updated_expression``).
+        page_size: page size, sent as ``size_param`` (when set) and used by ``short_page``.
+        size_param: query parameter carrying ``page_size``; unset: the size is not sent.
+        offset_param: ``offset`` paging: query parameter of the offset, which advances by the
+            records received.
+        start_offset: ``offset`` paging: the first offset.
+        page_param: ``page`` paging: query parameter of the page number.
+        first_page: ``page`` paging: the first page number.
+        cursor_param: ``cursor`` paging: query parameter carrying the cursor.
+        cursor_path: ``cursor`` paging: dotted path to the next cursor in the response body.
+        cursor_header: ``cursor`` paging: response header holding the next cursor.
+        next_link_path: ``next_link`` paging: dotted path to the next page's URL in the body.
+        next_link_header: ``next_link`` paging: response header holding the next page's URL.
+        since_param: query parameter used by ``since`` paging for pages after the first (the
+            first page carries the source's own since, per ``since_property_name``).
+        total_path: dotted path to the total record count in the body (``total_count``).
+        total_header: response header holding the total record count (e.g. ``X-Total-Count``).
         stop_on: stop conditions, any of ``empty_page``, ``short_page``, ``no_next``,
-            ``total_count``; default: ``no_next`` for link/cursor types, ``empty_page`` (+
+            ``total_count``; unset: ``no_next`` for link/cursor types, ``empty_page`` (+
             ``total_count`` when a total is configured) for offset/page/since. ``short_page`` is
-            opt-in: a server that caps the page size would otherwise end a full run early.
-        since_param: query parameter of ``since`` paging (default ``since``; the first page
-            carries the source's own since as configured by ``since_property_name``).
-        total_path / total_header: where the total number of records is (``total_count``).
+            opt-in, because a server that caps the page size would end a full run early and
+            deletion tracking would delete the rest. A known total always wins over a short page.
         max_pages: hard cap on pages per paging sequence.
-        on_max_pages: ``fail`` (default): reaching ``max_pages`` while the server indicates more
-            pages is an error naming the request (a silent cut would make deletion tracking
-            delete the rest); ``stop``: stop there.
+        on_max_pages: ``fail``: reaching ``max_pages`` while the server indicates more pages is an
+            error naming the request (a silent cut would let deletion tracking delete the rest);
+            ``stop``: stop there.
     """
 
     type: Literal["none", "next_link", "link_header", "offset", "page", "cursor", "since"] = "none"
@@ -193,18 +231,28 @@ class PagingConfig(_Strict):
 class OperationConfig(_Strict):
     """A named operation of a REST system; every key may be overridden by the source/transform.
 
+    Templates are Jinja2, sandboxed; they see ``since``, ``properties`` (the component's
+    ``properties`` object) and, in the transform, ``entity``. An undefined variable is an error
+    naming the request.
+
     Attributes:
         url: Jinja template; relative to the system's ``base_url`` unless absolute.
-        method: HTTP method.
-        params, headers: Jinja templates per query parameter / header.
-        payload: a Jinja template string, or a JSON value whose strings are templates.
-        payload_type: ``json`` (default), ``form`` or ``text``.
-        payload_property: dotted path to the entity list in the response (default: the body).
-        id_expression, updated_expression: Jinja templates over a record giving ``_id`` /
-            ``_updated`` (an integer literal becomes an int).
-        deleted_expression: Jinja template over a record; ``true`` (any case) marks the entity
+        method: HTTP method; unset: ``GET``.
+        params: Jinja template per query parameter.
+        headers: Jinja template per header.
+        payload: a template string (rendered; must be JSON for ``json``), or a JSON value whose
+            strings are templates.
+        payload_type: ``json``, ``form`` or ``text``; unset: ``json``.
+        payload_property: dotted path to the record list in the response; unset or ``""``: the
+            body. A single object counts as one record.
+        id_expression: template over the record's fields giving ``_id`` (else the record needs a
+            string ``_id``).
+        updated_expression: template giving ``_updated`` (the since value); an integer literal
+            becomes an int.
+        deleted_expression: template over the record; ``true`` (any case) marks the entity
             ``_deleted`` (delta streams and tombstones such as Kinto's ``deleted``).
-        paging: see :class:`PagingConfig`.
+        paging: how pages are requested and when paging stops (``PagingConfig``); unset: no
+            paging.
     """
 
     url: str | None = None
@@ -239,18 +287,27 @@ class RestSystemConfig(_Strict):
     """``{"_id": "crm", "type": "system:rest", "base_url": "https://api.example.com/v1/"}``.
 
     Attributes:
-        base_url: prefix of every relative operation URL.
-        headers: sent with every request (values may be ``$SECRET(...)``).
-        auth: ``basic``, ``bearer``, ``api_key`` or ``oauth2`` (see the classes above).
-        verify_ssl: verify TLS certificates (default true).
-        connect_timeout, read_timeout: seconds (read: between two chunks of the response).
-        concurrency: requests in flight at once, shared by every pipe using the system.
-        rate_limit: requests per second, shared the same way (default: unlimited).
-        retry_strategy: per-status rules, keys ``"429"``, ``"500-599"``, ``"502,504"``,
-            ``"connection"`` or ``"default"``; the most specific key wins (Sesam).
-        retry_non_idempotent: retry POST / PATCH after 5xx, timeouts and dropped connections too
-            (default false: they could be written twice; a rule may override it).
-        operations: named operations.
+        type: the system type, ``system:rest``.
+        base_url: prefix of every relative operation ``url``.
+        headers: sent with every request; values may be ``$SECRET(...)``.
+        auth: one of the auth objects, by ``type``: ``basic``, ``bearer``, ``api_key`` or
+            ``oauth2``; unset: no authentication.
+        verify_ssl: verify TLS certificates.
+        connect_timeout: seconds to open a connection.
+        read_timeout: seconds between two chunks of the response.
+        concurrency: requests in flight at once, shared by every pipe using the system (also the
+            aiohttp connection limit).
+        rate_limit: requests per second, shared the same way; a 429's ``Retry-After`` pauses the
+            whole system; unset: unlimited.
+        retry_strategy: rules (``RetryRule``) keyed ``"429"``, ``"500-599"``, ``"502,504"``,
+            ``"connection"`` or ``"default"``; the key naming fewest codes wins (Sesam).
+        retry_non_idempotent: also retry POST and PATCH after 5xx, timeouts and dropped
+            connections, although the server may already have applied them; by default those
+            methods are retried only after a 429 or a connection that never opened (sources that
+            POST read-only queries can safely set it; a ``retry_strategy`` rule may override it
+            for its statuses).
+        operations: named operations (``OperationConfig``); sources and transforms name one by
+            ``operation``.
     """
 
     type: Literal["system:rest"]
@@ -276,7 +333,15 @@ class RestSystemConfig(_Strict):
 
 
 class _Call(OperationConfig):
-    """Keys a source or transform shares: the system, the operation, inline overrides."""
+    """Keys a source or transform shares: the system, the operation, inline overrides.
+
+    Attributes:
+        system: ``_id`` of the ``system:rest`` to call.
+        operation: name of one of the system's ``operations`` whose keys this component starts
+            from; every operation key may also be set (or overridden) inline. Optional when the
+            keys are inline.
+        properties: an object the templates see as ``properties``.
+    """
 
     system: str = Field(min_length=1)
     operation: str | None = None
@@ -290,9 +355,12 @@ class RestSourceConfig(_Call, SourceConfig):
         since_property_name: name of the query parameter or header carrying since.
         since_property_location: ``query``, ``header`` or ``template`` (only ``{{ since }}``
             in the templates; Sesam's ``manual``).
-        initial_since_value: since sent when the pipe has none stored yet.
-        supports_since, is_chronological, is_since_comparable: continuation flags
-            (Sesam defaults false / true / false).
+        initial_since_value: since sent while the pipe has none stored yet.
+        supports_since: the source uses since (Sesam's continuation flag).
+        is_chronological: records come in increasing ``_updated`` order, so since is
+            checkpointed per batch (Sesam).
+        is_since_comparable: ``_updated`` values can be ordered, so the maximum is stored at the
+            end of the run (Sesam).
     """
 
     type: Literal["rest"]
@@ -309,15 +377,20 @@ class RestTransformConfig(_Call, ComponentConfig):
     """``{"type": "rest", "system": "crm", "operation": "get-item"}``: one call per entity.
 
     Attributes:
-        concurrency: calls in flight for this transform (the system's limit applies too).
-        response_property: where the parsed response body goes (default ``response``).
-        response_status_property, response_headers_property: where status / headers go.
-        allowed_status_codes: statuses that are accepted (default ``200-299``); others fail.
+        concurrency: calls in flight for this transform (the system's ``concurrency`` also
+            applies); the output keeps the input order.
+        response_property: property receiving the parsed response body (JSON, else text).
+        response_status_property: property receiving the response status; unset: not kept.
+        response_headers_property: property receiving the response headers; unset: not kept.
+        allowed_status_codes: accepted statuses, e.g. ``"200-299,404"``; any other status fails
+            the run naming the request.
         ignored_status_codes: statuses that drop the entity silently.
-        replace_entity: emit the response's entities instead of the input entity.
-        if_transform_empty: ``fail`` fails the run when a non-empty batch gives no entity.
-        call_deleted: also call the operation for ``_deleted`` entities (default false: they
-            pass through unchanged, so deletions propagate without a request).
+        replace_entity: emit the response's records (at ``payload_property``, ``_id`` via
+            ``id_expression``) instead of the input entity.
+        if_transform_empty: ``fail``: a non-empty batch that yields no entity fails the run (per
+            batch, not per run).
+        call_deleted: also call the operation for ``_deleted`` entities; by default they pass
+            through unchanged, so deletions propagate without a request.
     """
 
     type: Literal["rest"]

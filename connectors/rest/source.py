@@ -41,7 +41,7 @@ def rest_system(context: Any, kind: str) -> RestSystem:
 
 
 class RestSource(Source):
-    """Reads every page of an operation; see the module docstring."""
+    """Pages through a REST operation, one batch per page, with Sesam's since handling."""
 
     Config: ClassVar[type[ComponentConfig]] = RestSourceConfig
     config: RestSourceConfig

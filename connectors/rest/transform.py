@@ -28,7 +28,7 @@ from runtime.errors import BadDataError, SourceEmptyError, first_error
 
 
 class RestTransform(Transform):
-    """Calls the operation for each entity; see the module docstring."""
+    """Calls a REST operation per entity, ``concurrency`` at once, output in input order."""
 
     Config: ClassVar[type[ComponentConfig]] = RestTransformConfig
     config: RestTransformConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.cli import commands, serve
+from runtime.cli import commands, describe, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,7 @@ for command in (commands.run, commands.check, commands.pipes, commands.datasets,
                 commands.entities, commands.reset, commands.breaker_cmd):
     cli.add_command(command)
 cli.add_command(serve.serve)
+cli.add_command(describe.describe_cmd)
 
 
 def main() -> None:

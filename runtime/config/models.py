@@ -21,19 +21,23 @@ class PumpConfig(_Strict):
     """When a pipe runs (Sesam's pump). Used by the daemon; ``sluice run`` ignores schedules.
 
     Attributes:
-        mode: ``scheduled`` (default), ``manual`` (only on request) or ``off`` (never runs).
-        schedule_interval: seconds between runs.
-        cron_expression: cron schedule (wins over ``schedule_interval``).
-        rescan_run_count: every Nth run is a full rescan.
-        rescan_cron_expression: cron schedule of full rescans.
-        partial_rescan_run_count: every Nth run is a partial rescan.
+        mode: ``scheduled``, ``manual`` (on request only) or ``off`` (never runs).
+        schedule_interval: seconds between run starts (daemon); unset: 30 (dataset source) / 900
+            (any other source), Sesam's defaults.
+        cron_expression: cron schedule in UTC (daemon; wins over ``schedule_interval``).
+        rescan_run_count: every Nth run is a full rescan (with deletion tracking).
+        rescan_cron_expression: a full rescan when this cron schedule (UTC) has fired since the
+            last one.
+        partial_rescan_run_count: every Nth run starts with since moved back by
+            ``partial_rescan_delta`` (set both or neither).
         partial_rescan_delta: how far a partial rescan moves since back (integer since: that many;
-            ISO datetime since: seconds).
+            ISO-8601 datetime since: seconds).
         run_at_startup: run once when the daemon starts.
-        max_retries_per_entity: attempts (at most one per run) before an entity a sink keeps
-            refusing goes to ``dead_letter_dataset`` (Sesam; only with a dead-letter dataset).
-        dead_letter_dataset: dataset receiving entities whose retries are exhausted; unset, an
-            entity a sink refuses fails the run.
+        max_retries_per_entity: failed attempts (at most one per run) before an entity a sink
+            keeps refusing goes to ``dead_letter_dataset`` (Sesam; only with a dead-letter
+            dataset).
+        dead_letter_dataset: dataset for entities a sink keeps refusing; unset, an entity error
+            fails the run.
     """
 
     mode: Literal["scheduled", "manual", "off"] = "scheduled"
@@ -65,14 +69,36 @@ class CompactionConfig(_Strict):
     """Retention of the sink dataset (Sesam's ``compaction``).
 
     Attributes:
-        keep_versions: versions kept per ``_id`` (default 2); null keeps every version (history).
+        keep_versions: versions kept per ``_id`` in the sink dataset; ``null`` keeps every version
+            (history).
     """
 
     keep_versions: int | None = Field(default=2, ge=1)
 
 
 class PipeModel(_Strict):
-    """A pipe object as written in a config file (components still untyped dicts)."""
+    """A pipe: a source, optional transforms and a sink, and when it runs (Sesam's pipe).
+
+    This is the pipe object as written in a config file: the components are still untyped
+    objects, each validated by its type's own model (``sluice describe source TYPE``).
+
+    Attributes:
+        _id: pipe id (no ``/``); also the default sink dataset.
+        type: always ``pipe``.
+        name, description, comment: free text.
+        metadata: a free object kept with the config.
+        source: a source object (``sluice describe source``).
+        transform: a transform object or a list of them, applied in order.
+        sink: a sink object; unset: ``{"type": "dataset"}``, whose dataset is the pipe ``_id``.
+        pump: when the pipe runs (``sluice describe pump``).
+        batch_size: entities per batch (1-100,000).
+        max_batch_bytes: a batch is cut earlier once its entities' JSON reaches this many bytes,
+            so memory stays bounded (mailboxes hold 4 batches each) however large the entities.
+        disable_set_last_seen: refuse resets and since changes (protects a delta-only source's
+            history; Sesam).
+        compaction: retention of the sink dataset: ``{"keep_versions": N}`` keeps N versions per
+            ``_id`` (default 2); ``null`` keeps every version.
+    """
 
     id: str = Field(alias="_id", min_length=1)
     type: Literal["pipe"]
@@ -91,7 +117,12 @@ class PipeModel(_Strict):
 
 
 class SystemModel(BaseModel):
-    """A system object: ``_id`` and ``type`` (``system:...``); the rest is the type's own config."""
+    """A system object: ``_id`` and ``type`` (``system:...``); the rest is the type's own config.
+
+    Attributes:
+        _id: system id (no ``/``), named by the ``system`` key of sources and transforms.
+        type: the system type, ``system:<kind>``.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     id: str = Field(alias="_id", min_length=1)

@@ -28,6 +28,16 @@ from runtime.store.protocol import WriteResult
 
 
 class CounterSourceConfig(SourceConfig):
+    """``{"type": "example_counter", "count": 10}``.
+
+    Attributes:
+        count: the last number counted to.
+        chunk_size: entities per yielded chunk.
+        delay_s: seconds to wait before each chunk.
+        fail_while_exists: a path (relative to the config directory); while that file exists
+            every read fails with a TransientError.
+    """
+
     type: Literal["example_counter"]
     count: int = Field(ge=0)
     chunk_size: int = Field(default=100, ge=1)
@@ -61,6 +71,13 @@ class CounterSource(Source):
 
 
 class StampTransformConfig(ComponentConfig):
+    """``{"type": "example_stamp", "field": "stamped", "value": true}``.
+
+    Attributes:
+        field: the field set on every entity.
+        value: the value it is set to (any JSON value).
+    """
+
     type: Literal["example_stamp"]
     field: str = "stamped"
     value: Any = True
@@ -77,6 +94,13 @@ class StampTransform(Transform):
 
 
 class JsonLinesSinkConfig(ComponentConfig):
+    """``{"type": "example_jsonl", "path": "out.jsonl"}``.
+
+    Attributes:
+        path: the JSON-lines file appended to; relative paths resolve against the config
+            directory.
+    """
+
     type: Literal["example_jsonl"]
     path: str
 
