@@ -62,6 +62,8 @@ class RunResult:
         read: entities read from the source.
         new, changed, deleted, unchanged: what the sink did (deletion tracking included).
         seconds: wall time of the run.
+        started_us: when the run started, integer microseconds since the Unix epoch (the pump
+            reads it back after a restart, see :mod:`runtime.pump.schedule`).
         error: the error that failed the run, or None.
     """
 
@@ -76,6 +78,7 @@ class RunResult:
     deleted: int = 0
     unchanged: int = 0
     seconds: float = 0.0
+    started_us: int = field(default_factory=lambda: time.time_ns() // 1000)
     error: SluiceError | None = None
 
     @property
@@ -97,7 +100,7 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (execution log, pipe state)."""
         out = {k: getattr(self, k) for k in (
-            "run_id", "status", "kind", "full", "read", "new", "changed", "deleted", "unchanged")}
+            "run_id", "status", "kind", "full", "read", "new", "changed", "deleted", "unchanged", "started_us")}
         out["seconds"] = round(self.seconds, 3)
         if self.error is not None:
             out["error"] = str(self.error)

@@ -23,8 +23,10 @@ class PumpConfig(_Strict):
     Attributes:
         mode: ``scheduled``, ``manual`` (on request only) or ``off`` (never runs).
         schedule_interval: seconds between run starts (daemon); unset: 30 (dataset source) / 900
-            (any other source), Sesam's defaults.
-        cron_expression: cron schedule in UTC (daemon; wins over ``schedule_interval``).
+            (any other source) with ±5 % jitter, Sesam's defaults. Over 3600 the last start is
+            persisted: a run missed while the daemon was down happens when it is back.
+        cron_expression: cron schedule in UTC (daemon; wins over ``schedule_interval``); a fire
+            time missed while the daemon was down runs when it is back.
         rescan_run_count: every Nth run is a full rescan (with deletion tracking).
         rescan_cron_expression: a full rescan when this cron schedule (UTC) has fired since the
             last one.

@@ -26,7 +26,7 @@ import structlog
 from runtime.config.models import PipeSpec
 from runtime.errors import OperationRefusedError, PipeTrippedError
 from runtime.pipes import RunResult
-from runtime.pump.schedule import backoff, next_regular
+from runtime.pump.schedule import backoff, first_regular, next_regular
 
 log = structlog.get_logger("sluice.pump")
 
@@ -111,7 +111,7 @@ class Pump:
         now = time.time()
         if self.scheduled:
             at_startup = self.spec.model.pump.run_at_startup
-            self.next_at = now if at_startup else next_regular(self.spec, now, None)
+            self.next_at = now if at_startup else first_regular(self.spec, now, self.last_start)
         while not self.stopping:
             delay = self._delay(time.time())
             with anyio.move_on_after(delay):
@@ -254,11 +254,14 @@ class Scheduler:
         return False
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run every pump until :meth:`stop`; operator flags (disabled) are read from the store."""
+        """Run every pump until :meth:`stop`; operator flags (disabled) and the last run's start
+        (for cron and long intervals, see :func:`first_regular`) are read from the store."""
         try:
             for pump in self.pumps.values():
                 state = await self.runtime.store.pipe_state(pump.pipe)
                 pump.disabled = bool(state.info.get("disabled"))
+                started_us = (state.info.get("last_run") or {}).get("started_us")
+                pump.last_start = started_us / 1e6 if isinstance(started_us, int) else None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 for pid, pump in self.pumps.items():

@@ -1,12 +1,17 @@
 """When a pump runs next: pure functions of the pump settings and the clock (no I/O).
 
 Sesam (configuration-pump.rst): ``cron_expression`` wins over ``schedule_interval``; with neither
-set a pipe reading only datasets runs every 30 s, any other pipe every 900 s. A failed run is
-retried after an exponential backoff, but never later than its regular schedule.
+set a pipe reading only datasets runs every 30 s ± 1.5 s, any other pipe every 900 s ± 45 s (the
+default intervals get ±5 % jitter so pipes started together spread out). Cron and long-interval
+(over an hour) start times are persisted (the last run's ``started_us`` in the pipe state), so a
+run missed while the daemon was down happens as soon as it is back. A failed run is retried after
+an exponential backoff, but never later than its regular schedule.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from croniter import croniter
@@ -15,6 +20,13 @@ from runtime.config.models import PipeSpec
 
 DATASET_DEFAULT_S = 30.0
 OTHER_DEFAULT_S = 900.0
+DEFAULT_JITTER = 0.05
+"""Fraction of a default interval by which a run moves, either way (Sesam: 30 s ± 1.5 s)."""
+PERSISTED_OVER_S = 3600.0
+"""Intervals longer than this (seconds) resume from the persisted last start after a restart."""
+
+Random = Callable[[], float]
+"""A source of floats in [0, 1) (``random.random``; tests pass a fixed one)."""
 
 
 def interval_of(spec: PipeSpec) -> float:
@@ -26,13 +38,22 @@ def interval_of(spec: PipeSpec) -> float:
     return DATASET_DEFAULT_S if reads_datasets else OTHER_DEFAULT_S
 
 
-def next_regular(spec: PipeSpec, now: float, last_start: float | None) -> float:
+def _step(spec: PipeSpec, rand: Random) -> float:
+    """Seconds to the next interval run: the interval, jittered when it is a default."""
+    interval = interval_of(spec)
+    if spec.model.pump.schedule_interval is not None:
+        return interval
+    return interval * (1 + DEFAULT_JITTER * (2 * rand() - 1))
+
+
+def next_regular(spec: PipeSpec, now: float, last_start: float | None, rand: Random = random.random) -> float:
     """Unix time of the next scheduled run.
 
     Args:
         spec: the pipe.
         now: the current Unix time.
         last_start: Unix time the last run started, None if none has run in this process.
+        rand: jitter source for default intervals.
 
     Returns:
         For cron: the next fire time after ``now``; for an interval: ``last_start + interval``
@@ -42,7 +63,30 @@ def next_regular(spec: PipeSpec, now: float, last_start: float | None) -> float:
     if pump.cron_expression:
         return cron_next(pump.cron_expression, now)
     base = last_start if last_start is not None else now
-    return base + interval_of(spec)
+    return base + _step(spec, rand)
+
+
+def first_regular(spec: PipeSpec, now: float, persisted: float | None, rand: Random = random.random) -> float:
+    """Unix time of the first scheduled run after the pump starts (Sesam).
+
+    Args:
+        spec: the pipe.
+        now: the current Unix time.
+        persisted: Unix time the pipe's last run started (any process; from the store), or None.
+        rand: jitter source for default intervals.
+
+    Returns:
+        ``now`` when a cron fire time, or the end of an interval over :data:`PERSISTED_OVER_S`,
+        passed since ``persisted`` (a run missed while the daemon was down); otherwise the next
+        cron fire time, ``persisted + interval`` for a long interval, or ``now + interval``.
+    """
+    pump = spec.model.pump
+    if pump.cron_expression:
+        missed = persisted is not None and cron_next(pump.cron_expression, persisted) <= now
+        return now if missed else cron_next(pump.cron_expression, now)
+    if persisted is not None and interval_of(spec) > PERSISTED_OVER_S:
+        return max(now, persisted + interval_of(spec))
+    return now + _step(spec, rand)
 
 
 def cron_next(expression: str, now: float) -> float:

@@ -95,3 +95,27 @@ async def _ids(api: Api, dataset: str, n: int) -> dict[str, Any] | None:
 async def _failures(api: Api, pipe: str, n: int) -> dict[str, Any] | None:
     p = await api.pipe(pipe)
     return p if p["pump"]["consecutive_failures"] >= n and not p["running"] else None
+
+
+async def test_a_cron_run_missed_while_the_daemon_was_down_runs_at_start(start_daemon: Any, session: Any) -> None:
+    import sqlite3
+
+    import orjson
+
+    from runtime import Runtime
+
+    yearly = "0 0 1 1 *"  # 1 January, 00:00 UTC
+    served = start_daemon([counter_pipe("missed", 3, cron_expression=yearly),
+                           counter_pipe("not-missed", 3, cron_expression=yearly)], start=False)
+    async with Runtime(served.config_dir, data_dir=served.data_dir) as rt:  # one run each, recorded
+        for pipe in ("missed", "not-missed"):
+            assert (await rt.run_pipe(pipe)).ok
+    missed_start = datetime(2025, 12, 31).timestamp()  # the daemon was down on 1 January 2026
+    with sqlite3.connect(served.data_dir / "sluice.db") as db:
+        info = orjson.loads(db.execute("SELECT info FROM pipes WHERE pipe = 'missed'").fetchone()[0])
+        info["last_run"]["started_us"] = int(missed_start * 1e6)
+        db.execute("UPDATE pipes SET info = ? WHERE pipe = 'missed'", (orjson.dumps(info).decode(),))
+    api = Api(served.start(), session)
+    await api.until(lambda: _at_least(api, "missed", 2), "the missed cron run")
+    not_missed = await api.pipe("not-missed")
+    assert not_missed["runs"] == 1 and not_missed["pump"]["next_run"].startswith(f"{datetime.now().year + 1}-01-01")
