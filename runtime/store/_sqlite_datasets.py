@@ -160,16 +160,16 @@ async def compare(conn: aiosqlite.Connection, ds: DatasetRow, batch: PreparedBat
             f"JOIN {ds.latest} x ON x.id = j.key AND x.hash = j.value",
             (sweep, payload),
         )
-    row = await fetch_one(
+    row = await fetch_one(  # two lists: ids never written, and [id, off, hash, deleted] of the others
         conn,
-        f"SELECT json_group_array(json_array(j.key, x.off, x.hash, x.deleted)) FROM json_each(?) j "
+        f"SELECT json_group_array(j.key) FILTER (WHERE x.id IS NULL), json_group_array(json_array(j.key, x.off, "
+        f"x.hash, x.deleted)) FILTER (WHERE x.id IS NOT NULL) FROM json_each(?) j "
         f"LEFT JOIN {ds.latest} x ON x.id = j.key WHERE j.type = 'null' OR x.hash IS NOT j.value",
         (payload,),
     )
     assert row is not None  # an aggregate always returns one row
-    prior: Prior = {
-        eid: None if off is None else (off, digest, deleted) for eid, off, digest, deleted in orjson.loads(row[0])
-    }
+    prior: Prior = dict.fromkeys(orjson.loads(row[0]))
+    prior.update((eid, (off, digest, deleted)) for eid, off, digest, deleted in orjson.loads(row[1]))
     for part in chunks(exact):
         rows = await conn.execute_fetchall(
             f"SELECT id, off, hash, deleted FROM {ds.latest} WHERE id IN ({marks(len(part))})", part
