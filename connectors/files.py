@@ -208,9 +208,9 @@ class FileSource(Source):
             except ijson.JSONError as exc:
                 raise BadDataError(f"not valid JSON after record {n}: {exc}", location=str(self.path)) from exc
             if n == 0 and self.config.payload_property:
-                fh.seek(0)
-                doc = orjson.loads(fh.read())
-                if not isinstance(doc, dict) or not isinstance(doc.get(self.config.payload_property), list):
+                fh.seek(0)  # no record: is the value at the (dotted) path an empty array, or not an array?
+                found = next(ijson.items(fh, self.config.payload_property, use_float=True), None)
+                if not isinstance(found, list):
                     raise BadDataError(
                         f"payload_property {self.config.payload_property!r} is not an array in the document",
                         location=str(self.path),

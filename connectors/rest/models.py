@@ -138,7 +138,7 @@ class RetryRule(_Strict):
         retry: false turns retries off for these statuses.
         max_attempts: attempts in total, the first included.
         base_delay: seconds before the 2nd attempt; doubled per attempt, jitter of +-50 %.
-        max_delay: cap of one backoff delay, seconds.
+        max_delay: cap of one backoff delay (jitter included), seconds.
         max_retry_after: the longest ``Retry-After`` honoured, seconds; a longer one fails at once
             (``Retry-After`` may be whole or fractional seconds or an HTTP date, read as GMT).
         retry_non_idempotent: also retry POST / PATCH requests after these failures even though

@@ -1,9 +1,10 @@
 """Retry decisions and the shared rate limit of a REST system; both free of I/O.
 
 Defaults (Sesam's ``retry_strategy`` idea, peers.md §4 "Retries"): 429, 5xx and connection errors
-are retried up to 5 attempts with exponential backoff (0.5 s, 1 s, 2 s, ... capped at 30 s) and
-full jitter of +-50 %; a ``Retry-After`` header (seconds, also fractional, or an HTTP date, read
-as GMT per RFC 9110 §5.6.7 even when it says ``-0000`` or nothing) is honoured up to
+are retried up to 5 attempts with exponential backoff (0.5 s, 1 s, 2 s, ...) with a jitter of
++-50 %, capped at 30 s (the cap applies after the jitter); a ``Retry-After`` header (seconds,
+also fractional, or an HTTP date, read as GMT per RFC 9110 §5.6.7 even when it says ``-0000``
+or nothing) is honoured up to
 ``max_retry_after``. Every other status is not retried.
 
 Non-idempotent methods (POST, PATCH; RFC 9110 §9.2.2) are retried by default only where the
@@ -101,8 +102,7 @@ class RetryPolicy:
             allowed = rule.retry_non_idempotent
             if not (self.retry_non_idempotent if allowed is None else allowed):
                 return None
-        backoff = min(rule.max_delay, rule.base_delay * 2 ** (attempt - 1))
-        backoff *= 0.5 + self.rand()
+        backoff = min(rule.max_delay, rule.base_delay * 2 ** (attempt - 1) * (0.5 + self.rand()))
         asked = retry_after_seconds(retry_after)
         if asked is not None:
             if asked > rule.max_retry_after:

@@ -7,9 +7,10 @@ Keys follow Sesam's where the concept is Sesam's (``_id``, ``type``, ``source``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -34,7 +35,7 @@ class PumpConfig(_Strict):
             ``partial_rescan_delta`` (set both or neither).
         partial_rescan_delta: how far a partial rescan moves since back (integer since: that many;
             ISO-8601 datetime since: seconds).
-        run_at_startup: run once when the daemon starts.
+        run_at_startup: run once when the daemon starts (and again when it reloads its config).
         max_retries_per_entity: failed attempts (at most one per run) before an entity a sink
             keeps refusing goes to ``dead_letter_dataset`` (Sesam; only with a dead-letter
             dataset).
@@ -56,8 +57,14 @@ class PumpConfig(_Strict):
     @field_validator("cron_expression", "rescan_cron_expression")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        if not croniter.is_valid(value):
             raise ValueError(f"not a valid cron expression: {value!r}")
+        try:  # valid syntax may still never fire ("0 0 30 2 *": 30 February)
+            croniter(value, datetime.now(UTC)).get_next(float)
+        except CroniterBadDateError:
+            raise ValueError(f"cron expression {value!r} never fires") from None
         return value
 
     @model_validator(mode="after")
@@ -99,7 +106,7 @@ class PipeModel(_Strict):
         disable_set_last_seen: refuse resets and since changes (protects a delta-only source's
             history; Sesam).
         compaction: retention of the sink dataset: ``{"keep_versions": N}`` keeps N versions per
-            ``_id`` (default 2); ``null`` keeps every version.
+            ``_id`` (default 2); ``{"keep_versions": null}`` keeps every version.
     """
 
     id: str = Field(alias="_id", min_length=1)

@@ -53,6 +53,7 @@ class Pump:
         self.request: str | None = None
         self.failures = 0
         self.last_start: float | None = None
+        self.last_end: float | None = None
         self.running = False
         self.stopping = False
         self.last_error: str | None = None
@@ -111,7 +112,7 @@ class Pump:
         now = time.time()
         if self.scheduled:
             at_startup = self.spec.model.pump.run_at_startup
-            self.next_at = now if at_startup else first_regular(self.spec, now, self.last_start)
+            self.next_at = now if at_startup else first_regular(self.spec, now, self.last_start, self.last_end)
         while not self.stopping:
             delay = self._delay(time.time())
             with anyio.move_on_after(delay):
@@ -157,9 +158,9 @@ class Pump:
             try:
                 self.scheduler.on_start(self.spec)
                 result = await self.scheduler.runtime.run_pipe(self.pipe, full=full, on_progress=self._progress)
-            except OperationRefusedError as exc:
-                self.last_error = str(exc)
+            except OperationRefusedError as exc:  # e.g. `sluice run` holds the pipe's lock
                 log.warning("pump.refused", pipe=self.pipe, error=str(exc))
+                self._failed(str(exc), time.time())  # retried after the backoff, not at once
             except Exception as exc:  # e.g. StoreError before the run started: keep the pump alive
                 log.exception("pump.run_error", pipe=self.pipe, error=str(exc))
                 self._failed(f"{type(exc).__name__}: {exc}", time.time())
@@ -260,8 +261,11 @@ class Scheduler:
             for pump in self.pumps.values():
                 state = await self.runtime.store.pipe_state(pump.pipe)
                 pump.disabled = bool(state.info.get("disabled"))
-                started_us = (state.info.get("last_run") or {}).get("started_us")
-                pump.last_start = started_us / 1e6 if isinstance(started_us, int) else None
+                last = state.info.get("last_run") or {}
+                started_us, seconds = last.get("started_us"), last.get("seconds")
+                if isinstance(started_us, int):
+                    pump.last_start = started_us / 1e6
+                    pump.last_end = pump.last_start + seconds if isinstance(seconds, int | float) else None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 for pid, pump in self.pumps.items():

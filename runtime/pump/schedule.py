@@ -52,7 +52,8 @@ def next_regular(spec: PipeSpec, now: float, last_start: float | None, rand: Ran
     Args:
         spec: the pipe.
         now: the current Unix time.
-        last_start: Unix time the last run started, None if none has run in this process.
+        last_start: Unix time the last run started (this process's, or the persisted one read
+            when the pump started), None if unknown.
         rand: jitter source for default intervals.
 
     Returns:
@@ -66,26 +67,32 @@ def next_regular(spec: PipeSpec, now: float, last_start: float | None, rand: Ran
     return base + _step(spec, rand)
 
 
-def first_regular(spec: PipeSpec, now: float, persisted: float | None, rand: Random = random.random) -> float:
+def first_regular(
+    spec: PipeSpec, now: float, started: float | None, ended: float | None, rand: Random = random.random
+) -> float:
     """Unix time of the first scheduled run after the pump starts (Sesam).
 
     Args:
         spec: the pipe.
         now: the current Unix time.
-        persisted: Unix time the pipe's last run started (any process; from the store), or None.
+        started, ended: Unix times the pipe's last run started and ended (any process; persisted
+            in the pipe state), or None. Times after ``now`` (a clock set back) count as ``now``.
         rand: jitter source for default intervals.
 
     Returns:
-        ``now`` when a cron fire time, or the end of an interval over :data:`PERSISTED_OVER_S`,
-        passed since ``persisted`` (a run missed while the daemon was down); otherwise the next
-        cron fire time, ``persisted + interval`` for a long interval, or ``now + interval``.
+        ``now`` when a cron fire time passed after the last run ended, or the end of an interval
+        over :data:`PERSISTED_OVER_S` passed since it started (a run missed while the daemon was
+        down); otherwise the next cron fire time, ``started + interval`` for a long interval, or
+        ``now + interval``. While the daemon runs, a cron fire time passing during a run is
+        skipped (the next run is the first fire time after the run ends), and so it is here.
     """
     pump = spec.model.pump
     if pump.cron_expression:
-        missed = persisted is not None and cron_next(pump.cron_expression, persisted) <= now
+        end = ended if ended is not None else started
+        missed = end is not None and cron_next(pump.cron_expression, min(end, now)) <= now
         return now if missed else cron_next(pump.cron_expression, now)
-    if persisted is not None and interval_of(spec) > PERSISTED_OVER_S:
-        return max(now, persisted + interval_of(spec))
+    if started is not None and interval_of(spec) > PERSISTED_OVER_S:
+        return max(now, min(started, now) + interval_of(spec))
     return now + _step(spec, rand)
 
 

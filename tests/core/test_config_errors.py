@@ -36,6 +36,11 @@ CASES = [
         [pipe(pump={"cron_expression": "every day"})],
         ("pump.cron_expression", "not a valid cron expression"),
     ),
+    (
+        "cron that never fires",
+        [pipe(pump={"rescan_cron_expression": "0 0 30 2 *"})],
+        ("pump.rescan_cron_expression", "cron expression '0 0 30 2 *' never fires"),
+    ),
     ("negative interval", [pipe(pump={"schedule_interval": -5})], ("pump.schedule_interval", "greater than 0")),
     ("partial rescan half set", [pipe(pump={"partial_rescan_delta": 60})], ("pump", "go together")),
     (

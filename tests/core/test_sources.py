@@ -54,6 +54,21 @@ async def test_json_wrong_payload_property_fails_the_run(tmp_path, write_config,
     assert result.status == "failed" and "payload_property 'itemz' is not an array" in str(result.error)
 
 
+@pytest.mark.parametrize(("doc", "ok"), [
+    ({"a": {"b": []}}, True),
+    ({"a": {"b": [{"k": 1}]}}, True),
+    ({"a": {"b": {"k": 1}}}, False),
+    ({"a": {"c": []}}, False),
+])
+async def test_json_dotted_payload_property(tmp_path, write_config, data, doc, ok):
+    (data / "x.json").write_bytes(orjson.dumps(doc))
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.json", "payload_property": "a.b", "primary_key": "k"})
+    assert result.ok is ok, result.error
+    assert ok or "payload_property 'a.b' is not an array" in str(result.error)
+    assert len(got) == (1 if doc == {"a": {"b": [{"k": 1}]}} else 0)
+
+
 async def test_truncated_json_fails_the_run_naming_the_record(tmp_path, write_config, data):
     (data / "x.json").write_text('[{"_id": "a"}, {"_id": "b"}, {"_id": ')
     result, got = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.json"}, batch_size=1)

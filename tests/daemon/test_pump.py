@@ -119,3 +119,27 @@ async def test_a_cron_run_missed_while_the_daemon_was_down_runs_at_start(start_d
     await api.until(lambda: _at_least(api, "missed", 2), "the missed cron run")
     not_missed = await api.pipe("not-missed")
     assert not_missed["runs"] == 1 and not_missed["pump"]["next_run"].startswith(f"{datetime.now().year + 1}-01-01")
+
+
+async def test_a_run_refused_by_another_process_holding_the_pipe_is_retried_after_a_backoff(write_config) -> None:
+    import time
+
+    import anyio
+
+    from runtime import Runtime
+    from runtime.pump.pumps import Scheduler
+
+    root = write_config([counter_pipe("busy", 3, schedule_interval=60, run_at_startup=True)])
+    async with Runtime(root, data_dir=root.parent / "data") as rt:
+        other = Runtime(root, data_dir=root.parent / "data")  # e.g. `sluice run` in another process
+        async with other, other.store.pipe_lock("busy"):
+            scheduler = Scheduler(rt, backoff_s=0.5)
+            async with anyio.create_task_group() as tg:
+                await tg.start(scheduler.run)
+                await anyio.sleep(1.2)
+                pump = scheduler.pumps["busy"]
+                failures, next_at, error = pump.failures, pump.next_at, pump.last_error
+                await scheduler.stop(5)
+    # refused runs back off (0.5 s, then 1 s): two or three attempts, not thousands
+    assert 1 <= failures <= 3 and next_at is not None and next_at > time.time() - 1
+    assert error is not None and "already running" in error

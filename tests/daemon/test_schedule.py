@@ -43,19 +43,35 @@ def test_an_explicit_interval_is_not_jittered(write_config):
 def test_a_cron_run_missed_while_down_runs_at_once(write_config):
     spec = _spec(write_config, cron_expression="0 2 * * *")  # 02:00 UTC daily
     now = _ts("2026-11-21T09:00:00")
-    assert first_regular(spec, now, _ts("2026-11-20T02:00:00")) == now  # 2026-11-21T02:00 was missed
-    assert first_regular(spec, now, _ts("2026-11-21T02:00:00")) == _ts("2026-11-22T02:00:00")
-    assert first_regular(spec, now, None) == _ts("2026-11-22T02:00:00")  # never ran: the next fire time
+    yesterday = _ts("2026-11-20T02:00:00")
+    assert first_regular(spec, now, yesterday, yesterday + 60) == now  # 2026-11-21T02:00 was missed
+    today = _ts("2026-11-21T02:00:00")
+    assert first_regular(spec, now, today, today + 60) == _ts("2026-11-22T02:00:00")
+    assert first_regular(spec, now, None, None) == _ts("2026-11-22T02:00:00")  # never ran: the next fire time
+
+
+def test_a_fire_time_passing_during_a_long_cron_run_is_skipped_as_without_a_restart(write_config):
+    spec = _spec(write_config, cron_expression="0 * * * *")  # hourly
+    started, ended = _ts("2026-11-21T10:00:01"), _ts("2026-11-21T12:00:30")
+    assert first_regular(spec, _ts("2026-11-21T12:30:00"), started, ended) == _ts("2026-11-21T13:00:00")
+    assert first_regular(spec, _ts("2026-11-21T13:30:00"), started, ended) == _ts("2026-11-21T13:30:00")
 
 
 def test_a_long_interval_resumes_from_the_persisted_start(write_config):
     spec = _spec(write_config, schedule_interval=6 * HOUR)
     now = 100 * HOUR
-    assert first_regular(spec, now, now - 2 * HOUR) == now + 4 * HOUR
-    assert first_regular(spec, now, now - 7 * HOUR) == now  # overdue: at once
-    assert first_regular(spec, now, None) == now + 6 * HOUR
+    assert first_regular(spec, now, now - 2 * HOUR, now - HOUR) == now + 4 * HOUR
+    assert first_regular(spec, now, now - 7 * HOUR, None) == now  # overdue: at once
+    assert first_regular(spec, now, None, None) == now + 6 * HOUR
+
+
+def test_a_persisted_start_after_now_counts_as_now(write_config):  # the clock was set back
+    now = 100 * HOUR
+    assert first_regular(_spec(write_config, schedule_interval=6 * HOUR), now, now + 48 * HOUR, None) == now + 6 * HOUR
+    cron = _spec(write_config, cron_expression="0 * * * *")
+    assert first_regular(cron, now, now + 48 * HOUR, now + 49 * HOUR) == now + HOUR
 
 
 def test_a_short_interval_starts_afresh_after_a_restart(write_config):
     spec = _spec(write_config, schedule_interval=HOUR)
-    assert first_regular(spec, 50 * HOUR, 10 * HOUR) == 51 * HOUR
+    assert first_regular(spec, 50 * HOUR, 10 * HOUR, 11 * HOUR) == 51 * HOUR

@@ -196,3 +196,11 @@ async def test_write_is_retried_when_the_connection_never_opened(write_config, t
         result = await rt.run_pipe("out")
     assert result.status == "failed"
     assert "on all 4 attempts" in str(result.error)  # the connection rule's max_attempts
+
+
+def test_max_delay_caps_the_delay_with_its_jitter() -> None:
+    rule = {"503": RetryRule(max_attempts=20, base_delay=1.0, max_delay=30.0)}
+    late = RetryPolicy(rule, rand=lambda: 0.999)  # the largest jitter: x1.5
+    assert late.delay(5, 503) == pytest.approx(16 * 1.499)
+    assert late.delay(6, 503) == 30.0  # 32 s x 1.5 would be 48 s
+    assert RetryPolicy(rule, rand=lambda: 0.0).delay(6, 503) == 16.0  # 32 s x 0.5
