@@ -401,8 +401,8 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
         await conn.execute(f"DELETE FROM {ds.latest} WHERE id IN ({q})", part)
         await conn.execute(
             f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen) "
-            f"SELECT id, off, json_extract(body, '$._hash'), "
-            f"coalesce(json_extract(body, '$._deleted'), 0) = 1, NULL FROM {ds.log} l "
+            f"SELECT id, off, json_extract(CAST(body AS TEXT), '$._hash'), "  # a BLOB would be JSONB to SQLite 3.45+
+            f"coalesce(json_extract(CAST(body AS TEXT), '$._deleted'), 0) = 1, NULL FROM {ds.log} l "
             f"WHERE id IN ({q}) AND off = (SELECT max(off) FROM {ds.log} m WHERE m.id = l.id)",
             part,
         )
