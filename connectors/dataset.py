@@ -129,6 +129,14 @@ class DatasetSink(Sink):
                 limits.append(int(c.circuit_breaker_threshold_factor * info.ids))
             self.limit = max(limits) if limits else None
 
+    def breaker(self) -> tuple[int, int | None]:
+        """See :meth:`Sink.breaker`."""
+        return self.changes, self.limit
+
+    def resume_breaker(self, changes: int, limit: int | None) -> None:
+        """See :meth:`Sink.resume_breaker`."""
+        self.changes, self.limit = changes, limit
+
     @property
     def _sweep(self) -> int | None:
         return self.context.run.sweep if self.config.deletion_tracking else None

@@ -210,6 +210,15 @@ class Sink(Component, ABC):
         await self.context.store.save_checkpoint(self.context.pipe, checkpoint)
         return WriteResult()
 
+    def breaker(self) -> tuple[int, int | None]:
+        """(changes made since :meth:`open`, circuit breaker limit or None): none by default."""
+        return 0, None
+
+    def resume_breaker(self, changes: int, limit: int | None) -> None:
+        """Count ``changes`` already made against ``limit``, so a "run" spanning several sink
+        instances (a receiver's full-sync sequence, one request each) has one circuit breaker
+        limit. Sinks without a breaker ignore it."""
+
 
 class System:
     """A long-lived resource shared by the pipes that name it (connection pool, auth, limits)."""

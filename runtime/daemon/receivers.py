@@ -16,7 +16,9 @@ sequence, when:
 * ``previous_request_id`` is not the ``request_id`` of the last request accepted in the sequence.
 
 A request with a new ``sequence_id`` replaces the active sequence. The active sequence is kept in
-the pipe's info document under ``receiver``.
+the pipe's info document under ``receiver``, with the changes it made so far and the circuit
+breaker limit taken at its first request: a full sync is one run for the breaker, however many
+requests it spans (an incremental push is one run by itself).
 """
 
 from __future__ import annotations
@@ -129,19 +131,24 @@ async def receive(request: web.Request) -> web.Response:
         info = (await rt.store.pipe_state(pipe)).info
         active = info.get("receiver")
         after = plan_sequence(active, q, pipe)
-        sweep = after["sweep"] if after and after.get("is_full") else None
+        full = after if after and after.get("is_full") else None  # the full-sync sequence, if any
+        sweep = full["sweep"] if full else None
         ending = bool(after and after.get("is_full") and q["is_last"])
         run = request_run("push", batch_size=max(len(entities), 1000), sweep=sweep)
         transforms = [build(rt, spec, t, run) for t in spec.transforms]
         sink = build(rt, spec, spec.sink, run)
         total = WriteResult()
         async with opened([*transforms, sink]):
+            if full and not q["is_first"]:  # one circuit breaker limit per full sync, like one run
+                sink.resume_breaker(full.get("changes", 0), full.get("limit"))
             out = entities
             for t in transforms:
                 out = await t.transform(out) if out else out
             total = _add(total, await sink.write_batch(out, Checkpoint(None, sweep)))
             if ending:
                 total = _add(total, await sink.finish(Checkpoint(None, None)))
+            elif full:
+                full["changes"], full["limit"] = sink.breaker()
         counters = dict(info.get("counters", {}))
         for key in ("new", "changed", "deleted", "unchanged"):
             counters[key] = counters.get(key, 0) + getattr(total, key)

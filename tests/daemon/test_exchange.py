@@ -134,6 +134,26 @@ async def test_receiver_409_rules(start_daemon: Any, session: Any) -> None:
     assert ids == {"a": True, "b": True, "z": False}
 
 
+async def test_a_full_sync_spread_over_requests_has_one_circuit_breaker_limit(start_daemon: Any,
+                                                                              session: Any) -> None:
+    guarded = {"_id": "inbox", "type": "pipe", "source": {"type": "http_endpoint"},
+               "sink": {"type": "dataset", "circuit_breaker_threshold_count": 3}}
+    api = Api(start_daemon([guarded]), session)
+    await push(api, ents(*"abcdef"), is_full=True, sequence_id="s1", is_first=True, is_last=True, request_id="r1")
+    assert (await api.get("/api/datasets/inbox"))["populated"]  # the breaker is active from now on
+    # the second full sync changes 2 entities per request: under the limit each, over it together
+    first = await push(api, ents("a", "b", v=2), is_full=True, sequence_id="s2", is_first=True, request_id="x1")
+    assert first["changed"] == 2 and not (await api.get("/api/datasets/inbox"))["tripped"]
+    await push(api, ents("c", "d", v=2), is_full=True, sequence_id="s2", request_id="x2", previous_request_id="x1")
+    info = await api.get("/api/datasets/inbox")
+    assert info["tripped"] and info["circuit_breaker"]["held"] == 1  # a, b, c visible; d held
+    held = await push(api, ents("e", "f", v=2), expect=409, is_full=True, sequence_id="s2", is_last=True,
+                      request_id="x3", previous_request_id="x2")
+    assert "circuit breaker" in held["error"]
+    visible = {e["_id"]: e["v"] for e in await api.get("/api/datasets/inbox/entities")}
+    assert sorted(visible.values()).count(2) == 3  # 3 changes visible, the 4th held, none deleted
+
+
 async def test_pushed_batch_is_durable_before_the_response(start_daemon: Any, session: Any) -> None:
     served = start_daemon(OBJECTS, env={"push-token": "p-secret"})
     api = Api(served, session)
