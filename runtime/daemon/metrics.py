@@ -36,18 +36,12 @@ Metric names (labels in braces):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
-disable_created_metrics()  # no ``*_created`` series: they double the exposition for no use here
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
@@ -125,6 +119,20 @@ def touch_pipe(pipe: str) -> None:
     RUNNING.labels(pipe).set(0)
 
 
+class _WithoutCreated(CollectorRegistry):
+    """:data:`REGISTRY` without the ``*_created`` samples (they double the exposition for no use
+    here). Filtered at exposition: ``prometheus_client.disable_created_metrics()`` would change
+    them process-wide, in the metrics of a program that embeds Sluice too."""
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+_EXPOSED = _WithoutCreated(auto_describe=False)
+
+
 def exposition() -> bytes:
     """The registry in Prometheus text format."""
-    return generate_latest(REGISTRY)
+    return generate_latest(_EXPOSED)

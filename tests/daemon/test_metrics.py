@@ -78,3 +78,20 @@ def test_system_metrics_api() -> None:
 async def _ran(api: Api, pipe: str) -> bool:
     p = await api.pipe(pipe)
     return p["runs"] >= 1 and not p["running"]
+
+
+def test_sluice_drops_created_series_from_its_own_exposition_only() -> None:
+    from prometheus_client import REGISTRY as HOST_REGISTRY
+    from prometheus_client import Counter, generate_latest
+
+    from runtime.daemon import metrics
+
+    host = Counter("host_app_jobs", "a counter of the program embedding Sluice")  # the global registry
+    try:
+        host.inc()
+        metrics.RUNS.labels("p", "completed").inc()
+        assert b"host_app_jobs_created" in generate_latest(HOST_REGISTRY)
+        exposed = metrics.exposition()
+        assert b"sluice_pipe_runs_total" in exposed and b"_created" not in exposed
+    finally:
+        HOST_REGISTRY.unregister(host)
