@@ -6,7 +6,8 @@ comparable.
 
 Sink: writes entities with hash dedupe (a write equal to the latest version is a no-op),
 commits each batch together with the pipe's checkpoint, does deletion tracking after a complete
-full run (unless ``deletion_tracking: false``), and applies the circuit breaker.
+full run (unless ``deletion_tracking: false``), and applies the circuit breaker: all or nothing
+for deletions, safe by default (``circuit_breaker_deletion_factor``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal
 
+import structlog
 from pydantic import Field
 
 from runtime.components import ComponentConfig, Sink, Source, SourceConfig
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.errors import PipeTrippedError
-from runtime.store.protocol import Checkpoint, WriteResult
+from runtime.store.protocol import Checkpoint, RunStart, WriteResult
+
+log = structlog.get_logger("sluice.dataset")
 
 
 class DatasetSourceConfig(SourceConfig):
@@ -50,7 +54,18 @@ class DatasetSource(Source):
         return [config.dataset]
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        """Committed versions after ``since``. On a full run over a dataset that does not exist
+        or is not populated yet (its writer's first full run has not completed), what is there is
+        read but the run ends incomplete (``stopped``): no deletion tracking follows, and the
+        full run stays owed until the input is populated."""
         store, size = self.context.store, self.context.run.batch_size
+        if self.context.run.full:
+            info = await store.dataset_info(self.config.dataset)
+            if info is None or not info.populated:
+                log.warning("source.input_not_populated", dataset=self.config.dataset,
+                            exists=info is not None,
+                            reason="no deletion tracking until a run of its writer has completed")
+                self.complete = False
         position = since
         while True:
             entities, end = await store.read(
@@ -75,7 +90,12 @@ class DatasetSinkConfig(ComponentConfig):
             of the run is held and the pipe is tripped until ``sluice breaker commit|rollback``.
             Inactive until the dataset is populated (Sesam).
         circuit_breaker_threshold_factor: the same limit as a factor of the dataset's ids; with
-            both set the larger limit applies.
+            both set the larger limit applies. A run whose deletion tracking would pass the limit
+            writes every tombstone held (all or nothing).
+        circuit_breaker_deletion_factor: safe by default: when neither threshold is set, a full
+            run whose deletion tracking would delete more than this factor of a populated
+            dataset's live (not deleted) ids trips the breaker, every tombstone held. ``null``
+            turns it off. Sluice's own guard; Sesam's breakers are opt-in.
     """
 
     type: Literal["dataset"]
@@ -83,6 +103,7 @@ class DatasetSinkConfig(ComponentConfig):
     deletion_tracking: bool = True
     circuit_breaker_threshold_count: int | None = Field(default=None, ge=0)
     circuit_breaker_threshold_factor: float | None = Field(default=None, gt=0)
+    circuit_breaker_deletion_factor: float | None = Field(default=0.5, gt=0, le=1)
 
 
 class DatasetSink(Sink):
@@ -115,6 +136,10 @@ class DatasetSink(Sink):
         self.limit: int | None = None
         self.changes = 0
         self.tripped = False
+        self._held_reason = ""
+        self._hold_all = False
+        start = self.context.run.start
+        self._run_start = None if start is None else RunStart(info.next_offset if info else 0, start)
         if info is not None and info.trip is not None:
             raise PipeTrippedError(
                 f"circuit breaker of dataset {self.dataset!r} is tripped (run {info.trip.pipe!r} "
@@ -150,10 +175,12 @@ class DatasetSink(Sink):
         if not len(entities) and checkpoint is None:
             return WriteResult()
         remaining = None if self.limit is None else max(self.limit - self.changes, 0)
+        if self._hold_all:
+            remaining = 0
         result = await self.context.store.write_batch(
             self.dataset, entities, pipe=self.context.pipe, checkpoint=checkpoint,
             sweep=self._sweep, keep_versions=self.context.keep_versions, change_limit=remaining,
-            populate=populate,
+            populate=populate, run_start=self._run_start,
         )
         self.changes += result.changes
         self.tripped = self.tripped or result.tripped
@@ -168,21 +195,50 @@ class DatasetSink(Sink):
         total = WriteResult()
         sweep = self._sweep
         store = self.context.store
+        if sweep is not None:
+            await self._decide_tombstones(await store.count_unseen(self.dataset, sweep))
         while sweep is not None:
             unseen = await store.unseen(self.dataset, sweep, self.context.run.batch_size)
             if not unseen:
                 break
             r = await self.write_batch([{**e, "_deleted": True} for e in unseen], None)
             total = WriteResult(total.new, total.changed, total.deleted + r.deleted, total.unchanged)
+        self._hold_all = False
         await self.write_batch([], checkpoint, populate=True)
         if self.tripped:
+            reason = self._held_reason or (
+                f"this run made {self.changes} changes, the limit is {self.limit}; changes past the limit are held")
             raise PipeTrippedError(
-                f"circuit breaker of dataset {self.dataset!r} tripped: this run made {self.changes} "
-                f"changes, the limit is {self.limit}; changes past the limit are held. Inspect them, "
-                f"then `sluice breaker commit {self.dataset}` or `sluice breaker rollback {self.dataset}`",
+                f"circuit breaker of dataset {self.dataset!r} tripped: {reason}. Inspect them, then "
+                f"`sluice breaker commit {self.dataset}` or `sluice breaker rollback {self.dataset}` "
+                "(a rollback restores the dataset and the pipe to before this run)",
                 pipe=self.context.pipe,
             )
         return total
+
+    async def _decide_tombstones(self, count: int) -> None:
+        """Before any tombstone is written: hold them all if they would pass the run's limit, or,
+        with no limit configured, delete more than ``circuit_breaker_deletion_factor`` of the
+        dataset's live ids (all or nothing)."""
+        if count == 0:
+            return
+        if self.limit is not None:
+            if self.changes + count > self.limit:
+                self._hold_all = True
+                self._held_reason = (f"this run made {self.changes} changes and deletion tracking would "
+                                     f"delete {count} more, past the limit of {self.limit}; every deletion is held")
+            return
+        factor = self.config.circuit_breaker_deletion_factor
+        info = await self.context.store.dataset_info(self.dataset)
+        if factor is None or info is None or not info.populated:
+            return
+        live = info.ids - info.deleted
+        if count > factor * live:
+            self._hold_all = True
+            self._held_reason = (
+                f"deletion tracking would delete {count} of its {live} entities, more than "
+                f"circuit_breaker_deletion_factor {factor} of them; every deletion is held "
+                "(set circuit_breaker_deletion_factor: null to turn this guard off)")
 
 
 class NullSinkConfig(ComponentConfig):

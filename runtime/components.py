@@ -67,12 +67,15 @@ class RunInfo:
         full: True for a full run (since empty at start; deletion tracking at the end).
         sweep: the full-run marker (see :class:`Checkpoint`), None for incremental runs.
         batch_size: maximum entities per batch.
+        start: the pipe's checkpoint when the run started (a circuit breaker rollback restores
+            it), None where the run is not a pipe run (a receiver's request).
     """
 
     run_id: str
     full: bool
     sweep: int | None
     batch_size: int
+    start: Checkpoint | None = None
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,15 @@ from runtime.components import ComponentContext, RunInfo, Sink, Source, Transfor
 from runtime.config.models import ComponentSpec, PipeSpec
 from runtime.deadletters import DeadLetters
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import BadDataError, ComponentError, EntityError, SluiceError, SourceEmptyError, first_error
+from runtime.errors import (
+    BadDataError,
+    ComponentError,
+    EntityError,
+    OperationRefusedError,
+    SluiceError,
+    SourceEmptyError,
+    first_error,
+)
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
@@ -107,6 +115,24 @@ class RunResult:
         return out
 
 
+def refuse_protected(spec: PipeSpec, action: str) -> None:
+    """Refuse ``action`` (a reset, a full run) on a ``disable_set_last_seen`` pipe (Sesam).
+
+    Raises:
+        OperationRefusedError: the pipe's config has ``disable_set_last_seen: true``.
+    """
+    if spec.model.disable_set_last_seen:
+        raise OperationRefusedError(
+            f"{action} is refused: the pipe has disable_set_last_seen (its since protects "
+            "a delta-only source's history); remove the flag from its config first", pipe=spec.id,
+        )
+
+
+def new_run_id() -> str:
+    """A new unique run id (12 hex characters)."""
+    return uuid.uuid4().hex[:12]
+
+
 def strategy_of(source: ComponentSpec) -> Strategy:
     """The continuation strategy of a configured source (Sesam's three flags)."""
     supports_since, is_chronological, is_since_comparable = source.cls.continuation(source.config)
@@ -162,6 +188,7 @@ class PipeRun:
         on_progress: called with the live :class:`RunResult` after every committed batch.
         info_update: ``(info, result) -> changes`` merged into the pipe's info document in the
             transaction that records the run (the runtime's rescan bookkeeping).
+        run_id: the run's id (default: a new one, see :func:`new_run_id`).
     """
 
     def __init__(
@@ -175,6 +202,7 @@ class PipeRun:
         config_dir: str = ".",
         on_progress: Callable[[RunResult], None] | None = None,
         info_update: Callable[[dict[str, Any], RunResult], dict[str, Any]] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -184,7 +212,7 @@ class PipeRun:
         self.config_dir = config_dir
         self.on_progress = on_progress
         self.info_update = info_update
-        self.result = RunResult(spec.id, uuid.uuid4().hex[:12])
+        self.result = RunResult(spec.id, run_id or new_run_id())
         self._stop = anyio.Event()
         self._progress = _Progress()
 
@@ -260,7 +288,12 @@ class PipeRun:
         since, sweep = plan_run(state, strategy, self.force_full, self.start_since)
         if since is None and not spec.source.cls.full_read(spec.source.config):
             sweep = None  # not everything is read: no deletion tracking after this run
-        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size)
+        run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
+                      Checkpoint(state.since, state.sweep))
+        if sweep is not None and sweep != state.sweep:
+            # the full-run marker is durable before anything is read: a full run that fails or is
+            # killed before its first commit is resumed as a full run, and its deletions still happen
+            await self.store.save_checkpoint(spec.id, Checkpoint(since, sweep))
         self.result.full = run.full
         partial = self.start_since is not _STORED and since == self.start_since
         self.result.kind = "full" if run.full else ("partial" if partial else "incremental")

@@ -20,7 +20,7 @@ import structlog
 from runtime.config import Config, PipeSpec, Secrets, load_config
 from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
-from runtime.pipes import PipeRun, RunResult, strategy_of
+from runtime.pipes import PipeRun, RunResult, new_run_id, refuse_protected, strategy_of
 from runtime.plugins import Registry, default_registry
 from runtime.pump.pumps import has_pump
 from runtime.rescans import after_run, choose_run
@@ -79,10 +79,13 @@ class Runtime:
         await self.close()
 
     async def open(self) -> None:
-        """Validate the config, open the store, open the systems (see class docstring for errors)."""
+        """Validate the config, open the store, record the config's facts the store acts on
+        (which pipes are ``disable_set_last_seen``, which pipes read which dataset: their sinces
+        hold compaction back), open the systems (see class docstring for errors)."""
         self.config = load_config(self.config_dir, self.registry, self.secrets)
         await self.store.open()
         try:
+            await self._record_config(self.config)
             for spec in self.config.systems.values():
                 system = spec.cls(spec.config, spec.id)
                 await system.open()
@@ -90,6 +93,16 @@ class Runtime:
         except BaseException:
             await self.close()
             raise
+
+    async def _record_config(self, config: Config) -> None:
+        consumers: dict[str, list[str]] = {}
+        for spec in config.pipes.values():
+            for ds in spec.reads:
+                consumers.setdefault(ds, []).append(spec.id)
+            protected = spec.model.disable_set_last_seen
+            if bool((await self.store.pipe_state(spec.id)).info.get(PROTECTED)) != protected:
+                await self.store.update_pipe_info(spec.id, {PROTECTED: protected})
+        await self.store.set_consumers(consumers)
 
     async def close(self) -> None:
         """Close systems and the store."""
@@ -121,24 +134,28 @@ class Runtime:
             The run's result; a failed run has ``status == "failed"`` and ``error`` set.
 
         Raises:
-            OperationRefusedError: unknown pipe, ``pump.mode`` is ``off``, or it is running.
+            OperationRefusedError: unknown pipe, ``pump.mode`` is ``off``, it is running, or
+                ``full`` for a ``disable_set_last_seen`` pipe (a full run would replay its source).
         """
         spec = self._config().pipes.get(pipe)
         if spec is None:
             raise OperationRefusedError(f"no pipe {pipe!r} in {self.config_dir}")
         if spec.model.pump.mode == "off":
             raise OperationRefusedError(f"pipe {pipe!r} has pump.mode 'off' and cannot run", pipe=pipe)
+        if full:
+            refuse_protected(spec, "a full run")
         if pipe in self.running or pipe in self._claimed:
             raise OperationRefusedError(f"pipe {pipe!r} is already running", pipe=pipe)
         self._claimed.add(pipe)  # before the first await: two callers cannot both get here
         try:
-            async with self.store.pipe_lock(pipe):  # and no other process runs it meanwhile
-                return await self._run_claimed(spec, full, on_progress)
+            run_id = new_run_id()
+            async with self.store.pipe_lock(pipe, holder=f"run {run_id}"):  # and no other process meanwhile
+                return await self._run_claimed(spec, full, on_progress, run_id)
         finally:
             self._claimed.discard(pipe)
 
     async def _run_claimed(
-        self, spec: PipeSpec, full: bool, on_progress: Callable[[RunResult], None] | None
+        self, spec: PipeSpec, full: bool, on_progress: Callable[[RunResult], None] | None, run_id: str
     ) -> RunResult:
         pipe = spec.id
         state = await self.store.pipe_state(pipe)
@@ -155,12 +172,10 @@ class Runtime:
 
         run = PipeRun(
             spec, self.store, systems=self.systems, config_dir=str(self.config_dir),
-            on_progress=on_progress, info_update=bookkeeping, **options,
+            on_progress=on_progress, info_update=bookkeeping, run_id=run_id, **options,
         )
         self.running[pipe] = run
         try:
-            if spec.model.disable_set_last_seen:
-                await self.store.update_pipe_info(pipe, {PROTECTED: True})
             return await run.run()
         finally:
             del self.running[pipe]
@@ -176,6 +191,9 @@ class Runtime:
         that failed is not run again in this call.
         """
         config = self._config()
+        if full:
+            for spec in config.pipes.values():
+                refuse_protected(spec, "a full run")
         results: list[RunResult] = []
         failed: set[str] = set()
         for n in range(MAX_PASSES):
@@ -265,34 +283,47 @@ class Runtime:
 async def reset_pipe(
     store: StateStore, pipe: str, config: Config | None, since: Any = None, *, running: bool = False
 ) -> None:
-    """Reset a pipe's since in ``store`` (used by the CLI without a config too).
+    """Reset a pipe's since in ``store`` (used by the CLI without a config too), holding the
+    pipe's lock: never while a run of it is going on, in any process.
+
+    Whether the pipe is protected follows ``config`` when given (the flag the store recorded from
+    the last config otherwise).
 
     Raises:
-        OperationRefusedError: ``disable_set_last_seen`` in the config or the stored state, or running.
+        OperationRefusedError: the pipe has ``disable_set_last_seen``, or a run holds its lock.
     """
     spec = config.pipes.get(pipe) if config else None
-    state = await store.pipe_state(pipe)
-    if (spec is not None and spec.model.disable_set_last_seen) or state.info.get(PROTECTED):
+    if spec is not None:
+        refuse_protected(spec, "a reset")
+    elif (await store.pipe_state(pipe)).info.get(PROTECTED):
         raise OperationRefusedError(
-            f"pipe {pipe!r} has disable_set_last_seen: its since cannot be reset or set "
-            "(it protects a delta-only source's history); remove the flag from the config first",
-            pipe=pipe,
+            f"a reset is refused: the pipe's last config had disable_set_last_seen; if the "
+            "flag is gone from the config, pass it (--config DIR) or run the pipe once", pipe=pipe,
         )
     if running:
-        raise OperationRefusedError(f"pipe {pipe!r} is running; stop it first", pipe=pipe)
-    await store.reset_pipe(pipe, since)
-    await store.log_event(pipe, "-", "pipe-reset", {"since": since})
+        raise OperationRefusedError("it is running; stop it first", pipe=pipe)
+    async with store.pipe_lock(pipe, holder="a reset"):
+        await store.reset_pipe(pipe, since)
+        await store.log_event(pipe, "-", "pipe-reset", {"since": since})
 
 
 async def breaker(store: StateStore, dataset: str, action: str, *, keep_versions: int | None = None) -> int:
-    """Commit or roll back a dataset's tripped circuit breaker and log it on the tripping pipe.
-    ``keep_versions`` (commit only): compact the exposed ids; None leaves it to the next write."""
+    """Commit or roll back a dataset's tripped circuit breaker and log it on the tripping pipe,
+    holding that pipe's lock (never while it runs). ``keep_versions`` (commit only): compact the
+    exposed ids; None leaves it to the next write.
+
+    Raises:
+        OperationRefusedError: the breaker is not tripped, or a run of the tripping pipe holds its lock.
+    """
     info = await store.dataset_info(dataset)
-    pipe = info.trip.pipe if info is not None and info.trip is not None else None
-    if action == "commit":
-        n = await store.commit_breaker(dataset, keep_versions)
-    else:
-        n = await store.rollback_breaker(dataset)
-    if pipe is not None:
+    if info is None or info.trip is None:
+        raise OperationRefusedError(
+            f"dataset {dataset!r} has no tripped circuit breaker; nothing to commit or roll back")
+    pipe = info.trip.pipe
+    async with store.pipe_lock(pipe, holder=f"a circuit breaker {action}"):
+        if action == "commit":
+            n = await store.commit_breaker(dataset, keep_versions)
+        else:
+            n = await store.rollback_breaker(dataset)
         await store.log_event(pipe, "-", f"circuit-breaker-{action}", {"dataset": dataset, "versions": n})
     return n

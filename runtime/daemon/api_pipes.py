@@ -25,6 +25,7 @@ from aiohttp import web
 from runtime.config.models import PipeSpec
 from runtime.daemon.app import daemon_of, http_error, json_response
 from runtime.daemon.params import int_param, params
+from runtime.pipes import refuse_protected
 from runtime.pump import has_pump
 from runtime.pump.schedule import interval_of, iso
 from runtime.store import PipeState
@@ -164,6 +165,8 @@ async def pump_operation(request: web.Request) -> web.Response:
     pump = daemon.scheduler.pump(pipe)
     result: dict[str, Any] = {"pipe": pipe, "operation": op}
     if op in ("start", "start-rescan"):
+        if op == "start-rescan":
+            refuse_protected(spec, "a rescan")  # 409, like a reset
         pump.start(full=op == "start-rescan")
     elif op == "stop":
         result["stopping"] = pump.stop_run()

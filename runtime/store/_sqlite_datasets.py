@@ -24,9 +24,10 @@ import aiosqlite
 import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
-from runtime.store.protocol import Checkpoint, TripInfo, WriteResult
+from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
+NO_HOLD = 2**62  # a compaction hold above every offset: nothing held
 
 
 @dataclass
@@ -268,9 +269,12 @@ async def write(
     sweep: int | None,
     keep_versions: int | None,
     change_limit: int | None,
+    run_start: RunStart | None = None,
+    hold: int = NO_HOLD,
 ) -> WriteResult:
     """The body of :meth:`StateStore.write_batch` inside the caller's transaction (saves the
-    dataset row; the caller may change and save it again)."""
+    dataset row; the caller may change and save it again). ``hold``: compaction keeps every
+    version above this offset (consumers' sinces)."""
     batch = entities if isinstance(entities, PreparedBatch) else prepare(entities, pipe=pipe)
     plan = plan_writes(batch, await compare(conn, ds, batch, sweep), ds.next_offset, sweep)
     if sweep is not None and plan.unchanged_offsets:
@@ -290,38 +294,75 @@ async def write(
     ds.next_offset += n
     if ds.trip is None and change_limit is not None and n > change_limit:
         ds.committed = first + change_limit - 1 if change_limit > 0 else ds.committed
+        before = run_start.checkpoint if run_start is not None else previous
         ds.trip = TripInfo(
             pipe=pipe,
             committed=ds.committed,
-            since=previous.since,
-            sweep=previous.sweep,
+            since=before.since,
+            sweep=before.sweep,
             at_us=now_us(),
             limit=change_limit,
+            run_offset=None if run_start is None else run_start.offset,
         )
     elif ds.trip is None:
         ds.committed = ds.next_offset - 1
         if keep_versions is not None and plan.superseded_ids:
-            await compact_ids(conn, ds, plan.superseded_ids, keep_versions)
+            floor = -1 if run_start is None else run_start.offset
+            await compact_ids(conn, ds, plan.superseded_ids, keep_versions, hold=hold, floor=floor)
     await save_row(conn, ds)
     r = plan.result
     return WriteResult(r.new, r.changed, r.deleted, r.unchanged, tripped=ds.trip is not None)
 
 
+def _compactable(ds: DatasetRow, where: str) -> str:
+    """Offsets of versions compaction may delete, among the ids matching ``where``: older than
+    their id's newest ``keep_versions`` (parameter 1), at or below the consumers' hold
+    (parameter 2, see :func:`hold_of`), and not the newest version below the floor (parameter 3:
+    the running run's first offset, so a rollback of that run can restore it)."""
+    return (
+        f"SELECT off FROM (SELECT off, id, row_number() OVER (PARTITION BY id ORDER BY off DESC) AS rn "
+        f"FROM {ds.log} {where}) t WHERE rn > ? AND off <= ? AND off IS NOT "
+        f"(SELECT max(m.off) FROM {ds.log} m WHERE m.id = t.id AND m.off < ?)"
+    )
+
+
 async def compact_ids(
-    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int,
+    *, hold: int = NO_HOLD, floor: int = -1,
 ) -> int:
-    """Delete versions of ``ids`` older than their newest ``keep_versions``; returns how many."""
+    """Delete versions of ``ids`` older than their newest ``keep_versions``, keeping every version
+    above ``hold`` and the newest one below ``floor``; returns how many were deleted."""
     removed: list[int] = []
     for part in chunks(list(dict.fromkeys(ids))):
         rows = await conn.execute_fetchall(
-            f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
-            f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log} "
-            f"WHERE id IN ({marks(len(part))})) WHERE rn > ?) RETURNING off",
-            (*part, keep_versions),
+            f"DELETE FROM {ds.log} WHERE off IN ({_compactable(ds, f'WHERE id IN ({marks(len(part))})')}) "
+            "RETURNING off",
+            (*part, keep_versions, hold, floor),
         )
         removed.extend(r[0] for r in rows)
     await forget_seen(conn, ds, removed)
     return len(removed)
+
+
+async def hold_of(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
+    """The offset above which compaction keeps every version of ``ds``: the lowest since of the
+    pipes recorded as reading it (-1 for one that read nothing yet), or :data:`NO_HOLD`."""
+    holds = await holders(conn, ds.name)
+    return holds[0][1] if holds else NO_HOLD
+
+
+async def holders(conn: aiosqlite.Connection, dataset: str) -> list[tuple[str, int]]:
+    """(pipe, offset read up to) of the recorded consumers of ``dataset``, lowest first; a since
+    that is not an offset (none yet) counts as -1."""
+    rows = await conn.execute_fetchall(
+        "SELECT c.pipe, p.since FROM consumers c LEFT JOIN pipes p ON p.pipe = c.pipe WHERE c.dataset = ?",
+        (dataset,),
+    )
+    out = []
+    for pipe, raw in rows:
+        since = orjson.loads(raw) if raw is not None else None
+        out.append((pipe, since if isinstance(since, int) and not isinstance(since, bool) else -1))
+    return sorted(out, key=lambda h: (h[1], h[0]))
 
 
 async def forget_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: Sequence[int]) -> None:
@@ -330,27 +371,34 @@ async def forget_seen(conn: aiosqlite.Connection, ds: DatasetRow, offsets: Seque
         await conn.execute(f"DELETE FROM {ds.seen} WHERE off IN ({marks(len(part))})", part)
 
 
-async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions: int) -> int:
-    """Compact every id of the dataset (operator command; O(dataset))."""
+async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions: int, *, hold: int = NO_HOLD) -> int:
+    """Compact every id of the dataset, keeping every version above ``hold`` (operator command;
+    O(dataset))."""
     rows = await conn.execute_fetchall(
-        f"DELETE FROM {ds.log} WHERE off IN (SELECT off FROM (SELECT off, row_number() OVER "
-        f"(PARTITION BY id ORDER BY off DESC) AS rn FROM {ds.log}) WHERE rn > ?) RETURNING off",
-        (keep_versions,),
+        f"DELETE FROM {ds.log} WHERE off IN ({_compactable(ds, '')}) RETURNING off", (keep_versions, hold, -1)
     )
     removed = [r[0] for r in rows]
     await forget_seen(conn, ds, removed)
     return len(removed)
 
 
+def _unseen(ds: DatasetRow) -> str:
+    """The condition on ``latest_N x`` of an id not seen by the full run bound twice after it."""
+    return (f"x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) "
+            f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?)")
+
+
 async def unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
     """Latest non-deleted versions not seen by ``sweep`` (deletion tracking candidates): neither
     written by it (``latest_N.seen``) nor marked unchanged by it (``seen_N``)."""
-    sql = (
-        f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
-        f"WHERE x.deleted = 0 AND (x.seen IS NULL OR x.seen != ?) "
-        f"AND NOT EXISTS (SELECT 1 FROM {ds.seen} s WHERE s.off = x.off AND s.sweep = ?) LIMIT ?"
-    )
+    sql = f"SELECT l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off WHERE {_unseen(ds)} LIMIT ?"
     return [orjson.loads(row[0]) for row in await conn.execute_fetchall(sql, (sweep, sweep, limit))]
+
+
+async def count_unseen(conn: aiosqlite.Connection, ds: DatasetRow, sweep: int) -> int:
+    """How many ids :func:`unseen` would return without a limit."""
+    row = await fetch_one(conn, f"SELECT count(*) FROM {ds.latest} x WHERE {_unseen(ds)}", (sweep, sweep))
+    return int(row[0]) if row else 0
 
 
 async def read(
@@ -409,6 +457,44 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
     ds.next_offset = ds.committed + 1
     ds.ids, ds.deleted = await counts(conn, ds)
     return removed
+
+
+async def revert_run(conn: aiosqlite.Connection, ds: DatasetRow, run_offset: int, pipe: str) -> int:
+    """Revert what a run made visible (versions from ``run_offset`` to the committed offset; the
+    breaker must be reset and held versions gone): each id it touched gets a new version equal to
+    its newest version before ``run_offset``, or a ``_deleted`` one if the run created it. Returns
+    how many versions were written."""
+    ids = [r[0] for r in await conn.execute_fetchall(
+        f"SELECT DISTINCT id FROM {ds.log} WHERE off >= ? AND off <= ?", (run_offset, ds.committed))]
+    reverted: list[Entity] = []
+    for part in chunks(ids):
+        rows = await conn.execute_fetchall(
+            f"SELECT id, body FROM {ds.log} l WHERE id IN ({marks(len(part))}) AND off = "
+            f"(SELECT max(m.off) FROM {ds.log} m WHERE m.id = l.id AND m.off < ?)", (*part, run_offset),
+        )
+        before = {eid: orjson.loads(body) for eid, body in rows}
+        reverted.extend(before.get(eid, {"_id": eid, "_deleted": True}) for eid in part)
+    if not reverted:
+        return 0
+    result = await write(conn, ds, reverted, pipe=pipe, checkpoint=None, previous=Checkpoint(),
+                         sweep=None, keep_versions=None, change_limit=None)
+    return result.changes
+
+
+async def visible_counts(conn: aiosqlite.Connection, ds: DatasetRow) -> tuple[int, int]:
+    """(ids, deleted ids) as readers see them: without the versions held above the committed
+    offset (the latest-version index already counts those)."""
+    row = await fetch_one(
+        conn,
+        f"SELECT coalesce(sum(v.off IS NULL), 0), coalesce(sum(x.deleted), 0), "
+        f"coalesce(sum(json_extract(CAST(v.body AS TEXT), '$._deleted') = 1), 0) "
+        f"FROM {ds.latest} x LEFT JOIN {ds.log} v ON v.off = "
+        f"(SELECT max(m.off) FROM {ds.log} m WHERE m.id = x.id AND m.off <= ?) WHERE x.off > ?",
+        (ds.committed, ds.committed),
+    )
+    assert row is not None  # an aggregate always returns one row
+    unseen_ids, held_deleted, visible_deleted = (int(v) for v in row)
+    return ds.ids - unseen_ids, ds.deleted - held_deleted + visible_deleted
 
 
 async def counts(conn: aiosqlite.Connection, ds: DatasetRow) -> tuple[int, int]:

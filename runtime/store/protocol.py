@@ -76,6 +76,9 @@ class TripInfo:
         sweep: the pipe's full-run marker before the tripping batch, restored by a rollback.
         at_us: when it tripped, microseconds since the epoch.
         limit: the change limit that was exceeded.
+        run_offset: the dataset's next offset when the tripping run started: versions from it up
+            to ``committed`` were made visible by that run, and a rollback reverts them. None for
+            a trip recorded by an older Sluice (a rollback then removes only the held versions).
     """
 
     pipe: str
@@ -84,6 +87,20 @@ class TripInfo:
     sweep: int | None
     at_us: int
     limit: int
+    run_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where a run started, so a circuit breaker it trips can be rolled back to before it.
+
+    Attributes:
+        offset: the dataset's next offset when the run started (0 for a new dataset).
+        checkpoint: the pipe's checkpoint when the run started, restored by a rollback.
+    """
+
+    offset: int
+    checkpoint: Checkpoint
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class DatasetInfo:
         ids: number of distinct ``_id`` s in its latest-version index, deleted ones included.
         deleted: how many of those are deleted.
         trip: circuit breaker state, None when not tripped.
+        held: versions held above the committed offset by a tripped circuit breaker (0 when not
+            tripped); ``ids`` and ``deleted`` count what readers see, without them.
     """
 
     name: str
@@ -107,6 +126,7 @@ class DatasetInfo:
     ids: int
     deleted: int
     trip: TripInfo | None
+    held: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +217,7 @@ class StateStore(Protocol):
         keep_versions: int | None = 2,
         change_limit: int | None = None,
         populate: bool = False,
+        run_start: RunStart | None = None,
     ) -> WriteResult:
         """Write entities and the pipe's checkpoint in one transaction.
 
@@ -208,6 +229,10 @@ class StateStore(Protocol):
         ``change_limit`` is how many more changes this run may make visible (circuit breaker);
         beyond it versions are held above the committed offset and the dataset trips.
         ``populate`` sets the dataset's populated flag in the same transaction.
+        ``run_start`` is recorded in a trip, so a rollback restores the state before the run.
+        Compaction never removes a version above the lowest since of the pipes reading the
+        dataset (see :meth:`set_consumers`), nor, with ``run_start``, an id's newest version from
+        before the run.
 
         Args:
             dataset: dataset id; created on first write.
@@ -224,6 +249,11 @@ class StateStore(Protocol):
 
     async def unseen(self, dataset: str, sweep: int, limit: int) -> list[Entity]:
         """Latest non-deleted versions of ids not marked by ``sweep``: up to ``limit``, as stored."""
+        ...
+
+    async def count_unseen(self, dataset: str, sweep: int) -> int:
+        """How many ids :meth:`unseen` would return without a limit: the tombstones deletion
+        tracking is about to write (the circuit breaker decides on them before any is written)."""
         ...
 
     async def set_populated(self, dataset: str) -> None:
@@ -271,10 +301,25 @@ class StateStore(Protocol):
         ...
 
     async def rollback_breaker(self, dataset: str) -> int:
-        """Delete the held versions, restore the tripping pipe's since, reset the breaker.
+        """Restore the dataset and the tripping pipe to their state before the tripping run:
+        delete the held versions; revert each id the run made visible by a new version equal to
+        its version before the run (a ``_deleted`` one for an id the run created); restore the
+        pipe's checkpoint from before the run; reset the breaker (Sesam: a rollback removes what
+        the tripping run wrote).
 
-        Returns the number of versions deleted. Raises OperationRefusedError when not tripped.
+        Returns the number of versions deleted or reverted. Raises OperationRefusedError when
+        not tripped.
         """
+        ...
+
+    async def set_consumers(self, consumers: dict[str, list[str]]) -> None:
+        """Record which pipes read which dataset (dataset -> pipe ids), replacing what was recorded:
+        their sinces hold compaction back (Sesam). Disabled pipes count."""
+        ...
+
+    async def compaction_holds(self, dataset: str) -> list[tuple[str, int]]:
+        """The recorded consumers of a dataset with the offset up to which each has read (-1 for
+        one that has read nothing), lowest first: compaction keeps every version above the lowest."""
         ...
 
     # -- pipes --------------------------------------------------------------------------------
@@ -290,11 +335,12 @@ class StateStore(Protocol):
         """Store a checkpoint on its own (sinks that write elsewhere: at-least-once)."""
         ...
 
-    def pipe_lock(self, pipe: str) -> AbstractAsyncContextManager[None]:
-        """Hold the pipe's run lock: one run of a pipe at a time, across processes.
+    def pipe_lock(self, pipe: str, holder: str = "") -> AbstractAsyncContextManager[None]:
+        """Hold the pipe's lock: one run of a pipe, or one operator action on it, at a time,
+        across processes. ``holder`` (e.g. ``run 3f2a...``) is named to whoever is refused.
 
         Raises:
-            OperationRefusedError: another run (in this or another process) holds it.
+            OperationRefusedError: another run or action (in this or another process) holds it.
         """
         ...
 

@@ -30,11 +30,12 @@ from runtime.store.protocol import (
     DatasetInfo,
     LogEvent,
     PipeState,
+    RunStart,
     WorkUnit,
     WriteResult,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS exec_log(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, pipe TEXT NOT NULL, run_id TEXT NOT NULL,
     ts_us INTEGER NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
+CREATE TABLE IF NOT EXISTS consumers(
+    dataset TEXT NOT NULL, pipe TEXT NOT NULL, PRIMARY KEY(dataset, pipe)) WITHOUT ROWID;
 """
 
 _SEENLESS = "SELECT ds FROM datasets WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'seen_' || ds)"
@@ -140,6 +143,7 @@ class SqliteStore:
             if version < 1:  # version 0 -> 1: id and deletion counters per dataset
                 await self._add_counters(tx)
             # version 1 -> 2: the entity_retries table, created by SCHEMA above
+            # version 3 -> 4: the consumers table, created by SCHEMA above
             # version 2 -> 3: a seen_N table per dataset. Checked on every open, not only on the
             # upgrade: a Sluice of schema 2 opening this store afterwards creates datasets without one.
             for (key,) in await tx.execute_fetchall(_SEENLESS):
@@ -215,15 +219,18 @@ class SqliteStore:
         keep_versions: int | None = 2,
         change_limit: int | None = None,
         populate: bool = False,
+        run_start: RunStart | None = None,
     ) -> WriteResult:
         """See :meth:`StateStore.write_batch`."""
         try:
             async with self._transaction() as conn:
                 ds = await dsql.find_or_create(conn, dataset)
                 previous = await self._checkpoint_in(conn, pipe)
+                hold = await dsql.hold_of(conn, ds) if keep_versions is not None else dsql.NO_HOLD
                 result = await dsql.write(
                     conn, ds, entities, pipe=pipe, checkpoint=checkpoint, previous=previous,
                     sweep=sweep, keep_versions=keep_versions, change_limit=change_limit,
+                    run_start=run_start, hold=hold,
                 )
                 if checkpoint is not None:
                     await self._put_checkpoint(conn, pipe, checkpoint)
@@ -239,6 +246,12 @@ class SqliteStore:
         """See :meth:`StateStore.unseen`."""
         ds = await dsql.find(self._r, dataset)
         return [] if ds is None else await dsql.unseen(self._r, ds, sweep, limit)
+
+    @_translated
+    async def count_unseen(self, dataset: str, sweep: int) -> int:
+        """See :meth:`StateStore.count_unseen`."""
+        ds = await dsql.find(self._r, dataset)
+        return 0 if ds is None else await dsql.count_unseen(self._r, ds, sweep)
 
     @_translated
     async def set_populated(self, dataset: str) -> None:
@@ -270,7 +283,10 @@ class SqliteStore:
         ds = await dsql.find(self._r, dataset)
         if ds is None:
             return None
-        return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ds.ids, ds.deleted, ds.trip)
+        ids, deleted, held = ds.ids, ds.deleted, ds.next_offset - 1 - ds.committed
+        if held:
+            ids, deleted = await dsql.visible_counts(self._r, ds)
+        return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ids, deleted, ds.trip, held)
 
     @_translated
     async def datasets(self) -> list[DatasetInfo]:
@@ -291,7 +307,7 @@ class SqliteStore:
                     f"dataset {dataset!r} has a tripped circuit breaker; commit or roll it back "
                     "before compacting", pipe=ds.trip.pipe,
                 )
-            return await dsql.compact_all(conn, ds, keep_versions)
+            return await dsql.compact_all(conn, ds, keep_versions, hold=await dsql.hold_of(conn, ds))
 
     @_translated
     async def commit_breaker(self, dataset: str, keep_versions: int | None = None) -> int:
@@ -302,7 +318,7 @@ class SqliteStore:
             if keep_versions is not None:
                 rows = await conn.execute_fetchall(f"SELECT DISTINCT id FROM {ds.log} WHERE off > ?", (ds.committed,))
                 held = [r[0] for r in rows]
-                await dsql.compact_ids(conn, ds, held, keep_versions)
+                await dsql.compact_ids(conn, ds, held, keep_versions, hold=await dsql.hold_of(conn, ds))
             ds.committed = ds.next_offset - 1
             ds.trip = None
             await dsql.save_row(conn, ds)
@@ -318,8 +334,23 @@ class SqliteStore:
             removed = await dsql.rollback_held(conn, ds)
             ds.trip = None
             await dsql.save_row(conn, ds)
+            if trip.run_offset is not None:
+                removed += await dsql.revert_run(conn, ds, trip.run_offset, trip.pipe)
             await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep))
             return removed
+
+    @_translated
+    async def set_consumers(self, consumers: dict[str, list[str]]) -> None:
+        """See :meth:`StateStore.set_consumers`."""
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM consumers")
+            await conn.executemany("INSERT OR IGNORE INTO consumers(dataset, pipe) VALUES (?, ?)",
+                                   [(ds, p) for ds, pipes in consumers.items() for p in pipes])
+
+    @_translated
+    async def compaction_holds(self, dataset: str) -> list[tuple[str, int]]:
+        """See :meth:`StateStore.compaction_holds`."""
+        return await dsql.holders(self._r, dataset)
 
     async def _tripped(self, conn: aiosqlite.Connection, dataset: str) -> dsql.DatasetRow:
         ds = await dsql.find(conn, dataset)
@@ -393,20 +424,24 @@ class SqliteStore:
         )
 
     @asynccontextmanager
-    async def pipe_lock(self, pipe: str) -> AsyncIterator[None]:
+    async def pipe_lock(self, pipe: str, holder: str = "") -> AsyncIterator[None]:
         """See :meth:`StateStore.pipe_lock`: an exclusive ``flock`` on ``<db>.locks/<pipe>.lock``,
-        released by the kernel if the process dies."""
+        released by the kernel if the process dies; the file names the holder and its process."""
         folder = self.path.with_name(self.path.name + ".locks")
         folder.mkdir(exist_ok=True)
-        fd = os.open(folder / f"{pipe}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        path = folder / f"{pipe}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                who = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another run"
                 raise OperationRefusedError(
-                    f"pipe {pipe!r} is already running (another run holds {folder / (pipe + '.lock')}); "
-                    "wait for it to finish or stop it", pipe=pipe,
+                    f"already running or busy: {who} holds {path}; wait for it to finish or stop it",
+                    pipe=pipe,
                 ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{holder or 'a run'} (process {os.getpid()})".encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
