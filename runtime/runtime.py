@@ -151,7 +151,8 @@ class Runtime:
             options["start_since"] = start
 
         def bookkeeping(info: dict[str, Any], result: RunResult) -> dict[str, Any]:
-            return after_run(result.kind, info, result.status == "completed", now)  # type: ignore[arg-type]
+            error = None if result.error is None else str(result.error)
+            return after_run(result.kind, info, result.status, now, error=error)  # type: ignore[arg-type]
 
         run = PipeRun(
             spec, self.store, systems=self.systems, config_dir=str(self.config_dir),
