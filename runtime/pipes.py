@@ -406,7 +406,7 @@ class PipeRun:
         *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         result = self.result
-
+        run_since = self._progress.since  # where the run started (the source actor moves it on)
         letters = self._dead_letters
 
         async def body() -> None:
@@ -434,6 +434,8 @@ class PipeRun:
             final_since = progress.since if strategy != "none" else None
             if complete:  # a stopped run commits nothing more: the next run resumes it
                 result.add(await sink.finish(Checkpoint(final_since, None)))
+            if letters.enabled:  # a resumed full run has not re-read what came before its since
+                await letters.settle(full=run.full and run_since is None and complete)
             if self.on_progress is not None:
                 self.on_progress(result)
 
