@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import anyio
 import ijson
@@ -42,6 +42,8 @@ class FileSourceConfig(SourceConfig):
             Sesam).
         delimiter: CSV field delimiter (one character).
         encoding: text encoding of a CSV file (JSON and NDJSON are read as UTF-8).
+        missing_fields: CSV only: a row with fewer fields than the header fails the run naming
+            the file and line (``fail``), or its missing fields are null (``null``).
     """
 
     type: Literal["file"]
@@ -52,6 +54,7 @@ class FileSourceConfig(SourceConfig):
     id_expression: str | None = None
     delimiter: str = ","
     encoding: str = "utf-8"
+    missing_fields: Literal["fail", "null"] = "fail"
 
     @field_validator("id_expression")
     @classmethod
@@ -74,6 +77,8 @@ class FileSourceConfig(SourceConfig):
             raise ValueError(f"cannot tell the format of {self.path!r} from its suffix; set format")
         if self.payload_property is not None and fmt != "json":
             raise ValueError("payload_property applies only to format json")
+        if "missing_fields" in self.model_fields_set and fmt != "csv":
+            raise ValueError("missing_fields applies only to format csv")
         self.format = fmt  # type: ignore[assignment]
         return self
 
@@ -153,14 +158,19 @@ class FileSource(Source):
             raise BadDataError(f"cannot read file: {exc}", location=str(self.path)) from exc
 
     def _csv(self) -> Iterator[tuple[int, Any]]:
+        """(line, row) pairs; ``csv.DictReader`` gives a short row's missing fields the value
+        None (its ``restval``), an overlong row's extra values under the key None."""
         with open(self.path, newline="", encoding=self.config.encoding) as fh:
             reader = csv.DictReader(fh, delimiter=self.config.delimiter)
+            fail_short = self.config.missing_fields == "fail"
             try:
                 for row in reader:
-                    if None in row:
+                    if None in row or (fail_short and None in row.values()):
+                        header = len(reader.fieldnames or [])
+                        fields = header + len(row.get(None) or []) - list(row.values()).count(None)
                         raise BadDataError(
-                            f"row has {len(reader.fieldnames or []) + len(row[None])} fields, "
-                            f"the header has {len(reader.fieldnames or [])}",
+                            f"row has {fields} field{'s' if fields != 1 else ''}, the header has {header}"
+                            + ("" if None in row else "; set missing_fields: null to read the missing ones as null"),
                             location=f"{self.path}:{reader.line_num}",
                         )
                     yield reader.line_num, row
@@ -199,19 +209,68 @@ class FileSource(Source):
         return numbers, records
 
     def _json(self) -> Iterator[tuple[int, Any]]:
-        prefix = f"{self.config.payload_property}.item" if self.config.payload_property else "item"
+        path = self.config.payload_property
         with open(self.path, "rb") as fh:
+            self._expect_array(fh, path or "")
+            fh.seek(0)
             n = 0
             try:
-                for n, item in enumerate(ijson.items(fh, prefix, use_float=True), start=1):
+                for n, item in enumerate(ijson.items(fh, f"{path}.item" if path else "item", use_float=True), start=1):
                     yield n, item
             except ijson.JSONError as exc:
                 raise BadDataError(f"not valid JSON after record {n}: {exc}", location=str(self.path)) from exc
-            if n == 0 and self.config.payload_property:
-                fh.seek(0)  # no record: is the value at the (dotted) path an empty array, or not an array?
-                found = next(ijson.items(fh, self.config.payload_property, use_float=True), None)
-                if not isinstance(found, list):
-                    raise BadDataError(
-                        f"payload_property {self.config.payload_property!r} is not an array in the document",
-                        location=str(self.path),
-                    )
+
+    def _expect_array(self, fh: BinaryIO, prefix: str) -> None:
+        """Check that the value at ``prefix`` (ijson's dotted path; ``""``: the top level) is an
+        array, before any record is read: a document of another shape would otherwise read as
+        zero records, and a full run over zero records deletes the whole dataset.
+
+        Raises:
+            BadDataError: not valid JSON, or the value is missing or not an array (names the file
+                and what was found, e.g. ``an object with keys _id, name``).
+        """
+        try:
+            found = _describe_value(ijson.parse(fh, use_float=True), prefix)
+        except ijson.JSONError as exc:
+            raise BadDataError(f"not valid JSON: {exc}", location=str(self.path)) from exc
+        if found is None:
+            return
+        if prefix:
+            raise BadDataError(
+                f"expected a JSON array at payload_property {prefix!r}, found {found}; "
+                "check payload_property against the document", location=str(self.path))
+        raise BadDataError(
+            f"expected a JSON array at the top level, found {found}; set payload_property to the "
+            "path of the array inside the document, or fix the file", location=str(self.path))
+
+
+SCALARS = {"string": "a string", "number": "a number", "boolean": "a boolean", "null": "null"}
+MAX_KEYS_NAMED = 5
+
+
+def _describe_value(events: Iterator[tuple[str, str, Any]], prefix: str) -> str | None:
+    """None when the first value at ``prefix`` in ijson ``parse`` events is an array, else a
+    description of what is there: ``"an object with keys a, b"``, ``"a string"``, ... or
+    ``"nothing (no such key)"``. Reads events only as far as needed (the start of an array stops it)."""
+    keys: list[str] | None = None  # None: no value at prefix yet
+    for path, event, value in events:
+        if path != prefix:
+            continue
+        if event == "start_array":
+            return None
+        if event in SCALARS:
+            return SCALARS[event]
+        if event == "start_map":
+            keys = []
+        elif event == "map_key" and keys is not None:
+            keys.append(value)
+            if len(keys) > MAX_KEYS_NAMED:
+                break
+        elif event == "end_map":
+            break
+    if keys is None:
+        return "nothing (no such key)"
+    if not keys:
+        return "an empty object"
+    named = ", ".join(keys[:MAX_KEYS_NAMED]) + (", ..." if len(keys) > MAX_KEYS_NAMED else "")
+    return f"an object with keys {named}"

@@ -7,10 +7,15 @@ Only with ``pump.dead_letter_dataset`` set (otherwise an entity error fails the 
    entity by entity; each entity that fails is recorded in the pipe's retry ledger and skipped,
    and the run goes on (its checkpoint advances).
 2. At the start of every run the ledger's entities are written again first; success removes them.
-3. An entity's failed attempts count at most once per run. At ``max_retries_per_entity`` it is
-   written to the dead-letter dataset as ``{"_id": "<pipe>:<key>", "pipe", "key", "entity",
-   "error", "attempts"}`` and leaves the ledger.
-4. A later successful write of the same ``_id`` removes its ledger entry (the newer version won).
+3. A later successful write of the same ``_id`` removes its ledger entry (the newer version won).
+4. An entity's failed attempts count at most once per run. At the end of a run that did not fail
+   (:meth:`DeadLetters.settle`), an entry with ``max_retries_per_entity`` attempts that is *still
+   failing* is written to the dead-letter dataset as ``{"_id": "<pipe>:<key>", "pipe", "key",
+   "entity", "error", "attempts"}`` and leaves the ledger. Still failing: it failed in this run
+   and was not superseded (3); an entry keyed by content hash (which no later version can
+   supersede) only when the source sent it again, in that form, in this run.
+5. At the end of a complete full run, entries the source did not send again in their failing
+   form expire: the source fixed or deleted the entity.
 
 Keys are the entity's ``_id``, or ``hash:<content hash>`` for an entity without a string ``_id``.
 """
@@ -55,6 +60,8 @@ class DeadLetters:
         self.pipe, self.store, self.run_id = pipe, store, run_id
         self.dataset, self.max_retries = dataset, max_retries
         self.pending: set[str] = set()
+        self.failed: dict[str, tuple[Entity, str, int]] = {}  # this run: key -> entity, error, attempts
+        self.sent: set[str] = set()  # keys of entities the source sent in this run that failed
 
     @property
     def enabled(self) -> bool:
@@ -67,10 +74,11 @@ class DeadLetters:
         if not waiting:
             return WriteResult()
         log.info("deadletters.replay", entities=len(waiting))
-        return await self.write_singly(sink, [entity for _, entity, *_ in waiting])
+        return await self.write_singly(sink, [entity for _, entity, *_ in waiting], replay=True)
 
-    async def write_singly(self, sink: Sink, entities: list[Entity]) -> WriteResult:
-        """Write entities one by one; record each failure, dead-letter exhausted ones."""
+    async def write_singly(self, sink: Sink, entities: list[Entity], *, replay: bool = False) -> WriteResult:
+        """Write entities one by one; record each failure (``replay``: entities of the ledger,
+        not sent by the source in this run)."""
         total = WriteResult()
         written: list[str] = []
         for entity in entities:
@@ -78,7 +86,7 @@ class DeadLetters:
             try:
                 r = await sink.write_batch([entity], None)
             except EntityError as exc:
-                await self._failed(key, entity, str(exc))
+                await self._failed(key, entity, str(exc), replay)
                 continue
             total = WriteResult(total.new + r.new, total.changed + r.changed, total.deleted + r.deleted,
                                 total.unchanged + r.unchanged, total.tripped or r.tripped)
@@ -94,13 +102,37 @@ class DeadLetters:
         if done:
             await self.store.clear_entity_retries(self.pipe, done)
             self.pending.difference_update(done)
+            for k in done:
+                self.failed.pop(k, None)
+                self.sent.discard(k)
 
-    async def _failed(self, key: str, entity: Entity, error: str) -> None:
+    async def settle(self, *, full: bool) -> None:
+        """End of a run that did not fail: dead-letter exhausted entries that are still failing;
+        after a complete full run (``full``), expire entries the source did not send again.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        if full:
+            expired = sorted(self.pending - self.sent)
+            if expired:
+                await self.store.clear_entity_retries(self.pipe, expired)
+                self.pending.difference_update(expired)
+                log.info("deadletters.expired", keys=expired)
+        for key, (entity, error, attempts) in sorted(self.failed.items()):
+            still = key in self.pending and (key in self.sent or not key.startswith("hash:"))
+            if still and attempts >= self.max_retries:
+                await self._dead_letter(key, entity, error, attempts)
+
+    async def _failed(self, key: str, entity: Entity, error: str, replay: bool) -> None:
         attempts = await self.store.record_entity_failure(self.pipe, key, entity, error, self.run_id)
         self.pending.add(key)
+        self.failed[key] = (entity, error, attempts)
+        if not replay:
+            self.sent.add(key)
         log.warning("entity.failed", key=key, attempts=attempts, error=error)
-        if attempts < self.max_retries:
-            return
+
+    async def _dead_letter(self, key: str, entity: Entity, error: str, attempts: int) -> None:
         letter: dict[str, Any] = {"_id": f"{self.pipe}:{key}", "pipe": self.pipe, "key": key,
                                   "entity": entity, "error": error, "attempts": attempts}
         assert self.dataset is not None  # only called when enabled

@@ -47,6 +47,7 @@ from runtime.errors import (
     SourceEmptyError,
     first_error,
 )
+from runtime.sinces import since_order
 from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
 
 log = structlog.get_logger("sluice.pipe")
@@ -240,6 +241,8 @@ class PipeRun:
                 await self._run()
                 result.status = "stopped" if self._progress.stopped else "completed"
             except SluiceError as exc:
+                if result.kind == "partial":  # say why: the pump retries it, runtime.rescans skips it
+                    exc.message = f"partial rescan from since {self.start_since!r}: {exc.message}"
                 result.status, result.error = "failed", exc
             except BaseException as exc:
                 cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
@@ -404,8 +407,8 @@ class PipeRun:
         elif strategy == "max":
             values = [e["_updated"] for e in entities if e.get("_updated") is not None]
             if values:
-                top = max(values)
-                last = top if last is None or top > last else last
+                top = max(values, key=since_order)
+                last = top if last is None or since_order(top) > since_order(last) else last
         await outbox.send(Batch(entities, checkpoint, read=len(entities)))
         return last
 
@@ -436,7 +439,7 @@ class PipeRun:
         *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         result = self.result
-
+        run_since = self._progress.since  # where the run started (the source actor moves it on)
         letters = self._dead_letters
 
         async def body() -> None:
@@ -464,6 +467,8 @@ class PipeRun:
             final_since = progress.since if strategy != "none" else None
             if complete:  # a stopped run commits nothing more: the next run resumes it
                 result.add(await sink.finish(Checkpoint(final_since, None)))
+            if letters.enabled:  # a resumed full run has not re-read what came before its since
+                await letters.settle(full=run.full and run_since is None and complete)
             if self.on_progress is not None:
                 self.on_progress(result)
 
@@ -486,16 +491,19 @@ class _Prepare:
 def _ascending_updated(entities: list[Entity], last: Any, pipe: str) -> Any:
     """The ``_updated`` of the last entity that has one (else ``last``), checking that the values
     never go down: a chronological source that is not ascending would lose data on resume.
+    Datetime strings are compared by instant (:func:`runtime.sinces.since_order`).
 
     Raises:
         BadDataError: ``_updated`` decreased, or values cannot be compared.
     """
+    last_key = since_order(last)
     for entity in entities:
         value = entity.get("_updated")
         if value is None:
             continue
+        key = since_order(value) if value.__class__ is str else value  # datetimes by instant
         try:
-            descending = last is not None and value < last
+            descending = last is not None and key < last_key
         except TypeError:
             descending = True
         if descending:
@@ -505,7 +513,7 @@ def _ascending_updated(entities: list[Entity], last: Any, pipe: str) -> Any:
                 "is_chronological: false (since is then stored at the end of the run) or order the source",
                 location=f"pipe {pipe!r} source", pipe=pipe,
             )
-        last = value
+        last, last_key = value, key
     return last
 
 

@@ -7,19 +7,27 @@
   rescan re-reads recent changes (late-arriving rows) and does no deletion tracking.
 
 The bookkeeping lives in the pipe's info document: ``runs_since_full``, ``runs_since_partial``
-and ``last_full_us`` (microseconds since the epoch), updated after each completed run.
+and ``last_full_us`` (microseconds since the epoch), updated after each completed run;
+``partial_failures`` counts failed partial rescans in a row, and ``partial_rescan_skipped``
+says why the last one that kept failing was given up.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
+import structlog
 from croniter import croniter
 
 from runtime.config.models import PumpConfig
+from runtime.sinces import parse_since
+
+log = structlog.get_logger("sluice.rescans")
 
 RunKind = Literal["incremental", "full", "partial"]
+PARTIAL_RESCAN_ATTEMPTS = 3
+"""Failed runs in a row after which a partial rescan is skipped (see :func:`after_run`)."""
 
 
 def choose_run(pump: PumpConfig, info: dict[str, Any], since: Any, now: datetime) -> tuple[RunKind, Any]:
@@ -55,31 +63,46 @@ def choose_run(pump: PumpConfig, info: dict[str, Any], since: Any, now: datetime
 
 
 def rewind(since: Any, delta: float) -> Any:
-    """Move a since value back by ``delta``; None when the value is neither an integer nor an
-    ISO-8601 datetime string (such a since cannot be rewound)."""
+    """Move a since value back by ``delta``: an integer by ``int(delta)``, an ISO-8601 datetime
+    string by ``delta`` seconds, written in the form the source used (``"2024-01-01 10:02:00"``
+    stays space-separated, ``".000Z"`` keeps its fraction and offset; see
+    :mod:`runtime.sinces`). None when the value is neither (such a since cannot be rewound)."""
     if isinstance(since, bool):
         return None
     if isinstance(since, int):
         return since - int(delta)
-    if isinstance(since, str):
-        try:
-            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        earlier = (moment - timedelta(seconds=delta)).isoformat()
-        return earlier.replace("+00:00", "Z") if since.endswith("Z") else earlier
-    return None
+    parsed = parse_since(since)
+    return None if parsed is None else parsed.minus(delta)
 
 
-def after_run(kind: RunKind, info: dict[str, Any], completed: bool, now: datetime) -> dict[str, Any]:
-    """The info changes to store after a run of ``kind`` (only completed runs count)."""
-    if not completed:
+def after_run(
+    kind: RunKind, info: dict[str, Any], status: str, now: datetime, *, error: str | None = None
+) -> dict[str, Any]:
+    """The info changes to store after a run of ``kind`` that ended with ``status``
+    (``completed``, ``failed`` or ``stopped``; only completed runs count).
+
+    A failed partial rescan is tried again (the pump backs off as after any failure), at most
+    :data:`PARTIAL_RESCAN_ATTEMPTS` times in a row: then it is skipped (the count starts over,
+    so the next run is incremental) and ``partial_rescan_skipped`` records its error.
+    """
+    if status == "failed" and kind == "partial":
+        failures = info.get("partial_failures", 0) + 1
+        if failures < PARTIAL_RESCAN_ATTEMPTS:
+            return {"partial_failures": failures}
+        log.warning("rescan.partial_skipped", failures=failures, error=error)
+        skipped = {"failures": failures, "error": error, "at_us": _us(now)}
+        return {"partial_failures": 0, "runs_since_partial": 0, "partial_rescan_skipped": skipped}
+    if status != "completed":
         return {}
     full = kind == "full"
     partial = kind == "partial"
     return {
         "runs_since_full": 0 if full else info.get("runs_since_full", 0) + 1,
         "runs_since_partial": 0 if partial else info.get("runs_since_partial", 0) + 1,
-        **({"last_full_us": int(now.astimezone(UTC).timestamp() * 1e6)} if full else {}),
+        "partial_failures": 0,
+        **({"last_full_us": _us(now)} if full else {}),
     }
 
+
+def _us(now: datetime) -> int:
+    return int(now.astimezone(UTC).timestamp() * 1e6)

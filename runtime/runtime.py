@@ -168,7 +168,8 @@ class Runtime:
             options["start_since"] = start
 
         def bookkeeping(info: dict[str, Any], result: RunResult) -> dict[str, Any]:
-            return after_run(result.kind, info, result.status == "completed", now)  # type: ignore[arg-type]
+            error = None if result.error is None else str(result.error)
+            return after_run(result.kind, info, result.status, now, error=error)  # type: ignore[arg-type]
 
         run = PipeRun(
             spec, self.store, systems=self.systems, config_dir=str(self.config_dir),
@@ -297,7 +298,7 @@ async def reset_pipe(
         refuse_protected(spec, "a reset")
     elif (await store.pipe_state(pipe)).info.get(PROTECTED):
         raise OperationRefusedError(
-            f"a reset is refused: the pipe's last config had disable_set_last_seen; if the "
+            "a reset is refused: the pipe's last config had disable_set_last_seen; if the "
             "flag is gone from the config, pass it (--config DIR) or run the pipe once", pipe=pipe,
         )
     if running:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from runtime import Runtime
+from runtime import ConfigError, Runtime
+from runtime.config import load_config
+from runtime.plugins import default_registry
 from tests.core.helpers import dataset_pipe
 
 
@@ -38,6 +40,32 @@ async def test_csv_row_with_extra_fields_names_the_line(tmp_path, write_config, 
     assert got == []
 
 
+@pytest.mark.parametrize(("content", "line", "found"), [
+    (b"a,b\n1,2\n3\n5,6\n", 3, "row has 1 field, the header has 2; set missing_fields: null"),
+    (b"a,b,c\n1,2\n", 2, "row has 2 fields, the header has 3"),
+])
+async def test_csv_row_with_missing_fields_names_the_line(tmp_path, write_config, data, content, line, found):
+    (data / "x.csv").write_bytes(content)
+    result, got = await run_one(tmp_path, write_config, {"type": "file", "path": "data/x.csv", "primary_key": "a"})
+    assert result.status == "failed" and found in str(result.error)
+    assert f"{data / 'x.csv'}:{line}" in str(result.error)
+    assert got == []
+
+
+async def test_csv_missing_fields_null_reads_them_as_null(tmp_path, write_config, data):
+    (data / "x.csv").write_text("a,b,c\n1,2\n3,,\n")
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.csv", "primary_key": "a", "missing_fields": "null"})
+    assert result.ok and [(e["_id"], e["b"], e["c"]) for e in got] == [("1", "2", None), ("3", "", "")]
+
+
+def test_missing_fields_applies_only_to_csv(tmp_path, write_config):
+    cfg = write_config([{"_id": "p", "type": "pipe",
+                         "source": {"type": "file", "path": "x.json", "missing_fields": "null"}}])
+    with pytest.raises(ConfigError, match=r"p: source: .*missing_fields applies only to format csv"):
+        load_config(cfg, default_registry())
+
+
 async def test_json_array_with_payload_property_and_id_expression(tmp_path, write_config, data):
     doc = {"meta": {}, "items": [{"a": 1, "b": "x"}, {"a": 2, "b": "y", "f": 1.5}]}
     (data / "x.json").write_bytes(orjson.dumps(doc))
@@ -51,22 +79,47 @@ async def test_json_wrong_payload_property_fails_the_run(tmp_path, write_config,
     (data / "x.json").write_bytes(orjson.dumps({"items": []}))
     result, _ = await run_one(tmp_path, write_config, {
         "type": "file", "path": "data/x.json", "payload_property": "itemz", "primary_key": "a"})
-    assert result.status == "failed" and "payload_property 'itemz' is not an array" in str(result.error)
+    assert result.status == "failed" and "x.json" in str(result.error)
+    assert "expected a JSON array at payload_property 'itemz', found nothing (no such key)" in str(result.error)
 
 
 @pytest.mark.parametrize(("doc", "ok"), [
     ({"a": {"b": []}}, True),
     ({"a": {"b": [{"k": 1}]}}, True),
-    ({"a": {"b": {"k": 1}}}, False),
-    ({"a": {"c": []}}, False),
+    ({"a": {"b": {"k": 1}}}, "found an object with keys k"),
+    ({"a": {"b": "x"}}, "found a string"),
+    ({"a": {"c": []}}, "found nothing (no such key)"),
+    ({"a": {"b": {"item": {"k": 1}}}}, "found an object with keys item"),  # ijson's prefix a.b.item
 ])
 async def test_json_dotted_payload_property(tmp_path, write_config, data, doc, ok):
     (data / "x.json").write_bytes(orjson.dumps(doc))
     result, got = await run_one(tmp_path, write_config, {
         "type": "file", "path": "data/x.json", "payload_property": "a.b", "primary_key": "k"})
-    assert result.ok is ok, result.error
-    assert ok or "payload_property 'a.b' is not an array" in str(result.error)
+    assert result.ok is (ok is True), result.error
+    assert ok is True or f"expected a JSON array at payload_property 'a.b', {ok}" in str(result.error)
     assert len(got) == (1 if doc == {"a": {"b": [{"k": 1}]}} else 0)
+
+
+@pytest.mark.parametrize(("doc", "found"), [
+    ({"_id": "x"}, "an object with keys _id"),
+    ({"item": {"_id": "x"}}, "an object with keys item"),  # ijson's prefix for array items
+    ({f"k{i}": i for i in range(7)}, "an object with keys k0, k1, k2, k3, k4, ..."),
+    ({}, "an empty object"),
+    ("x", "a string"),
+])
+async def test_json_top_level_not_an_array_fails_and_deletes_nothing(tmp_path, write_config, data, doc, found):
+    """A full run over a file of the wrong shape read zero records and deleted the dataset."""
+    (data / "x.json").write_bytes(orjson.dumps([{"_id": "x"}, {"_id": "y"}]))
+    cfg = write_config([{"_id": "p", "type": "pipe", "source": {"type": "file", "path": "data/x.json"}}])
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        assert (await rt.run_pipe("p")).new == 2
+        (data / "x.json").write_bytes(orjson.dumps(doc))
+        result = await rt.run_pipe("p")
+        assert result.status == "failed" and (result.read, result.deleted) == (0, 0)
+        assert f"expected a JSON array at the top level, found {found}" in str(result.error)
+        assert str(data / "x.json") in str(result.error)
+        assert sorted((e["_id"], e.get("_deleted", False)) for e in await rt.entities("p")) == [
+            ("x", False), ("y", False)]
 
 
 async def test_truncated_json_fails_the_run_naming_the_record(tmp_path, write_config, data):
