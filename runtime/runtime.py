@@ -145,7 +145,7 @@ class Runtime:
         if full:
             refuse_protected(spec, "a full run")
         if pipe in self.running or pipe in self._claimed:
-            raise OperationRefusedError(f"pipe {pipe!r} is already running", pipe=pipe)
+            raise OperationRefusedError("already running", pipe=pipe)
         self._claimed.add(pipe)  # before the first await: two callers cannot both get here
         try:
             run_id = new_run_id()
@@ -260,7 +260,7 @@ class Runtime:
             OperationRefusedError: the pipe has ``disable_set_last_seen`` (in its config or
                 recorded from an earlier run), or is running.
         """
-        await reset_pipe(self.store, pipe, self.config, since, running=pipe in self.running)
+        await reset_pipe(self.store, pipe, self.config, since)
 
     async def commit_breaker(self, dataset: str) -> int:
         """Expose the versions held by a tripped circuit breaker (then compact them per the writing
@@ -281,9 +281,7 @@ class Runtime:
         await serve(self, settings, handle_signals=handle_signals)
 
 
-async def reset_pipe(
-    store: StateStore, pipe: str, config: Config | None, since: Any = None, *, running: bool = False
-) -> None:
+async def reset_pipe(store: StateStore, pipe: str, config: Config | None, since: Any = None) -> None:
     """Reset a pipe's since in ``store`` (used by the CLI without a config too), holding the
     pipe's lock: never while a run of it is going on, in any process.
 
@@ -301,8 +299,6 @@ async def reset_pipe(
             "a reset is refused: the pipe's last config had disable_set_last_seen; if the "
             "flag is gone from the config, pass it (--config DIR) or run the pipe once", pipe=pipe,
         )
-    if running:
-        raise OperationRefusedError("it is running; stop it first", pipe=pipe)
     async with store.pipe_lock(pipe, holder="a reset"):
         await store.reset_pipe(pipe, since)
         await store.log_event(pipe, "-", "pipe-reset", {"since": since})
