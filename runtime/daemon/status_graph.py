@@ -5,9 +5,10 @@ or sink names with ``system``), per pipe (filled with its state's colour, labell
 and the start of its last run) and per dataset (the config's plus any other in the store), and
 an edge for each "reads" and "writes": system -> pipe for a source, pipe -> system for a sink, a
 dashed two-way edge for a transform that calls a system, dataset -> pipe for a dataset source
-(dashed for a dataset read through ``hops``), pipe -> dataset for what it writes. A source or sink
-that is neither a dataset nor a system (a file, embedded entities, an HTTP endpoint) is a small
-grey node of its own. This is the picture of Sesam's pipe/dataset graph ("Flows" view).
+(dashed for a dataset a transform reads, e.g. through ``hops``), pipe -> dataset for what it
+writes. A source or sink that is neither a dataset nor a system (a file, embedded entities, an
+HTTP endpoint) is a small grey node of its own. Pipes, datasets and systems are Sesam's concepts;
+the picture is the dependency graph the pump already follows (``PipeSpec.reads``/``writes``).
 
 Layout and drawing are Graphviz's ``dot`` (the Sugiyama-style layered layout, with edge routing
 and text placement) through the ``graphviz`` package, rendering SVG on the server: no JavaScript,

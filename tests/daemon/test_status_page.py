@@ -14,7 +14,9 @@ import anyio
 import pytest
 import yaml
 
-from runtime.daemon.status_graph import STATE_COLOURS
+from runtime import Secrets, load_config
+from runtime.daemon.status_graph import STATE_COLOURS, flow_graph, render_svg
+from runtime.plugins import default_registry
 from tests.daemon.conftest import READ, Api, counter_pipe
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -105,6 +107,28 @@ async def test_graph_of_the_demo_names_everything_and_colours_a_failed_pipe(
     assert f'href="/status/pipes/broken-import/log?token={READ}"' in svg  # nodes link to their pages
     await screenshot(tmp_path, f"{served.url}/status/pipes/broken-import/log?token={READ}", "log.png")
     await screenshot(tmp_path, f"{served.url}/status/datasets/iso-countries?limit=5&token={READ}", "dataset.png")
+
+
+async def test_graph_draws_systems_and_what_reads_and_writes_what() -> None:
+    config = load_config(DEMO.parent / "examples" / "rest-parameterized", default_registry(),
+                         Secrets(environ={"SHOP_URL": "http://127.0.0.1:9"}))
+    views = {"shop-order-ids": {"state": "ok", "last_run": {"started_us": 1_796_000_000_000_000}},
+             "shop-order-lines": {"state": "never-run", "last_run": None}}
+    datasets = dict.fromkeys(["shop-order-ids", "shop-order-lines"])
+    graph = flow_graph(list(config.pipes.values()), views, datasets, lambda path: path)
+    nodes = dict(re.findall(r'^\t(n\d+) \[.*\bid="graph-([^"]+)"', graph.source, re.M))
+    edges = {(nodes[a], nodes[b], attrs) for a, b, attrs in
+             re.findall(r"^\t(n\d+) -> (n\d+)(?: \[(.*)\])?$", graph.source, re.M)}
+    assert edges == {
+        ("system-shop", "pipe-shop-order-ids", ""),  # the rest source calls the system
+        ("pipe-shop-order-ids", "dataset-shop-order-ids", ""),
+        ("dataset-shop-order-ids", "pipe-shop-order-lines", "style=solid"),  # a dataset source
+        ("pipe-shop-order-lines", "system-shop", "dir=both style=dashed"),  # the rest transform
+        ("pipe-shop-order-lines", "dataset-shop-order-lines", ""),
+    }
+    svg = await render_svg(graph)
+    assert svg is not None and svg.startswith("<svg") and 'id="graph&#45;system&#45;shop"' in svg
+    assert "last run 2026&#45;11&#45;30 00:53:20 UTC" in svg and 'class="node pipe never&#45;run"' in svg
 
 
 async def test_graph_needs_dot_and_says_so(start_daemon: Any, session: Any, tmp_path: Path) -> None:
