@@ -75,7 +75,7 @@ async def status_page(request: web.Request) -> web.Response:
     token = request.query.get("token")
     graph = flow_graph(specs, {p["_id"]: p for p in pipes}, {**dict.fromkeys(named), **infos},
                        lambda path: path + ("?" + urlencode({"token": token}) if token else ""))
-    return _render(request, "index.html", title="Sluice", refresh_s=REFRESH_S, pipes=pipes,
+    return _render(request, "index.html", title="Sluice status", refresh_s=REFRESH_S, pipes=pipes,
                    datasets=[dataset_view(i) for i in infos.values()], svg=await render_svg(graph),
                    config_dir=str(rt.config_dir), started=iso(daemon.started_at) or "")
 

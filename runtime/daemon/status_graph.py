@@ -48,10 +48,12 @@ class _Builder:
     names: dict[str, str] = field(default_factory=dict)
 
     def node(self, key: str, lines: Iterable[str], **attrs: str) -> str:
+        """Add the node once (``key`` = kind/name); text is taken literally (no DOT escapes)."""
         if key not in self.names:
             self.names[key] = name = f"n{len(self.names)}"
             label = graphviz.nohtml("\\n".join(graphviz.escape(line) for line in lines))
-            self.graph.node(name, label, **attrs)
+            literal = {k: graphviz.escape(v) if k in ("id", "tooltip") else v for k, v in attrs.items()}
+            self.graph.node(name, label, **literal)
         return self.names[key]
 
 

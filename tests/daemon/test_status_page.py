@@ -61,6 +61,7 @@ async def test_status_page_in_headless_chromium(start_daemon: Any, session: Any,
     dom = await chromium(tmp_path, "--dump-dom", url)
     states = dict(re.findall(r'<tr id="pipe-([^"]+)">.*?<span class="state [^"]+">([^<]+)</span>', dom, re.DOTALL))
     assert states == {"orders": "ok", "broken-feed": "failed", "idle-pipe": "disabled", "parked": "off"}
+    assert _fills(dom) == {pipe: STATE_COLOURS[state] for pipe, state in states.items()}  # the graph's too
     assert "pipes.yaml exists; failing on purpose" in dom  # the failed run's error is shown
     assert f'href="/status/pipes/orders/log?token={READ}"' in dom
     assert f'href="/status/datasets/orders?token={READ}"' in dom
@@ -100,9 +101,7 @@ async def test_graph_of_the_demo_names_everything_and_colours_a_failed_pipe(
     assert set(pipes) | datasets | {"broken-import"} <= texts
     for name in datasets | {"broken-import"}:
         assert f'id="graph-dataset-{name}"' in svg
-    fills = dict(re.findall(r'<g id="graph-pipe-([^"]+)" class="node pipe [^"]+">.*?<path fill="([^"]+)"', svg,
-                            re.DOTALL))
-    assert fills == {**dict.fromkeys(pipes, STATE_COLOURS["ok"]), "broken-import": STATE_COLOURS["failed"]}
+    assert _fills(svg) == {**dict.fromkeys(pipes, STATE_COLOURS["ok"]), "broken-import": STATE_COLOURS["failed"]}
     assert re.search(r'class="node pipe failed".*?last run \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC', svg, re.DOTALL)
     assert f'href="/status/pipes/broken-import/log?token={READ}"' in svg  # nodes link to their pages
     await screenshot(tmp_path, f"{served.url}/status/pipes/broken-import/log?token={READ}", "log.png")
@@ -114,7 +113,7 @@ async def test_graph_draws_systems_and_what_reads_and_writes_what() -> None:
                          Secrets(environ={"SHOP_URL": "http://127.0.0.1:9"}))
     views = {"shop-order-ids": {"state": "ok", "last_run": {"started_us": 1_796_000_000_000_000}},
              "shop-order-lines": {"state": "never-run", "last_run": None}}
-    datasets = dict.fromkeys(["shop-order-ids", "shop-order-lines"])
+    datasets = dict.fromkeys(["shop-order-ids", "shop-order-lines", '<b>&"x\\N</b>'])
     graph = flow_graph(list(config.pipes.values()), views, datasets, lambda path: path)
     nodes = dict(re.findall(r'^\t(n\d+) \[.*\bid="graph-([^"]+)"', graph.source, re.M))
     edges = {(nodes[a], nodes[b], attrs) for a, b, attrs in
@@ -129,6 +128,8 @@ async def test_graph_draws_systems_and_what_reads_and_writes_what() -> None:
     svg = await render_svg(graph)
     assert svg is not None and svg.startswith("<svg") and 'id="graph&#45;system&#45;shop"' in svg
     assert "last run 2026&#45;11&#45;30 00:53:20 UTC" in svg and 'class="node pipe never&#45;run"' in svg
+    assert "<b>" not in svg and 'id="graph&#45;dataset&#45;&lt;b&gt;&amp;&quot;x\\N&lt;/b&gt;"' in svg
+    assert ">&lt;b&gt;&amp;&quot;x\\N&lt;/b&gt;</text>" in svg  # names are drawn as they are, escaped
 
 
 async def test_graph_needs_dot_and_says_so(start_daemon: Any, session: Any, tmp_path: Path) -> None:
@@ -194,6 +195,12 @@ async def test_dataset_page_is_paged_and_escapes_entities(start_daemon: Any, ses
     await api.get("/", token=None)  # public_status_page opens / only:
     await api.get("/status/datasets/things", token=None, expect=401)
     await api.get("/status/pipes/things/log", token=None, expect=401)
+
+
+def _fills(dom: str) -> dict[str, str]:
+    """Pipe ``_id`` -> the fill colour of its node in the graph's SVG."""
+    return dict(re.findall(r'<g id="graph-pipe-([^"]+)" class="node pipe [^"]+">.*?<path fill="([^"]+)"', dom,
+                           re.DOTALL))
 
 
 async def _ran(api: Api, pipe: str, runs: int) -> bool:
