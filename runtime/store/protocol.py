@@ -366,9 +366,11 @@ class StateStore(Protocol):
         ...
 
     async def execution_log(
-        self, pipe: str, *, since: int | None = None, limit: int = 100
+        self, pipe: str, *, since: int | None = None, limit: int = 100, before: int | None = None,
+        newest_first: bool = False,
     ) -> list[LogEvent]:
-        """Events of a pipe with seq > since, oldest first, at most ``limit``."""
+        """Events of a pipe with since < seq < before, oldest first (or ``newest_first``), at most
+        ``limit`` (the first ``limit`` in that order)."""
         ...
 
     # -- entity retries (dead letters) ---------------------------------------------------------

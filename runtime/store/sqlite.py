@@ -463,13 +463,15 @@ class SqliteStore:
 
     @_translated
     async def execution_log(
-        self, pipe: str, *, since: int | None = None, limit: int = 100
+        self, pipe: str, *, since: int | None = None, limit: int = 100, before: int | None = None,
+        newest_first: bool = False,
     ) -> list[LogEvent]:
         """See :meth:`StateStore.execution_log`."""
+        order = "DESC" if newest_first else "ASC"
         rows = await self._r.execute_fetchall(
             "SELECT seq, pipe, run_id, ts_us, event, data FROM exec_log WHERE pipe = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (pipe, since or 0, limit),
+            f" AND seq < ? ORDER BY seq {order} LIMIT ?",
+            (pipe, since or 0, 2**63 - 1 if before is None else before, limit),
         )
         return [LogEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
 
