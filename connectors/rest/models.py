@@ -95,7 +95,9 @@ class ApiKeyAuth(_Strict):
 class OAuth2Auth(_Strict):
     """OAuth2 token flow: ``client_credentials`` or ``refresh_token`` grant.
 
-    A 401 makes it fetch a new token once and repeat the request.
+    A 401 makes it fetch a new token and repeat the request at once; a 401 right after a new
+    token fetches another, within the request's attempts (a ``"401"`` rule's ``max_attempts``,
+    else 5).
 
     Attributes:
         type: ``oauth2``: tokens from ``token_url``, refreshed before they expire.

@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 import orjson
 
+from connectors.rest.body import parse_body
 from connectors.rest.models import RestSourceConfig
-from connectors.rest.operation import Operation, parse_body
+from connectors.rest.operation import Operation
 from connectors.rest.paging import PageGuard, PageRequest, PageResponse, make_paginator
 from connectors.rest.system import Call, RestSystem
 from runtime.components import ComponentConfig, Source
@@ -84,9 +85,9 @@ class RestSource(Source):
             page = Call(call.method, request.url, params, call.headers, call.payload, call.payload_type)
             where = system.location(page)
             guard.request(request, where)
-            response = await system.send(page)
+            response = await system.send(page, parse=parse_body)
             system.check(response)
-            body = parse_body(response)
+            body = response.data
             records = op.records(response, body)
             guard.page(orjson.dumps(records), len(records), where)
             count = len(records)
