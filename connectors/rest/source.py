@@ -7,8 +7,10 @@ or only through ``{{ since }}`` in the templates (``since_property_location: tem
 ``initial_since_value`` is used while the pipe has no since stored.
 
 A bad page (not JSON, an HTML error page, wrong ``payload_property``, a record without ``_id``, a
-truncated body, a paging loop) raises :class:`BadDataError` naming the request; the batches before
-it stay committed and the next run resumes from the last committed checkpoint.
+truncated body, a paging loop, paging that ends short of the announced total) raises
+:class:`BadDataError` naming the request (a body that does not parse only once the system's
+retries of it are spent); the batches before it stay committed and the next run resumes from the
+last committed checkpoint.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ drops it, anything else fails the run naming the request. The parsed response go
 ``id_expression``) replace the entity. ``if_transform_empty: fail`` fails the run when a
 non-empty batch produced no entity, so an outage cannot feed deletion tracking an empty result.
 ``_deleted`` entities pass through without a request unless ``call_deleted`` is set.
+Every call is retried on its own by the system (5xx, 429, resets, a 2xx body that does not parse,
+a 401 needing a new token), so one flaky call does not fail the batch around it.
 """
 
 from __future__ import annotations

@@ -192,3 +192,12 @@ def test_since_paging_total_counts_from_each_request() -> None:
     assert p.next(PageResponse("u", {}, {"total": 25}, 10, "GET u", last_updated=10)) is not None
     with pytest.raises(BadDataError, match="read 10 records, but the server announced 25"):
         p.next(PageResponse("u", {}, {"total": 15}, 0, "GET u"))
+
+
+def test_401_renewals_share_the_attempt_budget() -> None:
+    policy = RetryPolicy({"default": RetryRule(retry=False)})
+    assert policy.reauthorize(1, 0) and policy.reauthorize(4, 1) and not policy.reauthorize(5, 1)  # 5 by default
+    keyed = RetryPolicy({"401": RetryRule(max_attempts=3)})
+    assert keyed.reauthorize(2, 1) and not keyed.reauthorize(3, 2)
+    off = RetryPolicy({"400-499": RetryRule(retry=False)})
+    assert off.reauthorize(1, 0) and not off.reauthorize(2, 1)  # the first renewal is always made
