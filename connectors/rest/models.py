@@ -95,7 +95,9 @@ class ApiKeyAuth(_Strict):
 class OAuth2Auth(_Strict):
     """OAuth2 token flow: ``client_credentials`` or ``refresh_token`` grant.
 
-    A 401 makes it fetch a new token once and repeat the request.
+    A 401 makes it fetch a new token and repeat the request at once; a 401 right after a new
+    token fetches another, within the request's attempts (a ``"401"`` rule's ``max_attempts``,
+    else 5).
 
     Attributes:
         type: ``oauth2``: tokens from ``token_url``, refreshed before they expire.
@@ -182,13 +184,19 @@ class PagingConfig(_Strict):
         next_link_header: ``next_link`` paging: response header holding the next page's URL.
         since_param: query parameter used by ``since`` paging for pages after the first (the
             first page carries the source's own since, per ``since_property_name``).
-        total_path: dotted path to the total record count in the body (``total_count``).
-        total_header: response header holding the total record count (e.g. ``X-Total-Count``).
+        total_path: dotted path to the total record count in the body; when set, the body's
+            total is used and headers are not looked at.
+        total_header: response header holding the total record count; default ``X-Total-Count``
+            (json-server, LoopBack, react-admin's REST convention), checked when a response has
+            it; ``null`` turns the header check off.
         stop_on: stop conditions, any of ``empty_page``, ``short_page``, ``no_next``,
-            ``total_count``; unset: ``no_next`` for link/cursor types, ``empty_page`` (+
-            ``total_count`` when a total is configured) for offset/page/since. ``short_page`` is
-            opt-in, because a server that caps the page size would end a full run early and
-            deletion tracking would delete the rest. A known total always wins over a short page.
+            ``total_count``; unset: ``no_next`` for link/cursor types, ``empty_page`` +
+            ``total_count`` for offset/page/since. ``short_page`` is opt-in, because a server
+            that caps the page size would end a full run early and deletion tracking would delete
+            the rest. A known total always wins over a short page. Whatever stops paging, a read
+            short of the largest total announced is a ``BadDataError`` naming the request (a
+            ``since`` page's total counts the records from its own since on); a total location
+            set explicitly must be in the first response.
         max_pages: hard cap on pages per paging sequence.
         on_max_pages: ``fail``: reaching ``max_pages`` while the server indicates more pages is an
             error naming the request (a silent cut would let deletion tracking delete the rest);
@@ -209,7 +217,7 @@ class PagingConfig(_Strict):
     next_link_path: str | None = None
     next_link_header: str | None = None
     total_path: str | None = None
-    total_header: str | None = None
+    total_header: str | None = "X-Total-Count"
     stop_on: list[Literal["empty_page", "short_page", "no_next", "total_count"]] | None = None
     max_pages: int | None = Field(default=None, ge=1)
     on_max_pages: Literal["fail", "stop"] = "fail"
@@ -225,6 +233,8 @@ class PagingConfig(_Strict):
             raise ValueError("stop_on short_page needs page_size")
         if "total_count" in stops and not (self.total_path or self.total_header):
             raise ValueError("stop_on total_count needs total_path or total_header")
+        if self.total_path and self.total_header and "total_header" in self.model_fields_set:
+            raise ValueError("set total_path or total_header, not both")
         return self
 
 

@@ -143,28 +143,6 @@ def since_value(text: str) -> Any:
     return int(text) if _INT.match(text) else text
 
 
-def parse_body(response: Response) -> Any:
-    """The JSON body of a response.
-
-    Raises:
-        BadDataError: empty, HTML (an error page served with status 200) or invalid/truncated JSON.
-    """
-    body = response.body
-    ctype = response.headers.get("Content-Type", "")
-    if not body.strip():
-        raise BadDataError(f"response body is empty (status {response.status}, content-type "
-                           f"{ctype!r}); expected JSON", location=response.location)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        head = body.lstrip()[:15].lower()
-        if "html" in ctype or head.startswith((b"<!doctype", b"<html", b"<")):
-            what = f"an HTML page (status {response.status}), not JSON; the API served an error page"
-        else:
-            what = f"not valid JSON ({exc}); the body may be truncated ({len(body)} bytes)"
-        raise BadDataError(f"response is {what}", location=response.location) from exc
-
-
 def _brief(record: dict[str, Any]) -> str:
     text = orjson.dumps(record).decode()
     return text if len(text) <= 120 else text[:117] + "..."

@@ -10,7 +10,10 @@ client pages a publisher).
 
 The safety net (peers.md §4 "Pagination edge cases", §5 idea 4) is :class:`PageGuard`: a request
 seen before (a next link or cursor that loops), a cursor that does not advance, or a page whose
-records repeat the previous page's stops the run with a :class:`BadDataError` naming the request.
+records repeat the previous page's stops the run with a :class:`BadDataError` naming the request,
+and so does paging that ends short of the total count the server announced (``total_path`` or
+``total_header``, by default ``X-Total-Count``): DESIGN.md, a full run is only as complete as its
+input, so an early end must never complete and feed deletion tracking.
 Paginator state lives in one object per paging sequence, never shared between calls.
 """
 
@@ -115,6 +118,7 @@ class Paginator:
         self.url = url
         self.pages = 0
         self.records = 0
+        self.announced: int | None = None  # records the server said this sequence has
         self.cut = False
         self.stops = set(config.stop_on if config.stop_on is not None else self.default_stops())
 
@@ -132,15 +136,21 @@ class Paginator:
         """The next request, or None when paging is done.
 
         Raises:
-            BadDataError: ``max_pages`` reached while more pages are indicated
-                (``on_max_pages: fail``), or the cursor did not advance.
+            BadDataError: paging ends having read fewer records than the server announced, a
+                total location set explicitly is not in the first response, ``max_pages``
+                reached while more pages are indicated (``on_max_pages: fail``), or the cursor
+                did not advance.
         """
         self.pages += 1
+        total = self._total(response)
+        if total is not None:  # the largest: a total that shrinks mid-way may hide skipped records
+            self.announced = max(self._announces(total), self.announced or 0)
         self.records += response.count
-        if self._stopped(response):
+        request = None if self._stopped(response, total) else self._next(response)
+        if request is None:
+            self._check_total(response)
             return None
-        request = self._next(response)
-        if request is not None and self.config.max_pages and self.pages >= self.config.max_pages:
+        if self.config.max_pages and self.pages >= self.config.max_pages:
             if self.config.on_max_pages == "stop":
                 self.cut = True  # more pages exist: the read is not complete
                 return None
@@ -149,22 +159,60 @@ class Paginator:
                 "more pages; raise max_pages or set on_max_pages: stop", location=response.location)
         return request
 
-    def _stopped(self, r: PageResponse) -> bool:
+    def _announces(self, total: int) -> int:
+        """Records of the whole sequence a page's total announces (offset-like: the total)."""
+        return total
+
+    def _stopped(self, r: PageResponse, total: int | None) -> bool:
         c = self.config
         if "empty_page" in self.stops and r.count == 0:
             return True
-        total = self._total(r) if "total_count" in self.stops else None
-        if total is not None:
-            return self.records >= total  # a known total wins over a short page
+        if total is not None and "total_count" in self.stops:
+            return self.records >= (self.announced or 0)  # a known total wins over a short page
         return "short_page" in self.stops and bool(c.page_size) and r.count < (c.page_size or 0)
 
+    def _check_total(self, r: PageResponse) -> None:
+        """Paging is done: check the announced total (DESIGN.md: a full run is only as complete
+        as its input).
+
+        Raises:
+            BadDataError: fewer records read than announced.
+        """
+        if self.announced is not None and self.records < self.announced:
+            c = self.config
+            where, key = (f"total_path {c.total_path!r}", "total_path") if c.total_path else (
+                f"header {c.total_header}", "total_header")
+            raise BadDataError(
+                f"paging ended after {self.pages} page(s) having read {self.records} records, but the "
+                f"server announced {self.announced} ({where}); the read is incomplete, so the run "
+                "fails and deletes nothing. Check the paging config (a page parameter the server "
+                f"needs, a page size it caps), or set {key}: null if that count means something else",
+                location=r.location)
+
     def _total(self, r: PageResponse) -> int | None:
+        """The total count the response announces, None if it has none.
+
+        Raises:
+            BadDataError: not an integer, or missing from the first response although its
+                location was set explicitly.
+        """
         c = self.config
-        raw = dig(r.body, c.total_path) if c.total_path else header(r.headers, c.total_header or "")
+        if c.total_path:
+            key, name, raw = "total_path", c.total_path, dig(r.body, c.total_path)
+        elif c.total_header:
+            key, name, raw = "total_header", c.total_header, header(r.headers, c.total_header)
+        else:
+            return None
+        if raw is None:
+            if self.pages == 1 and (key == "total_path" or key in c.model_fields_set):
+                raise BadDataError(f"{key} {name!r} is not in the response; fix {key} or remove it",
+                                   location=r.location)
+            return None
         try:
-            return None if raw is None else int(raw)
+            return int(raw)
         except (TypeError, ValueError) as exc:
-            raise BadDataError(f"total count {raw!r} is not an integer", location=r.location) from exc
+            raise BadDataError(f"total count {raw!r} ({key} {name!r}) is not an integer; fix {key}",
+                               location=r.location) from exc
 
     def _next(self, response: PageResponse) -> PageRequest | None:
         return None
@@ -249,6 +297,9 @@ class SincePaginator(OffsetPaginator):
 
     def first(self) -> PageRequest:
         return PageRequest(self.url, self.size_params())
+
+    def _announces(self, total: int) -> int:
+        return self.records + total  # a page's total counts from its own since on
 
     def _next(self, response: PageResponse) -> PageRequest | None:
         if response.last_updated is None:

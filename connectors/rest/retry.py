@@ -11,7 +11,9 @@ Non-idempotent methods (POST, PATCH; RFC 9110 §9.2.2) are retried by default on
 request cannot have been acted on: a 429, and a connection that failed before the request was
 sent (connect error or connect timeout). After a 5xx, a timeout or a dropped connection the server
 may already have done the write, so those are retried only when the rule (or the system) sets
-``retry_non_idempotent: true``.
+``retry_non_idempotent: true``. A 2xx whose body does not parse counts as a connection failure
+(the ``connection`` rule): on a GET it is retried, on a POST only with ``retry_non_idempotent``.
+A 401 is renewed-and-repeated by :meth:`RetryPolicy.reauthorize`, not by :meth:`RetryPolicy.delay`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ class RetryPolicy:
         if self.default_rule is not None:
             return self.default_rule
         return RetryRule() if status in DEFAULT_RETRIED else _NO_RETRY
+
+    def reauthorize(self, attempt: int, renewals: int) -> bool:
+        """Whether a 401 to attempt ``attempt`` is repeated with renewed credentials.
+
+        The first renewal always (a token expiring is routine); after ``renewals`` > 0 (a 401
+        right after a renewal) while a rule keyed for 401 (else the default 5 attempts) has an
+        attempt left, attempts of every kind counted.
+        """
+        if renewals == 0:
+            return True
+        rule = next((r for codes, r in self.rules if 401 in codes), RetryRule())
+        return rule.retry and attempt < rule.max_attempts
 
     def delay(self, attempt: int, status: int | None, retry_after: str | None = None, *,
               idempotent: bool = True, sent: bool = True) -> float | None:

@@ -7,8 +7,10 @@ or only through ``{{ since }}`` in the templates (``since_property_location: tem
 ``initial_since_value`` is used while the pipe has no since stored.
 
 A bad page (not JSON, an HTML error page, wrong ``payload_property``, a record without ``_id``, a
-truncated body, a paging loop) raises :class:`BadDataError` naming the request; the batches before
-it stay committed and the next run resumes from the last committed checkpoint.
+truncated body, a paging loop, paging that ends short of the announced total) raises
+:class:`BadDataError` naming the request (a body that does not parse only once the system's
+retries of it are spent); the batches before it stay committed and the next run resumes from the
+last committed checkpoint.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any, ClassVar
 
 import orjson
 
+from connectors.rest.body import parse_body
 from connectors.rest.models import RestSourceConfig
-from connectors.rest.operation import Operation, parse_body
+from connectors.rest.operation import Operation
 from connectors.rest.paging import PageGuard, PageRequest, PageResponse, make_paginator
 from connectors.rest.system import Call, RestSystem
 from runtime.components import ComponentConfig, Source
@@ -84,9 +87,9 @@ class RestSource(Source):
             page = Call(call.method, request.url, params, call.headers, call.payload, call.payload_type)
             where = system.location(page)
             guard.request(request, where)
-            response = await system.send(page)
+            response = await system.send(page, parse=parse_body)
             system.check(response)
-            body = parse_body(response)
+            body = response.data
             records = op.records(response, body)
             guard.page(orjson.dumps(records), len(records), where)
             count = len(records)

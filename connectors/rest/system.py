@@ -10,13 +10,19 @@ Every request is recorded in the process metrics (:mod:`runtime.daemon.metrics`)
 ``observe_request(system, status or "error", seconds)`` per attempt (seconds: from sending to the
 whole body read, not counting the wait for a concurrency or rate-limit slot), and
 ``count_retry(system, reason)`` per retry, reason being the status (``"429"``, ``"503"``, and
-``"401"`` for a re-authorized request) or ``"connection"``, ``"timeout"`` or ``"truncated"``.
+``"401"`` for a re-authorized request) or ``"connection"``, ``"timeout"``, ``"truncated"`` (a body
+cut off by the connection) or ``"unparseable"`` (a 2xx body that did not parse, e.g. truncated JSON
+with a consistent length, an HTML page served with 200).
+
+A 401 with credentials that can be renewed (OAuth2) is repeated at once with a new token; a 401
+right after a renewal renews again, within the attempts of the request (:meth:`RetryPolicy.reauthorize`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, ClassVar
@@ -30,6 +36,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from connectors.rest.auth import Auth, make_auth
+from connectors.rest.body import parse_body
 from connectors.rest.models import OperationConfig, RestSystemConfig
 from connectors.rest.retry import NON_IDEMPOTENT, RateLimiter, RetryPolicy
 from runtime.components import ComponentConfig, System
@@ -71,6 +78,7 @@ class Response:
     """A complete response: the whole body is read before it is returned.
 
     ``location`` (the request as named in errors, redacted) is computed only when asked for.
+    ``attempts``: attempts made for this request, this one included.
     """
 
     status: int
@@ -80,6 +88,7 @@ class Response:
     request: Call
     system: RestSystem
     attempts: int = 1
+    data: Any = None  # the parsed body, when ``send`` was given ``parse`` and the status is 2xx
 
     @property
     def location(self) -> str:
@@ -177,19 +186,26 @@ class RestSystem(System):
             url += ("&" if "?" in url else "?") + urlencode(call.params)
         return f"{call.method} {self.redact(url)} (system {self.id!r})"
 
-    async def send(self, call: Call, *, authenticate: bool = True) -> Response:
+    async def send(self, call: Call, *, authenticate: bool = True,
+                   parse: Callable[[Response], Any] | None = None) -> Response:
         """Send a request with the system's auth, limits and retry policy.
 
         Returns the final response (any status); :meth:`check` turns a failed status into an error.
 
+        Args:
+            call: the request.
+            authenticate: add the system's credentials (False for the token request itself).
+            parse: parses a 2xx body into ``Response.data``; its ``BadDataError`` (a truncated or
+                unparseable body) is retried like a cut-off body on an idempotent request.
+
         Raises:
             TransientError: connection errors or timeouts on every attempt.
-            BadDataError: the body was cut off on every attempt.
+            BadDataError: the body was cut off, or ``parse`` failed, on every attempt.
             FatalError: the URL is invalid.
         """
         if self.session is None:
             raise FatalError(f"system {self.id!r} is not open; run pipes through Runtime")
-        attempt, reauthorized = 0, False
+        attempt, renewals = 0, 0
         idempotent = call.method not in NON_IDEMPOTENT if call.idempotent is None else call.idempotent
         while True:
             attempt += 1
@@ -205,38 +221,74 @@ class RestSystem(System):
                 where = self.location(sent)
                 raise FatalError(f"invalid URL in {where}: {exc}; check base_url and the operation url") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
-                truncated = isinstance(exc, aiohttp.ClientPayloadError)
-                where = self.location(sent)
-                delay = self.policy.delay(attempt, None, idempotent=idempotent, sent=_maybe_sent(exc))
-                if delay is None:
-                    what = "response body was cut off" if truncated else f"request failed ({type(exc).__name__}: {exc})"
-                    message = f"{what} on all {attempt} attempts; the next run retries"
-                    if truncated:
-                        raise BadDataError(message, location=where) from exc
-                    raise TransientError(f"{message}: {where}") from exc
-                count_retry(self.id, _error_reason(exc))
-                log.warning("rest.retry", location=where, attempt=attempt,
-                            error=type(exc).__name__, delay=round(delay, 3))
-                await anyio.sleep(delay)
+                await self._backoff_error(exc, attempt, idempotent, self.location(sent))
                 continue
             response.attempts = attempt
-            if response.status == 401 and authenticate and not reauthorized and await self.auth.unauthorized(headers):
-                reauthorized = True
+            if (response.status == 401 and authenticate and self.policy.reauthorize(attempt, renewals)
+                    and await self.auth.unauthorized(headers)):
+                renewals += 1  # a 401 right after a renewal renews again, within the attempts
                 count_retry(self.id, "401")
-                log.info("rest.reauthorize", location=response.location)
+                log.info("rest.reauthorize", location=response.location, attempt=attempt)
                 continue
             if response.status >= 400:
-                delay = self.policy.delay(attempt, response.status, response.headers.get("Retry-After"),
-                                          idempotent=idempotent)
-                if delay is not None:
-                    if response.status == 429:
-                        self.limiter.pause(delay)
-                    count_retry(self.id, str(response.status))
-                    log.warning("rest.retry", location=response.location, attempt=attempt,
-                                status=response.status, delay=round(delay, 3))
-                    await anyio.sleep(delay)
+                if await self._backoff_status(response, attempt, idempotent):
                     continue
+            elif parse is not None and response.status < 300 and not await self._parsed(response, parse, idempotent):
+                continue
             return response
+
+    async def _backoff_error(self, exc: BaseException, attempt: int, idempotent: bool, where: str) -> None:
+        """Wait before retrying a failed attempt.
+
+        Raises:
+            BadDataError: the body was cut off and no attempt is left.
+            TransientError: any other failure and no attempt is left.
+        """
+        truncated = isinstance(exc, aiohttp.ClientPayloadError)
+        delay = self.policy.delay(attempt, None, idempotent=idempotent, sent=_maybe_sent(exc))
+        if delay is None:
+            what = "response body was cut off" if truncated else f"request failed ({type(exc).__name__}: {exc})"
+            message = f"{what} on all {attempt} attempts; the next run retries"
+            if truncated:
+                raise BadDataError(message, location=where) from exc
+            raise TransientError(f"{message}: {where}") from exc
+        count_retry(self.id, _error_reason(exc))
+        log.warning("rest.retry", location=where, attempt=attempt, error=type(exc).__name__, delay=round(delay, 3))
+        await anyio.sleep(delay)
+
+    async def _backoff_status(self, response: Response, attempt: int, idempotent: bool) -> bool:
+        """Wait and return True when the failed status is retried, else False."""
+        delay = self.policy.delay(attempt, response.status, response.headers.get("Retry-After"),
+                                  idempotent=idempotent)
+        if delay is None:
+            return False
+        if response.status == 429:
+            self.limiter.pause(delay)
+        count_retry(self.id, str(response.status))
+        log.warning("rest.retry", location=response.location, attempt=attempt,
+                    status=response.status, delay=round(delay, 3))
+        await anyio.sleep(delay)
+        return True
+
+    async def _parsed(self, response: Response, parse: Callable[[Response], Any], idempotent: bool) -> bool:
+        """Parse the body into ``response.data``; True when done, False after waiting for a retry.
+
+        Raises:
+            BadDataError: it does not parse and the ``connection`` rule has no attempt left (or
+                the request is not idempotent).
+        """
+        try:
+            response.data = parse(response)
+            return True
+        except BadDataError:
+            delay = self.policy.delay(response.attempts, None, idempotent=idempotent)
+            if delay is None:
+                raise
+            count_retry(self.id, "unparseable")
+            log.warning("rest.retry", location=response.location, attempt=response.attempts,
+                        error="unparseable body", delay=round(delay, 3))
+            await anyio.sleep(delay)
+            return False
 
     async def _once(self, call: Call, headers: dict[str, str], sent: Call) -> Response:
         assert self.session is not None
@@ -290,9 +342,6 @@ class RestSystem(System):
         # server may have rotated the refresh token already)
         call = Call("POST", self.absolute(auth.token_url), payload=form, payload_type="form",
                     idempotent=auth.grant_type == "client_credentials")
-        response = await self.send(call, authenticate=False)
+        response = await self.send(call, authenticate=False, parse=parse_body)
         self.check(response)
-        try:
-            return orjson.loads(response.body)
-        except orjson.JSONDecodeError as exc:
-            raise BadDataError("OAuth2 token response is not JSON", location=response.location) from exc
+        return response.data

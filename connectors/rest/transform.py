@@ -9,22 +9,23 @@ drops it, anything else fails the run naming the request. The parsed response go
 ``id_expression``) replace the entity. ``if_transform_empty: fail`` fails the run when a
 non-empty batch produced no entity, so an outage cannot feed deletion tracking an empty result.
 ``_deleted`` entities pass through without a request unless ``call_deleted`` is set.
+Every call is retried on its own by the system (5xx, 429, resets, a 2xx body that does not parse,
+a 401 needing a new token), so one flaky call does not fail the batch around it.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anyio
-import orjson
 
+from connectors.rest.body import content, parse_body
 from connectors.rest.models import RestTransformConfig, parse_codes
-from connectors.rest.operation import Operation, parse_body
+from connectors.rest.operation import Operation
 from connectors.rest.source import rest_system
-from connectors.rest.system import Response
 from runtime.components import ComponentConfig, Transform
 from runtime.entities import Entity
-from runtime.errors import BadDataError, SourceEmptyError, first_error
+from runtime.errors import SourceEmptyError, first_error
 
 
 class RestTransform(Transform):
@@ -69,32 +70,20 @@ class RestTransform(Transform):
             return [entity]
         where = f"pipe {self.context.pipe!r} rest transform, entity {entity.get('_id')!r}"
         call = self.operation.render({"entity": entity, "properties": c.properties}, where)
-        response = await self.system.send(call)
+        parse = parse_body if c.replace_entity else content
+        response = await self.system.send(call, parse=parse)  # a 2xx body is parsed (and retried)
         if response.status in self.ignored:
             return []
         if response.status not in self.allowed:
             self.system.check(response, self.allowed)
+        data = response.data if 200 <= response.status < 300 else parse(response)
         if c.replace_entity:
-            records = self.operation.records(response, parse_body(response))
+            records = self.operation.records(response, data)
             return [self.operation.entity(r, response.location) for r in records]
         out = dict(entity)
-        out[c.response_property] = _content(response)
+        out[c.response_property] = data
         if c.response_status_property:
             out[c.response_status_property] = response.status
         if c.response_headers_property:
             out[c.response_headers_property] = {str(k): v for k, v in response.headers.items()}
         return [out]
-
-
-def _content(response: Response) -> Any:
-    """The body as JSON when it is JSON, else as text (None when empty)."""
-    if not response.body:
-        return None
-    ctype = response.headers.get("Content-Type", "")
-    try:
-        return orjson.loads(response.body)
-    except orjson.JSONDecodeError as exc:
-        if "json" in ctype:
-            raise BadDataError(f"response claims {ctype!r} but is not valid JSON ({exc}); the body "
-                               "may be truncated", location=response.location) from exc
-        return response.body.decode("utf-8", "replace")

@@ -12,19 +12,21 @@ from tests.servers.faulty_api import FaultyApi
 SINCE = {"supports_since": True, "is_chronological": True, "updated_expression": "{{ updated }}"}
 
 
-@pytest.mark.parametrize(("fault", "message"), [
-    ({"body": "all good", "content_type": "text/plain"}, "not valid JSON"),
-    ({"html": True}, "HTML page (status 200)"),
-    ({"truncate": True}, "may be truncated"),
-    ({"body": '{"rows": []}', "content_type": "application/json"}, "payload_property 'data' is not in the response"),
-    ({"body": '{"data": [{"name": "no id"}]}', "content_type": "application/json"}, "id_expression"),
-    ({"body": '{"data": [3, 4]}', "content_type": "application/json"}, "expected a list of objects"),
+@pytest.mark.parametrize(("fault", "times", "message"), [
+    # a body that does not parse is retried (the connection rule: 4 attempts here) before it fails
+    ({"body": "all good", "content_type": "text/plain"}, 4, "not valid JSON"),
+    ({"html": True}, 4, "HTML page (status 200)"),
+    ({"truncate": True}, 4, "may be truncated"),
+    ({"body": '{"rows": []}', "content_type": "application/json"}, 1,
+     "payload_property 'data' is not in the response"),
+    ({"body": '{"data": [{"name": "no id"}]}', "content_type": "application/json"}, 1, "id_expression"),
+    ({"body": '{"data": [3, 4]}', "content_type": "application/json"}, 1, "expected a list of objects"),
 ])
 async def test_bad_page_fails_run_and_next_run_resumes(
-    api: FaultyApi, write_config, tmp_path, fault, message
+    api: FaultyApi, write_config, tmp_path, fault, times, message
 ) -> None:
     cfg = write_config([system(api.url), collect_pipe(**SINCE)])
-    api.faults.append({**fault, "path": "/items", "query": "page=3"})  # pages 1 and 2 are fine
+    api.faults.extend([{**fault, "path": "/items", "query": "page=3"}] * times)  # pages 1 and 2 are fine
     async with runtime(cfg, tmp_path) as rt:
         result = await rt.run_pipe("items")
         assert result.status == "failed"

@@ -145,3 +145,59 @@ def test_rate_limiter_spaces_requests_and_pauses() -> None:
     now[0] = 10.0
     limiter.pause(2.0)
     assert limiter.reserve() == 2.0
+
+
+def test_paging_short_of_the_announced_total_fails() -> None:
+    # X-Total-Count is checked by default, whatever the paging type
+    p = make_paginator(PagingConfig(type="link_header"), "http://h/x")
+    with pytest.raises(BadDataError, match=r"read 5 records, but the server announced 12 \(header X-Total-Count\)"):
+        p.next(resp(5, headers={"x-total-count": "12"}))
+    assert make_paginator(None, "u").next(resp(5, headers={"X-Total-Count": "5"})) is None
+    assert make_paginator(None, "u").next(resp(5)) is None  # no total announced: nothing to check
+    # turned off
+    assert make_paginator(PagingConfig(total_header=None), "u").next(resp(5, headers={"X-Total-Count": "9"})) is None
+    # an empty page before the body total
+    p = make_paginator(PagingConfig(type="page", total_path="meta.total"), "u")
+    p.first()
+    assert p.next(resp(10, body={"meta": {"total": 30}})) is not None
+    with pytest.raises(BadDataError, match=r"read 10 records, but the server announced 30 \(total_path"):
+        p.next(resp(0, body={"meta": {"total": 30}}))
+    # max_pages with on_max_pages stop: the cut is known (the source is incomplete), no error
+    p = make_paginator(PagingConfig(type="page", max_pages=1, on_max_pages="stop"), "u")
+    p.first()
+    assert p.next(resp(10, headers={"X-Total-Count": "30"})) is None and p.cut
+
+
+def test_configured_total_location_must_be_in_the_first_response() -> None:
+    p = make_paginator(PagingConfig(type="page", total_header="X-Count"), "u")
+    p.first()
+    with pytest.raises(BadDataError, match="total_header 'X-Count' is not in the response"):
+        p.next(resp(10))
+    p = make_paginator(PagingConfig(type="next_link", next_link_path="next", total_path="count"), "u")
+    assert p.next(resp(10, body={"count": 12, "next": "/x?p=2"})) is not None
+    assert p.next(resp(2, body={"next": None})) is None  # later pages may leave it out
+    with pytest.raises(ValueError, match="total_path or total_header, not both"):
+        PagingConfig(total_path="count", total_header="X-Count")
+
+
+def test_since_paging_total_counts_from_each_request() -> None:
+    # each since page announces what is left after its own since: 25, then 15, then 5
+    p = make_paginator(PagingConfig(type="since", total_path="total"), "u")
+    p.first()
+    assert p.next(PageResponse("u", {}, {"total": 25}, 10, "GET u", last_updated=10)) is not None
+    assert p.next(PageResponse("u", {}, {"total": 15}, 10, "GET u", last_updated=20)) is not None
+    assert p.next(PageResponse("u", {}, {"total": 5}, 5, "GET u", last_updated=25)) is None
+    p = make_paginator(PagingConfig(type="since", total_path="total"), "u")
+    p.first()
+    assert p.next(PageResponse("u", {}, {"total": 25}, 10, "GET u", last_updated=10)) is not None
+    with pytest.raises(BadDataError, match="read 10 records, but the server announced 25"):
+        p.next(PageResponse("u", {}, {"total": 15}, 0, "GET u"))
+
+
+def test_401_renewals_share_the_attempt_budget() -> None:
+    policy = RetryPolicy({"default": RetryRule(retry=False)})
+    assert policy.reauthorize(1, 0) and policy.reauthorize(4, 1) and not policy.reauthorize(5, 1)  # 5 by default
+    keyed = RetryPolicy({"401": RetryRule(max_attempts=3)})
+    assert keyed.reauthorize(2, 1) and not keyed.reauthorize(3, 2)
+    off = RetryPolicy({"400-499": RetryRule(retry=False)})
+    assert off.reauthorize(1, 0) and not off.reauthorize(2, 1)  # the first renewal is always made

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -47,6 +48,10 @@ import orjson
 from aiohttp import web
 
 FAULT = web.RequestKey("fault", dict)
+MIXED: tuple[dict[str, Any], ...] = (
+    {"status": 500}, {"status": 503}, {"status": 429, "retry_after": "0.2"}, {"reset": True},
+    {"truncate": True}, {"expired": True},
+)
 
 
 class FaultyApi:
@@ -72,6 +77,15 @@ class FaultyApi:
         self.max_in_flight = 0
         self.url = ""
         self._sorted: list[dict[str, Any]] | None = None
+        self.fault_rate = 0.0
+        self.fault_seed = 0
+        self.fault_kinds: tuple[dict[str, Any], ...] = MIXED
+        self.drawn: list[dict[str, Any]] = []  # the random faults served, in order
+        self._asked: dict[str, int] = {}
+
+    def chaos(self, rate: float, seed: int, kinds: tuple[dict[str, Any], ...] = MIXED) -> None:
+        """Serve a fault from ``kinds`` to a fraction ``rate`` of requests (seeded, see module)."""
+        self.fault_rate, self.fault_seed, self.fault_kinds = rate, seed, kinds
 
     # ---- ground truth -------------------------------------------------------------------------
     def upsert(self, item_id: str, **fields: Any) -> dict[str, Any]:
@@ -127,7 +141,17 @@ class FaultyApi:
         for i, fault in enumerate(self.faults):
             if request.path.startswith(fault.get("path", "")) and fault.get("query", "") in request.query_string:
                 return self.faults.pop(i)
-        return None
+        return self._draw(request) if self.fault_rate else None
+
+    def _draw(self, request: web.Request) -> dict[str, Any] | None:
+        key = f"{request.method} {request.path_qs}"
+        n = self._asked[key] = self._asked.get(key, 0) + 1
+        rng = random.Random(f"{self.fault_seed}:{key}:{n}")
+        if rng.random() >= self.fault_rate:
+            return None
+        fault = dict(rng.choice(self.fault_kinds))
+        self.drawn.append(fault)
+        return fault
 
     def _authorized(self, request: web.Request) -> bool:
         if self.auth is None or request.path == "/oauth/token":
@@ -165,6 +189,9 @@ class FaultyApi:
                 return web.json_response({"error": "injected"}, status=fault["status"], headers=headers)
             if fault and "body" in fault:
                 return web.Response(text=fault["body"], content_type=fault.get("content_type", "text/plain"))
+            if fault and fault.get("expired"):
+                return web.json_response({"error": "invalid_token"}, status=401, headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token", error_description="token expired"'})
             if fault and fault.get("html"):
                 return web.Response(text="<!DOCTYPE html><html><body>Service down</body></html>",
                                     content_type="text/html")
