@@ -274,12 +274,12 @@ async def reset_pipe(
     state = await store.pipe_state(pipe)
     if (spec is not None and spec.model.disable_set_last_seen) or state.info.get(PROTECTED):
         raise OperationRefusedError(
-            f"pipe {pipe!r} has disable_set_last_seen: its since cannot be reset or set "
+            "disable_set_last_seen is set: its since cannot be reset or set "
             "(it protects a delta-only source's history); remove the flag from the config first",
             pipe=pipe,
         )
     if running:
-        raise OperationRefusedError(f"pipe {pipe!r} is running; stop it first", pipe=pipe)
+        raise OperationRefusedError("running; stop it first", pipe=pipe)
     await store.reset_pipe(pipe, since)
     await store.log_event(pipe, "-", "pipe-reset", {"since": since})
 
