@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,24 @@ async def test_every_line_of_a_run_carries_pipe_and_run_id(tmp_path, write_confi
     run_id = events[start]["run_id"]
     assert all((e.get("pipe"), e.get("run_id")) == ("items", run_id) for e in inside), inside
     assert "s3cret" not in stderr.decode()
+
+
+def test_serve_logs_only_json_lines(tmp_path, write_config):
+    cfg = two_pipes(tmp_path, write_config)
+    ready = tmp_path / "ready.json"
+    daemon = subprocess.Popen(
+        [SLUICE, "serve", str(cfg), "--port", "0", "--data-dir", str(tmp_path / "d"), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        for _ in range(600):
+            if ready.exists() or daemon.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), "the daemon did not become ready"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    events = json_lines(stderr)
+    starting = next(e for e in events if e["event"] == "serve.starting")
+    assert starting["pipes"] == 2 and starting["data_dir"] == str((tmp_path / "d").resolve())
+    assert "daemon.stopped" in {e["event"] for e in events}
