@@ -70,7 +70,7 @@ class Settings:
 
 
 def notice(event: str, text: str, *, level: str = "info", **fields: Any) -> None:
-    """Tell the person at the terminal: ``text`` on stderr in console format; with
+    """Tell the person at the terminal: ``text`` on stderr in console format (red for errors); with
     ``--log-format json`` the ``event`` and ``fields`` as one JSON line instead (logger
     ``sluice.cli``, whatever ``--log-level``), so that every line on stderr is JSON.
 
@@ -83,7 +83,7 @@ def notice(event: str, text: str, *, level: str = "info", **fields: Any) -> None
     if log_format() == "json":
         getattr(structlog.get_logger(CLI_LOGGER), level)(event, **fields)
     else:
-        err.print(text, markup=False)
+        err.print(text, markup=False, style="red" if level == "error" else None)
 
 
 def log_options(default_format: str, default_level: str) -> Callable[[F], F]:
