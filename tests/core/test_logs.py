@@ -79,7 +79,7 @@ def test_debug_keeps_library_loggers_at_warning_unless_asked(tmp_path, write_con
     cfg = two_pipes(tmp_path, write_config)
     common = ["run", str(cfg), "--pipe", "rows", "--log-format", "json", "--log-level", "debug"]
     quiet = json_lines(sluice(*common, "--data-dir", str(tmp_path / "d1")).stderr)
-    assert {e["logger"] for e in quiet} <= {"sluice.cli", "sluice.pipe", "sluice.plugins", "sluice.runtime"}
+    assert all(e["logger"].startswith("sluice.") for e in quiet), {e["logger"] for e in quiet}
     assert any(e["level"] == "debug" for e in quiet)  # Sluice's own debug lines are there
     loud = json_lines(sluice(*common, "--data-dir", str(tmp_path / "d2"), "--library-log-level", "debug").stderr)
     assert any(e["logger"] == "aiosqlite" for e in loud)  # the SQL lines exist when asked for
