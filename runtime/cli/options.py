@@ -131,8 +131,11 @@ def common_options(func: F) -> F:
 def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
     """Run a command's coroutine; map Sluice errors to a message and an exit code.
 
-    Exit codes: 0 success, 1 a pipe or operation failed, 2 invalid configuration or usage.
+    Exit codes: 0 success, 1 a pipe or operation failed, 2 invalid configuration or usage. With
+    ``--log-format json`` a usage error and an unexpected exception (with its traceback in
+    ``exception``) are JSON lines too; in console format click and Python print them as usual.
     """
+    json_logs = log_format() == "json"
     try:
         code = asyncio.run(coro)
     except ConfigError as exc:
@@ -140,5 +143,15 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> None:
         raise SystemExit(2) from None
     except SluiceError as exc:
         notice("command.failed", f"error: {exc}", level="error", error=str(exc))
+        raise SystemExit(1) from None
+    except click.UsageError as exc:
+        if not json_logs:
+            raise
+        notice("usage.invalid", str(exc), level="error", error=exc.format_message())
+        raise SystemExit(2) from None
+    except Exception:
+        if not json_logs:
+            raise
+        structlog.get_logger(CLI_LOGGER).exception("command.crashed")
         raise SystemExit(1) from None
     raise SystemExit(code or 0)

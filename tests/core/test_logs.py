@@ -67,12 +67,18 @@ def test_console_logs_show_runs_and_failures(tmp_path, write_config):
     assert "data directory:" in done.stderr and "pipe bad failed" in done.stderr
 
 
-def test_json_errors_of_a_refused_config_are_json(tmp_path, write_config):
+def test_json_errors_of_a_refused_config_or_usage_are_json(tmp_path, write_config):
     cfg = write_config([{"_id": "p", "type": "pipe", "source": {"type": "nope"}}])
     done = sluice("run", str(cfg), "--data-dir", str(tmp_path / "d"), "--log-format", "json")
     assert done.returncode == 2
     invalid = next(e for e in json_lines(done.stderr) if e["event"] == "config.invalid")
     assert invalid["level"] == "error" and any("source" in p for p in invalid["problems"])
+    (tmp_path / "secrets.yaml").write_text("[1, 2]\n")  # not an object: a usage error
+    done = sluice("run", str(cfg), "--data-dir", str(tmp_path / "d"), "--log-format", "json",
+                  "--secrets-file", str(tmp_path / "secrets.yaml"))
+    assert done.returncode == 2
+    usage = next(e for e in json_lines(done.stderr) if e["event"] == "usage.invalid")
+    assert "secrets.yaml" in usage["error"]
 
 
 def test_debug_keeps_library_loggers_at_warning_unless_asked(tmp_path, write_config):
