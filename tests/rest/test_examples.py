@@ -60,9 +60,9 @@ def readme_lines() -> dict[str, tuple[str, str]]:
     block = (REPO / "README.md").read_text().split("<!-- examples -->\n```sh\n", 1)[1].split("```", 1)[0]
     lines = block.splitlines()
     found = {}
-    for i, line in enumerate(lines):
+    for line in lines:
         if m := re.fullmatch(r"python -m tests\.servers\.examples (\S+) --port \d+ &", line):
-            found[m[1]] = (line, lines[i + 1])
+            found[m[1]] = (line, next(r for r in lines if r.endswith(f" sluice run config/examples/{m[1]}")))
     return found
 
 
