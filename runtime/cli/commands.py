@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
+import humanize
 import orjson
 
 from runtime.cli.display import RunProgress, summary_table, table
-from runtime.cli.options import Settings, common_options, err, out, run_async
+from runtime.cli.options import Settings, common_options, err, notice, out, run_async
 from runtime.config import load_config
+from runtime.logs import log_format
 from runtime.plugins import default_registry
 from runtime.runtime import breaker, reset_pipe
 
@@ -24,9 +27,9 @@ def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings)
     """Run pipes in dependency order until none has anything left to do."""
 
     async def go() -> int:
-        err.print(settings.describe())
+        settings.announce()
         async with settings.runtime(config_dir) as rt:
-            with RunProgress(err) as progress:
+            with RunProgress(err, enabled=log_format() != "json") as progress:
                 if pipes:
                     results = [await rt.run_pipe(p, full=full, on_progress=progress.update) for p in pipes]
                 else:
@@ -34,7 +37,7 @@ def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings)
         out.print(summary_table(results))
         failed = [r for r in results if not r.ok]
         for r in failed:
-            err.print(f"[red]pipe {r.pipe} failed:[/] {r.error}", highlight=False)
+            notice("pipe.failed", f"pipe {r.pipe} failed: {r.error}", level="error", pipe=r.pipe, error=str(r.error))
         return 1 if failed else 0
 
     run_async(go())
@@ -61,7 +64,7 @@ def pipes(config_dir: str | None, settings: Settings) -> None:
     """List pipes (of CONFIG_DIR, or every pipe with stored state) with their state."""
 
     async def go() -> int:
-        err.print(settings.describe())
+        settings.announce()
         async with settings.open_store() as store:
             states = {s.pipe: s for s in await store.pipe_states()}
             if config_dir:
@@ -72,10 +75,11 @@ def pipes(config_dir: str | None, settings: Settings) -> None:
             for pid in ids:
                 s = states.get(pid)
                 last: dict[str, Any] = s.info.get("last_run", {}) if s else {}
-                rows.append([pid, _json(s.since) if s else "", last.get("status", "never run"),
+                rows.append([pid, _json(s.since) if s else "", last.get("status", "never run"), _when(last),
                              last.get("read", ""), last.get("new", ""), last.get("changed", ""),
                              last.get("deleted", ""), last.get("error", "")])
-            out.print(table("pipes", ["pipe", "since", "last run", "read", "new", "changed", "deleted", "error"], rows))
+            columns = ["pipe", "since", "last run", "ended", "read", "new", "changed", "deleted", "error"]
+            out.print(table("pipes", columns, rows))
         return 0
 
     run_async(go())
@@ -87,7 +91,7 @@ def datasets(settings: Settings) -> None:
     """List datasets with offsets, sizes and circuit-breaker state."""
 
     async def go() -> int:
-        err.print(settings.describe())
+        settings.announce()
         async with settings.open_store() as store:
             rows = [[d.name, d.committed, d.ids, d.deleted, "yes" if d.populated else "no",
                      f"tripped by {d.trip.pipe}, {d.next_offset - 1 - d.committed} held" if d.trip else ""]
@@ -111,7 +115,8 @@ def entities(dataset: str, since: int | None, limit: int, history: bool, setting
     async def go() -> int:
         async with settings.open_store() as store:
             if await store.dataset_info(dataset) is None:
-                err.print(f"no dataset {dataset!r} in {settings.describe()}")
+                notice("dataset.unknown", f"no dataset {dataset!r} in {settings.describe()}", level="error",
+                       dataset=dataset, store=settings.store_label())
                 return 1
             found, _ = await store.read(dataset, since=since, limit=limit, history=history)
         for entity in found:
@@ -135,7 +140,9 @@ def reset(pipe: str, config_dir: str | None, since: str | None, settings: Settin
         async with settings.open_store() as store:
             value = orjson.loads(since) if since is not None else None
             await reset_pipe(store, pipe, config, value)
-        out.print(f"pipe {pipe}: since set to {_json(value)}")
+        became = "since cleared: the next run is full" if value is None else (
+            f"since set to {_json(value)}: the next run reads what came after it")
+        out.print(f"pipe {pipe}: {became}")
         return 0
 
     run_async(go())
@@ -156,6 +163,15 @@ def breaker_cmd(action: str, dataset: str, settings: Settings) -> None:
         return 0
 
     run_async(go())
+
+
+def _when(last_run: dict[str, Any]) -> str:
+    """When a run recorded in ``last_run`` (``started_us``: microseconds since the epoch, ``seconds``)
+    ended, in UTC and as an age: ``2026-12-02 00:41:07 UTC (3 minutes ago)``; ``""`` if never."""
+    if "started_us" not in last_run:
+        return ""
+    ended = datetime.fromtimestamp(last_run["started_us"] / 1e6 + last_run.get("seconds", 0), UTC)
+    return f"{ended:%Y-%m-%d %H:%M:%S} UTC ({humanize.naturaltime(datetime.now(UTC) - ended)})"
 
 
 def _json(value: Any) -> str:

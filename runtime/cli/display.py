@@ -14,13 +14,14 @@ COUNTS = ("read", "new", "changed", "deleted", "unchanged")
 
 
 class RunProgress:
-    """One progress line per pipe: entities read and versions written so far."""
+    """One progress line per pipe: entities read and versions written so far (nothing when not
+    ``enabled``: with JSON logs, stderr holds JSON lines only)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.fields[pipe]}"),
             TextColumn("read {task.fields[read]:>9,}  written {task.fields[written]:>9,}"),
-            TimeElapsedColumn(), console=console, transient=True,
+            TimeElapsedColumn(), console=console, transient=True, disable=not enabled,
         )
         self.tasks: dict[str, TaskID] = {}
 

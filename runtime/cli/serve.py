@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runtime.cli.options import err, run_async
+from runtime.cli.options import log_options, notice, run_async
 from runtime.config import Secrets
 from runtime.daemon.settings import load_settings
 from runtime.errors import ConfigError, ConfigProblem
@@ -27,13 +27,11 @@ from runtime.logs import configure_logging
               help="JSON/YAML object of $SECRET(name) values (env SLUICE_SECRETS_FILE).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write {host, port, pid} here once listening.")
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="json",
-              envvar="SLUICE_LOG_FORMAT", show_default=True)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              envvar="SLUICE_LOG_LEVEL", show_default=True)
-def serve(config_dir: str, settings_file: Path | None, log_format: str, log_level: str, **flags: object) -> None:
+@log_options("json", "info")
+def serve(config_dir: str, settings_file: Path | None, log_format: str, log_level: str, library_log_level: str,
+          **flags: object) -> None:
     """Run every pipe's pump and the HTTP service API until SIGTERM/SIGINT; SIGHUP reloads."""
-    configure_logging(log_format, log_level)  # type: ignore[arg-type]
+    configure_logging(log_format, log_level, library_log_level)  # type: ignore[arg-type]
 
     async def go() -> int:
         from runtime.runtime import Runtime
@@ -45,8 +43,10 @@ def serve(config_dir: str, settings_file: Path | None, log_format: str, log_leve
             raise ConfigError([ConfigProblem("<settings>", None, "secrets_file", str(exc))]) from exc
         rt = Runtime(config_dir, data_dir=settings.data_dir, store=settings.store, secrets=secrets)
         async with rt:
-            err.print(f"sluice serve: {config_dir} ({len(rt.pipe_ids())} pipes) on "
-                      f"{settings.host}, data directory {settings.data_dir.resolve()}", highlight=False)
+            data_dir = settings.data_dir.resolve()
+            notice("serve.starting", f"sluice serve: {config_dir} ({len(rt.pipe_ids())} pipes) on "
+                   f"{settings.host}, data directory {data_dir}", config_dir=config_dir,
+                   pipes=len(rt.pipe_ids()), host=settings.host, data_dir=str(data_dir))
             await rt.serve(settings, handle_signals=True)
         return 0
 

@@ -8,8 +8,13 @@ data files themselves (249 countries, 5127 subdivisions), never from constants.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -177,3 +182,105 @@ def test_entities_of_unknown_dataset_fails(demo: tuple[Path, str]) -> None:
     proc = sluice("entities", "no-such-dataset", data_dir=data, check=False)
     assert proc.returncode == 1
     assert "no-such-dataset" in proc.stderr
+
+
+def test_reset_says_what_since_became(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sluice("run", str(DEMO), "--pipe", "iso-subdivisions", "--pipe", "subdivisions-enriched", data_dir=data)
+    cleared = sluice("reset", "subdivisions-enriched", data_dir=data).stdout
+    assert cleared.strip() == "pipe subdivisions-enriched: since cleared: the next run is full"
+    moved = sluice("reset", "subdivisions-enriched", "--since", "100", data_dir=data).stdout
+    assert moved.strip() == "pipe subdivisions-enriched: since set to 100: the next run reads what came after it"
+    assert rows(sluice("pipes", str(DEMO), data_dir=data).stdout)["subdivisions-enriched"][0] == "100"
+
+
+def test_reset_refusal_names_the_pipe_once(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "pipes.yaml").write_text(
+        "- {_id: ledger-events, type: pipe, disable_set_last_seen: true,\n"
+        "   source: {type: embedded, entities: [{_id: a}]}}\n")
+    proc = sluice("reset", "ledger-events", "--config", str(config), data_dir=tmp_path / "data", check=False)
+    assert proc.returncode == 1 and "disable_set_last_seen" in proc.stderr
+    assert proc.stderr.count("ledger-events") == 1, proc.stderr
+
+
+def test_pipes_shows_when_the_last_run_ended(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    before = int(time.time())
+    sluice("run", str(DEMO), "--pipe", "iso-countries", data_dir=data)
+    table = rows(sluice("pipes", str(DEMO), data_dir=data).stdout)
+    ended = re.fullmatch(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC \((.+ ago|now)\)", table["iso-countries"][2])
+    assert ended, table["iso-countries"]
+    at = datetime.strptime(ended[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    assert before - 1 <= at <= time.time() + 1
+    assert table["iso-subdivisions"][1:3] == ["never run", ""]
+
+
+# The README's "Commands to try", each line as a user types it after the set-up command (which
+# made the first run), with what its comment promises.
+def _all_unchanged(p: subprocess.CompletedProcess[str]) -> None:
+    s = run_summary(p.stdout)
+    assert [(s[x]["read"], s[x]["unchanged"]) for x in PIPES[:2]] == [(COUNTS[x], COUNTS[x]) for x in PIPES[:2]]
+    assert s["subdivisions-enriched"]["read"] == 0
+    assert all((v["new"], v["changed"], v["deleted"]) == (0, 0, 0) for v in s.values())
+
+
+def _datasets(p: subprocess.CompletedProcess[str]) -> None:
+    assert {k: number(v[1]) for k, v in rows(p.stdout).items()} == COUNTS
+
+
+def _json_lines(n: int) -> Callable[[subprocess.CompletedProcess[str]], None]:
+    def check(p: subprocess.CompletedProcess[str]) -> None:
+        assert len([orjson.loads(line) for line in p.stdout.splitlines()]) == n, p.stdout
+
+    return check
+
+
+def _pipes(p: subprocess.CompletedProcess[str]) -> None:
+    table = rows(p.stdout)
+    assert [table[x][1] for x in PIPES] == ["completed"] * 3 and table["subdivisions-enriched"][0] == "5126"
+
+
+def _reset(p: subprocess.CompletedProcess[str]) -> None:
+    assert "since cleared: the next run is full" in p.stdout
+
+
+def _rerun(p: subprocess.CompletedProcess[str]) -> None:
+    s = run_summary(p.stdout)["subdivisions-enriched"]
+    assert (s["run"], s["read"], s["unchanged"], s["new"]) == ("full", 5127, 5127, 0)
+
+
+def _check(p: subprocess.CompletedProcess[str]) -> None:
+    assert p.stdout.startswith("ok: 3 pipes")
+
+
+COMMANDS_TO_TRY: dict[str, Callable[[subprocess.CompletedProcess[str]], None] | None] = {
+    ". .venv/bin/activate                             # puts sluice on PATH": None,
+    "sluice run config/demo                           # the set-up made the first run (249 + 5127 + 5127 new);"
+    " this one: everything unchanged, nothing written": _all_unchanged,
+    "sluice datasets                                  # offsets, ids, deleted, populated": _datasets,
+    "sluice entities iso-countries --limit 3          # JSON lines": _json_lines(3),
+    "sluice entities iso-subdivisions --history --limit 3": _json_lines(3),
+    "sluice pipes config/demo                         # since and last run per pipe (when, and how long ago)": _pipes,
+    "sluice reset subdivisions-enriched               # since cleared: the next run is full...": _reset,
+    "sluice run config/demo --pipe subdivisions-enriched   # ...reading 5127, all unchanged": _rerun,
+    "sluice check config/demo                         # validate only": _check,
+}
+
+
+def test_readme_commands_to_try_show_what_they_say(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Commands to try", 1)[1].split("```", 2)[1]
+    assert block.strip("\n").splitlines() == list(COMMANDS_TO_TRY)
+    home = tmp_path / "checkout"  # a fresh directory holding what the commands name: config/demo
+    shutil.copytree(DEMO, home / "config" / "demo")
+    env = {**os.environ, "NO_COLOR": "1", "PATH": f"{Path(SLUICE).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["sluice", "run", "config/demo"], cwd=home, env=env, check=True, capture_output=True)  # set-up
+    for line, expect in COMMANDS_TO_TRY.items():
+        command = line.split("#", 1)[0].split()
+        if expect is None:
+            continue  # the activation: PATH above
+        proc = subprocess.run(command, cwd=home, env=env, capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        expect(proc)

@@ -1,25 +1,123 @@
-"""Every REST collect-pattern example in config/examples validates (what `sluice check` does)."""
+"""The REST collect-pattern examples in config/examples: each validates (what `sluice check`
+does), and each runs as the README says: its server command and its `sluice run` line, both as
+subprocesses (on a free port instead of the README's), then the datasets are checked against the
+records the server was seeded with (:func:`tests.servers.examples.seed`)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from runtime import Secrets, load_config
 from runtime.plugins import default_registry
+from tests.servers.examples import seed
+from tests.servers.real import free_port
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "config" / "examples"
+SLUICE = str(Path(sys.executable).parent / "sluice")
 ENV = {name: "http://127.0.0.1:9" for name in
        ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL")} | {
        "CRM_TOKEN": "t", "LEDGER_CLIENT_SECRET": "s", "HR_API_KEY": "k"}
+EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("rest-*"))
+#: dataset -> (ids, of which deleted) after one run of the example, from the seeded records
+EXPECTED = {
+    "rest-delta-stream": {"ledger-events": (len(seed("rest-delta-stream")["changes"]),
+                                            len(seed("rest-delta-stream")["changes"][::10]))},
+    "rest-history": {"price-history": (len(seed("rest-history")["prices"]), 0),
+                     "price-versions": (len(seed("rest-history")["prices"]), 0)},
+    "rest-parameterized": {"shop-order-ids": (len(seed("rest-parameterized")["orders"]), 0),
+                           "shop-order-lines": (len(seed("rest-parameterized")["orders"]), 0)},
+    "rest-since-rescans": {"crm-customer-collect": (len(seed("rest-since-rescans")["customers"]), 0)},
+    "rest-sporadic-empty": {"hr-employee-collect": (len(seed("rest-sporadic-empty")["employees"]), 0)},
+    "rest-raw-reshape": {"cms-article-raw": (len(seed("rest-raw-reshape")["articles"]), 0),
+                         "cms-article": (len(seed("rest-raw-reshape")["articles"]), 0)},
+}
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("rest-*")))
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
 def test_example_validates(example: str) -> None:
     config = load_config(EXAMPLES / example, default_registry(), Secrets(environ=ENV))
     assert config.pipes and any(s.cls.__name__ == "RestSystem" for s in config.systems.values())
 
 
 def test_there_is_one_example_per_collect_pattern() -> None:
-    assert len(list(EXAMPLES.glob("rest-*"))) == 6
+    assert len(EXAMPLE_NAMES) == 6
+
+
+def readme_lines() -> dict[str, tuple[str, str]]:
+    """Example -> (server command, `sluice run` line) from the README's examples block."""
+    block = (REPO / "README.md").read_text().split("<!-- examples -->\n```sh\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    found = {}
+    for line in lines:
+        if m := re.fullmatch(r"python -m tests\.servers\.examples (\S+) --port \d+ &", line):
+            found[m[1]] = (line, next(r for r in lines if r.endswith(f" sluice run config/examples/{m[1]}")))
+    return found
+
+
+def test_the_readme_has_a_server_and_a_run_line_per_example() -> None:
+    found = readme_lines()
+    assert sorted(found) == EXAMPLE_NAMES
+    for example, (_, run) in found.items():
+        assert run.endswith(f" sluice run config/examples/{example}")
+
+
+def wait_answering(url: str, server: subprocess.Popen[bytes], timeout_s: float = 40.0) -> None:
+    """Return once ``url`` answers HTTP (any status); fail if the server exits or stays silent."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the server exited with {server.returncode}"
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    pytest.fail(f"no answer from {url} within {timeout_s} s")
+
+
+def counts(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """dataset -> (ids, deleted) from ``sluice datasets``."""
+    shown = subprocess.run([SLUICE, "datasets", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "NO_COLOR": "1"}).stdout
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in shown.splitlines() if line.startswith("│")]
+    return {c[0]: (int(c[2]), int(c[3])) for c in cells}
+
+
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+def test_example_runs_as_the_readme_says(example: str, tmp_path: Path) -> None:
+    serve_line, run_line = readme_lines()[example]
+    readme_port = re.search(r"--port (\d+)", serve_line)[1]  # type: ignore[index]
+    port = str(free_port())
+    serve_cmd = shlex.split(serve_line.removesuffix(" &").replace(readme_port, port))
+    words = shlex.split(run_line.replace(f":{readme_port}", f":{port}"))
+    settings = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+    run_cmd = [SLUICE if w == "sluice" else w for w in words if w not in {f"{k}={v}" for k, v in settings.items()}]
+    assert serve_cmd[0] == "python" and run_cmd[:2] == [SLUICE, "run"]
+    env = {**os.environ, **settings, "SLUICE_DATA_DIR": str(tmp_path / "data"), "NO_COLOR": "1"}
+    server = subprocess.Popen([sys.executable, *serve_cmd[1:]], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_answering(f"http://127.0.0.1:{port}/", server)
+        done = subprocess.run(run_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(15)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert counts(tmp_path / "data") == EXPECTED[example]
+    if example == "rest-raw-reshape":
+        first = subprocess.run([SLUICE, "entities", "cms-article", "--limit", "1"], env=env,
+                               capture_output=True, text=True, check=True).stdout
+        assert orjson.loads(first)["slug"] == "article-number-1"
