@@ -94,9 +94,11 @@ def datasets(settings: Settings) -> None:
         settings.announce()
         async with settings.open_store() as store:
             rows = [[d.name, d.committed, d.ids, d.deleted, "yes" if d.populated else "no",
-                     f"tripped by {d.trip.pipe}, {d.next_offset - 1 - d.committed} held" if d.trip else ""]
+                     f"tripped by {d.trip.pipe}, {d.held} held" if d.trip else "",
+                     ", ".join(f"{pipe} (read to {off})" for pipe, off in d.compaction_held_by)]
                     for d in await store.datasets()]
-        columns = ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker"]
+        columns = ["dataset", "committed offset", "ids", "deleted", "populated", "circuit breaker",
+                   "compaction held by"]
         out.print(table("datasets", columns, rows))
         return 0
 

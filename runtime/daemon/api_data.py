@@ -55,9 +55,10 @@ def dataset_view(info: DatasetInfo) -> dict[str, Any]:
         "deleted": info.deleted,
         "tripped": trip is not None,
         "circuit_breaker": None if trip is None else {
-            "pipe": trip.pipe, "limit": trip.limit, "held": info.next_offset - 1 - info.committed,
+            "pipe": trip.pipe, "limit": trip.limit, "held": info.held,
             "tripped_at": iso(trip.at_us / 1e6),
         },
+        "compaction_held_by": [{"pipe": pipe, "read_to": off} for pipe, off in info.compaction_held_by],
     }
 
 

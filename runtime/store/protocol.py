@@ -117,6 +117,9 @@ class DatasetInfo:
         trip: circuit breaker state, None when not tripped.
         held: versions held above the committed offset by a tripped circuit breaker (0 when not
             tripped); ``ids`` and ``deleted`` count what readers see, without them.
+        compaction_held_by: the consumers that have not read up to the committed offset, as
+            (pipe, offset read up to; -1 for nothing), lowest first: compaction keeps every
+            version above the lowest (see :meth:`StateStore.set_consumers`).
     """
 
     name: str
@@ -127,6 +130,7 @@ class DatasetInfo:
     deleted: int
     trip: TripInfo | None
     held: int = 0
+    compaction_held_by: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

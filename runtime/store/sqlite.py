@@ -286,7 +286,8 @@ class SqliteStore:
         ids, deleted, held = ds.ids, ds.deleted, ds.next_offset - 1 - ds.committed
         if held:
             ids, deleted = await dsql.visible_counts(self._r, ds)
-        return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ids, deleted, ds.trip, held)
+        holds = tuple(h for h in await dsql.holders(self._r, ds.name) if h[1] < ds.committed)
+        return DatasetInfo(ds.name, ds.committed, ds.next_offset, ds.populated, ids, deleted, ds.trip, held, holds)
 
     @_translated
     async def datasets(self) -> list[DatasetInfo]:

@@ -19,6 +19,7 @@ def objects() -> list[dict[str, Any]]:
          "pump": {"mode": "off"}},
         {"_id": "secretive", "type": "pipe", "source": {"type": "embedded", "entities": [{"_id": "x"}]},
          "pump": {"mode": "manual"}, "metadata": {"note": "$SECRET(demo-secret)"}},
+        {**counter_pipe("durable", 5, mode="manual"), "disable_set_last_seen": True},
     ]
 
 
@@ -36,7 +37,7 @@ READ_OPS = ["/api/pipes", "/api/pipes/numbers", "/api/pipes/numbers/log", "/api/
 async def test_authorization(start_daemon: Any, session: Any) -> None:
     served = start_daemon(objects(), env={"demo-secret": "s3cr3t"})
     api = Api(served, session)
-    assert (await api.get("/api/health", token=None)) == {"status": "ok", "pipes": 5}
+    assert (await api.get("/api/health", token=None)) == {"status": "ok", "pipes": 6}
     for path in READ_OPS:
         missing = await api.get(path, token=None, expect=401)
         assert "bearer token" in missing["error"]
@@ -57,7 +58,7 @@ async def test_pipe_operations(start_daemon: Any, session: Any) -> None:
     served = start_daemon(objects(), env={"demo-secret": "s3cr3t"})
     api = Api(served, session)
     pipes = {p["_id"]: p for p in await api.get("/api/pipes")}
-    assert set(pipes) == {"numbers", "slow", "copy", "frozen", "secretive"}
+    assert set(pipes) == {"numbers", "slow", "copy", "frozen", "secretive", "durable"}
     assert pipes["numbers"]["state"] == "never-run"
     assert pipes["copy"]["reads"] == ["numbers"]
 
@@ -99,11 +100,17 @@ async def test_pipe_operations(start_daemon: Any, session: Any) -> None:
     again = await api.post("/api/pipes/slow/pump", json={"operation": "start"}, expect=409)
     assert "already running" in again["error"] and again["pipe"] == "slow"
     busy = await api.post("/api/pipes/slow/pump", json={"operation": "reset"}, expect=409)
-    assert "running" in busy["error"]
+    assert "running" in busy["error"] and "run " in busy["error"]  # names the running run
+    moved = await api.post("/api/pipes/slow/pump", json={"operation": "update-last-seen", "last-seen": "5"},
+                           expect=409)
+    assert "run " in moved["error"]
     out = await api.post("/api/pipes/slow/pump", json={"operation": "stop"})
     assert out["stopping"] is True
     stopped = await api.until(lambda: _completed(api, "slow", 1, status="stopped"), "slow to stop")
     assert 0 < stopped["since"] < 100_000
+
+    rescan = await api.post("/api/pipes/durable/pump", json={"operation": "start-rescan"}, expect=409)
+    assert "disable_set_last_seen" in rescan["error"]
 
     off = await api.post("/api/pipes/frozen/pump", json={"operation": "start"}, expect=409)
     assert "frozen" in off["error"] and "off" in off["error"]
@@ -143,7 +150,7 @@ async def test_datasets_and_config(start_daemon: Any, session: Any) -> None:
     assert "numbers" in refused["error"] and "no tripped circuit breaker" in refused["error"]
 
     config = await api.get("/api/config")
-    assert {p["_id"] for p in config["pipes"]} == {"numbers", "slow", "copy", "frozen", "secretive"}
+    assert {p["_id"] for p in config["pipes"]} == {"numbers", "slow", "copy", "frozen", "secretive", "durable"}
     secretive = next(p for p in config["pipes"] if p["_id"] == "secretive")
     assert secretive["metadata"]["note"] == "***"
     assert "s3cr3t" not in str(config)
@@ -193,9 +200,12 @@ async def test_circuit_breaker_rollback_and_commit(start_daemon: Any, session: A
     assert len(await api.get("/api/datasets/guarded/entities?limit=100")) == 8
 
     rolled = await api.post("/api/datasets/guarded", data={"operation": "rollback-circuit-breaker"})
-    assert rolled["versions"] == 12 and rolled["dataset_state"]["tripped"] is False
-    # the store keeps the changes up to the limit visible; only the held ones are deleted
-    assert len(await api.get("/api/datasets/guarded/entities?limit=100")) == 8
+    assert rolled["versions"] == 17 and rolled["dataset_state"]["tripped"] is False
+    # the dataset is as before the tripping run: the 12 held versions are gone and the 5 ids the
+    # run made visible are reverted (they did not exist before it: now deleted)
+    after = await api.get("/api/datasets/guarded/entities?limit=100")
+    assert sorted(e["_id"] for e in after if not e.get("_deleted")) == ["e0", "e1", "e2"]
+    assert len([e for e in after if e.get("_deleted")]) == 5
 
     await api.post("/api/pipes/guarded/pump", json={"operation": "start"})
     await api.until(lambda: _completed(api, "guarded", 3, status="failed"), "the breaker to trip again")
