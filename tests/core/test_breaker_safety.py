@@ -287,3 +287,4 @@ async def test_a_disabled_consumer_holds_compaction_too(tmp_path, write_config, 
             await rt.run_pipe("up")
         assert await rt.store.compaction_holds("up") == [("down", -1)]
         assert [e["v"] for e in await rt.entity("up", "1", history=True)] == [1, 2, 3, 4]
+        assert (await rt.dataset("up")).compaction_held_by == (("down", -1),)  # shown by `sluice datasets`
