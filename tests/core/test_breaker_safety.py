@@ -288,3 +288,26 @@ async def test_a_disabled_consumer_holds_compaction_too(tmp_path, write_config, 
         assert await rt.store.compaction_holds("up") == [("down", -1)]
         assert [e["v"] for e in await rt.entity("up", "1", history=True)] == [1, 2, 3, 4]
         assert (await rt.dataset("up")).compaction_held_by == (("down", -1),)  # shown by `sluice datasets`
+
+
+async def test_cli_breaker_and_reset_exit_nonzero_naming_the_run_that_holds_the_pipe(
+        tmp_path, write_config, data_file):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sluice = str(Path(sys.executable).parent / "sluice")
+    write_ndjson(data_file, records(10))
+    cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
+    state = tmp_path / "state"
+    async with Runtime(cfg, data_dir=state) as rt:
+        await rt.run_pipe("rows")
+        write_ndjson(data_file, [])
+        assert (await rt.run_pipe("rows")).status == "failed"  # tripped: every deletion held
+        async with rt.store.pipe_lock("rows", holder="run 0123abcd4567"):
+            for args in (["breaker", "rollback", "rows"], ["reset", "rows"]):
+                done = await anyio.to_thread.run_sync(lambda a=args: subprocess.run(
+                    [sluice, *a, "--data-dir", str(state)], capture_output=True, text=True, timeout=60))
+                assert done.returncode == 1, done
+                assert "run 0123abcd4567" in done.stderr + done.stdout
+        assert (await rt.dataset("rows")).trip is not None  # nothing happened under the lock
