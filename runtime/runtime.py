@@ -81,6 +81,8 @@ class Runtime:
     async def open(self) -> None:
         """Validate the config, open the store, open the systems (see class docstring for errors)."""
         self.config = load_config(self.config_dir, self.registry, self.secrets)
+        for warning in self.config.warnings:
+            log.warning("config.warning", file=warning.file, pipe=warning.pipe, reason=warning.reason)
         await self.store.open()
         try:
             for spec in self.config.systems.values():

@@ -347,6 +347,17 @@ class _Call(OperationConfig):
     operation: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
 
+    def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
+        """The system must be a ``system:rest`` with the named ``operation`` (else the source or
+        transform would refuse to open)."""
+        if not isinstance(system, RestSystemConfig):
+            kind = "source" if isinstance(self, SourceConfig) else "transform"
+            return [("system", f"system {system_id!r} is a {system.type}; the rest {kind} needs a system:rest")]
+        if self.operation is not None and self.operation not in system.operations:
+            known = ", ".join(sorted(system.operations)) or "none"
+            return [("operation", f"system {system_id!r} has no operation {self.operation!r}; known: {known}")]
+        return []
+
 
 class RestSourceConfig(_Call, SourceConfig):
     """``{"type": "rest", "system": "crm", "operation": "list-items"}`` plus since keys.
