@@ -338,8 +338,8 @@ class _Call(OperationConfig):
     Attributes:
         system: ``_id`` of the ``system:rest`` to call.
         operation: name of one of the system's ``operations`` whose keys this component starts
-            from; every operation key may also be set (or overridden) inline. Optional when the
-            keys are inline.
+            from (an unknown name is a config error); every operation key may also be set (or
+            overridden) inline. Optional when the keys are inline.
         properties: an object the templates see as ``properties``.
     """
 
