@@ -14,6 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
 
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
@@ -279,6 +280,25 @@ class OperationConfig(_Strict):
             check_template(v, k)
         return value
 
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: Any) -> Any:
+        """Every string of the payload is a template: compiled now, not at the first request."""
+        _check_payload(value)
+        return value
+
+
+def _check_payload(value: Any) -> None:
+    """Raise ValueError if a string of a JSON-like payload is not a valid template."""
+    if isinstance(value, str):
+        check_template(value, "template")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_payload(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_payload(item)
+
 
 OPERATION_KEYS = tuple(OperationConfig.model_fields)
 
@@ -322,6 +342,14 @@ class RestSystemConfig(_Strict):
     retry_strategy: dict[str, RetryRule] = Field(default_factory=dict)
     retry_non_idempotent: bool = False
     operations: dict[str, OperationConfig] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
+        return value
 
     @field_validator("retry_strategy")
     @classmethod

@@ -150,6 +150,17 @@ CASES = [
         ("transform.operation", "system 'api' has no operation 'get-item'; known: list-items"),
     ),
     (
+        "rest payload template syntax",
+        [rest_system(), pipe(source=rest_source(payload={"q": ["{{ since "]}))],
+        ("source.payload", "template syntax error"),
+    ),
+    (
+        "rest operation payload template syntax",
+        [rest_system(operations={"search": {"url": "s", "method": "POST", "payload": "{% if %}"}})],
+        ("operations.search.payload", "template syntax error"),
+    ),
+    ("rest base_url not absolute", [rest_system(base_url="api.example.com/v1")], ("base_url", "absolute http")),
+    (
         "dead letters into the pipe's own dataset",
         [pipe(pump={"dead_letter_dataset": "p"})],
         ("pump.dead_letter_dataset", "dataset 'p' is written by pipe 'p'"),
