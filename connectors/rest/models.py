@@ -308,7 +308,8 @@ class RestSystemConfig(_Strict):
 
     Attributes:
         type: the system type, ``system:rest``.
-        base_url: prefix of every relative operation ``url``.
+        base_url: prefix of every relative operation ``url``; an absolute ``http://`` or
+            ``https://`` URL.
         headers: sent with every request; values may be ``$SECRET(...)``.
         auth: one of the auth objects, by ``type``: ``basic``, ``bearer``, ``api_key`` or
             ``oauth2``; unset: no authentication.

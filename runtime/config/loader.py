@@ -232,7 +232,8 @@ def _pipe(
     """The pipe (None when it has problems) and what it reads and writes, as far as its parts
     validated; the pipe model and every component are validated, whatever the others' problems."""
     oid = obj["_id"]
-    model = _validate(PipeModel, obj, file, oid, "", problems, skip=("source", "transform", "sink"))
+    # components are validated by their own models; metadata is only kept (and shown as ***)
+    model = _validate(PipeModel, obj, file, oid, "", problems, skip=("source", "transform", "sink", "metadata"))
     raw = _parts(obj)
     specs = [_component(kind, key, body, registry, systems, file, oid, problems) for kind, key, body in raw]
     parts = [c for c in specs if c is not None]
@@ -240,8 +241,7 @@ def _pipe(
     sink_ok = any(c.kind == "sink" for c in parts)
     writes = _unique(d for c in parts for d in c.cls.datasets_written(c.config, oid)) if sink_ok else None
     pump = obj.get("pump")
-    dead = model.pump.dead_letter_dataset if model is not None else (
-        pump.get("dead_letter_dataset") if isinstance(pump, dict) else None)
+    dead = pump.get("dead_letter_dataset") if isinstance(pump, dict) else None  # also if the model failed
     datasets = PipeDatasets(oid, file, reads, writes, dead if isinstance(dead, str) else None)
     if model is None or len(parts) != len(raw) or writes is None:
         return None, datasets

@@ -120,9 +120,9 @@ CASES = [
         ("source.properties.k[0]", "$SECRET(...) is not allowed here"),
     ),
     (
-        "secret in pipe metadata",
-        [pipe(metadata={"owner": "$SECRET(token)"})],
-        ("metadata.owner", "$SECRET(...) is not allowed here"),
+        "secret as a rest initial since",
+        [rest_system(), pipe(source=rest_source(initial_since_value={"from": "$SECRET(token)"}))],
+        ("source.initial_since_value.from", "$SECRET(...) is not allowed here"),
     ),
     (
         "plain bearer token",
