@@ -104,3 +104,15 @@ def test_a_malformed_secrets_file_shows_positions_only(tmp_path: Path, name: str
     assert result.exit_code == 2
     assert "hunter2" not in result.output
     assert f"secrets file {secrets}: not valid" in result.stderr and position in result.stderr, result.stderr
+
+
+def test_dead_letters_into_a_dataset_a_pipe_writes_are_refused_by_check_and_run(tmp_path: Path) -> None:
+    root = write(tmp_path / "cfg", [
+        {"_id": "orders", "type": "pipe", "source": EMBEDDED, "pump": {"dead_letter_dataset": "orders"}},
+    ])
+    reason = ("orders: pump.dead_letter_dataset: dataset 'orders' is written by pipe 'orders'; "
+              "dead letters need a dataset of their own, e.g. 'orders-dead-letters'")
+    for args in (["check", root], ["run", root, "--data-dir", tmp_path / "data"]):
+        result = sluice(*args)
+        assert result.exit_code == 2 and reason in result.stderr, (args, result.output)
+    assert not (tmp_path / "data" / "sluice.db").exists()
