@@ -69,6 +69,11 @@ CASES = [
     ),
     ("file format unknown", [pipe(source={"type": "file", "path": "x.bin"})], ("source", "cannot tell the format")),
     (
+        "file source unknown encoding",
+        [pipe(source={"type": "file", "path": "x.csv", "encoding": "utf-99"})],
+        ("source.encoding", "unknown text encoding 'utf-99'"),
+    ),
+    (
         "id_expression syntax",
         [pipe(source={"type": "file", "path": "x.csv", "id_expression": "{{ a "})],
         ("source.id_expression", "template syntax error"),
