@@ -24,7 +24,8 @@ from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 _PATTERN = re.compile(r"\$(ENV|SECRET)\(([^)]*)\)")
-SECRETS_REQUIRED = {"secrets_required": True}
+_REQUIRED = "secrets_required"
+SECRETS_REQUIRED = {_REQUIRED: True}
 """Validation context under which a key typed ``Secret`` refuses a plain string."""
 
 
@@ -70,7 +71,7 @@ class Secret:
         if isinstance(value, Secret):
             return value
         if isinstance(value, str):
-            if (info.context or {}).get("secrets_required"):
+            if (info.context or {}).get(_REQUIRED):
                 raise PydanticCustomError(
                     "plain_secret", "a plain value in a key that takes a secret; use $SECRET(name) "
                     "and keep the value in the secrets file or the environment")
@@ -128,13 +129,13 @@ def _where(exc: Exception) -> str:
     PyYAML and orjson quote the offending content, which may be a secret."""
     if isinstance(exc, orjson.JSONDecodeError):
         return f"not valid JSON at line {exc.lineno}, column {exc.colno}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not valid UTF-8 at byte {exc.start}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"not valid YAML: not UTF-8 text at byte {exc.position}"
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark, start = exc.problem_mark, exc.context_mark
         where = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}"
         return where + (f" (scanning from line {start.line + 1}, column {start.column + 1})" if start else "")
-    return f"not valid {'JSON' if isinstance(exc, ValueError) else 'YAML'}"
+    return "not valid YAML"
 
 
 def misplaced_secrets(model: BaseModel, skip: Collection[str] = ()) -> list[str]:

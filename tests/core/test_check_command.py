@@ -93,13 +93,16 @@ def test_a_dependency_cycle_is_a_warning_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "content", "position"), [
-    ("secrets.yaml", 'api: "hunter2-value\nother: x\n', "line 3, column 1 (scanning from line 1, column 6)"),
-    ("secrets.json", '{"api": "hunter2-value', "line 1, column 23"),
+    ("secrets.yaml", b'api: "hunter2-value\nother: x\n', "line 3, column 1 (scanning from line 1, column 6)"),
+    ("secrets.json", b'{"api": "hunter2-value', "line 1, column 23"),
+    ("latin.yaml", b"api: hunter2-\xe9t\xe9\n", "not UTF-8 text at byte 13"),
 ])
-def test_a_malformed_secrets_file_shows_positions_only(tmp_path: Path, name: str, content: str, position: str) -> None:
+def test_a_malformed_secrets_file_shows_positions_only(
+    tmp_path: Path, name: str, content: bytes, position: str
+) -> None:
     root = write(tmp_path / "cfg", [{"_id": "p", "type": "pipe", "source": EMBEDDED}])
     secrets = tmp_path / name
-    secrets.write_text(content)
+    secrets.write_bytes(content)
     result = sluice("check", root, "--secrets-file", secrets)
     assert result.exit_code == 2
     assert "hunter2" not in result.output
