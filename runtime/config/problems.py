@@ -31,18 +31,31 @@ class Problems:
     ) -> None:
         """Record each error of ``exc``, raised validating ``body`` found at key ``prefix``.
 
-        The reason never repeats the input value (it may be a secret).
+        The errors of the members of a union are merged: at one key into one reason (``... , or
+        ...``); the error of a member the input did not even have the shape of (``transform``
+        being a list, not an object) is left out when another member names a key inside it. The
+        reason never repeats the input value (it may be a secret).
         """
+        reasons: dict[str, list[str]] = {}
+        members: set[str] = set()  # keys whose every error is a union member's
         for err in exc.errors():
-            path = key_path(body, err["loc"])
+            path, in_union = key_path(body, err["loc"])
             key = join(prefix, path)
-            if isinstance(err.get("input"), Secret):
-                reason = MISPLACED_SECRET
-            elif err["type"] == "extra_forbidden":
-                reason = "unknown key"
-            else:
-                reason = err["msg"]
-            self.add(file, obj, key, reason)
+            if key not in reasons and in_union:
+                members.add(key)
+            elif not in_union:
+                members.discard(key)
+            reasons.setdefault(key, []).append(_reason(err))
+        for key, texts in reasons.items():
+            if key in members and any(other.startswith((f"{key}.", f"{key}[")) for other in reasons):
+                continue
+            self.add(file, obj, key, ", or ".join(dict.fromkeys(texts)))
+
+
+def _reason(err: Any) -> str:
+    if isinstance(err.get("input"), Secret):
+        return MISPLACED_SECRET
+    return "unknown key" if err["type"] == "extra_forbidden" else str(err["msg"])
 
 
 def join(prefix: str, path: str) -> str:
@@ -52,13 +65,15 @@ def join(prefix: str, path: str) -> str:
     return prefix + path if path.startswith("[") else f"{prefix}.{path}"
 
 
-def key_path(body: Any, loc: tuple[int | str, ...]) -> str:
-    """The key path of a pydantic error location, following the keys of ``body`` (the input).
+def key_path(body: Any, loc: tuple[int | str, ...]) -> tuple[str, bool]:
+    """The key path of a pydantic error location, following the keys of ``body`` (the input),
+    and whether parts were left out (the error is one member's of a union).
 
     A location part that is not a key of the input is kept only when it is the last part (a
     missing key); one inside the location is a union tag (``bearer``, ``str``) and is dropped.
     """
     path = ""
+    dropped = False
     current: Any = body
     for n, part in enumerate(loc):
         if isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
@@ -67,4 +82,6 @@ def key_path(body: Any, loc: tuple[int | str, ...]) -> str:
             path, current = join(path, str(part)), current[part]
         elif isinstance(current, dict) and n == len(loc) - 1:
             path = join(path, str(part))
-    return path
+        else:
+            dropped = True
+    return path, dropped

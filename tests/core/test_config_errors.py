@@ -216,6 +216,19 @@ def test_every_problem_of_one_pipe_is_listed(write_config):
         ("orders", "source.type"), ("orders", "pump.cron_expression"), ("orders", "transform.type")}
 
 
+def test_union_errors_name_the_key_once(write_config):
+    # pydantic reports each member of a union (``transform``: object or list; ``username``:
+    # string or secret); the problem names the config's key, once
+    root = write_config([rest_system(auth={"type": "basic", "username": 5, "password": "$SECRET(token)"}),
+                         pipe(transform=[{"type": "python", "function": "json:dumps"}, 5])])
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry(), Secrets(environ={"token": "t"}))
+    assert [(p.pipe, p.key, p.reason) for p in info.value.problems] == [
+        ("api", "auth.username", "Input should be a valid string, or Value error, expected a string or $SECRET(name)"),
+        ("p", "transform[1]", "Input should be a valid dictionary"),
+    ]
+
+
 def test_a_rest_component_needs_a_rest_system(write_config):
     from runtime.components import System
 
