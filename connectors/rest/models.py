@@ -291,7 +291,7 @@ class OperationConfig(_Strict):
 def _check_payload(value: Any) -> None:
     """Raise ValueError if a string of a JSON-like payload is not a valid template."""
     if isinstance(value, str):
-        check_template(value, "template")
+        check_template(value, "payload")
     elif isinstance(value, dict):
         for item in value.values():
             _check_payload(item)
