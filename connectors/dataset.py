@@ -30,7 +30,8 @@ class DatasetSourceConfig(SourceConfig):
     """``{"type": "dataset", "dataset": ID, "include_previous_versions": false}``.
 
     Attributes:
-        dataset: the dataset to read.
+        dataset: the dataset to read; ``sluice check`` refuses one that no pipe of the config
+            writes (naming the closest written one).
         include_previous_versions: emit every committed version, not only the latest per ``_id``
             (history).
     """

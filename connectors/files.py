@@ -8,6 +8,7 @@ continuation: every run reads the whole file (a full run, so deletion tracking a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
@@ -66,6 +67,15 @@ class FileSourceConfig(SourceConfig):
     def _one_char(cls, value: str) -> str:
         if len(value) != 1:
             raise ValueError("must be exactly one character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
         return value
 
     @model_validator(mode="after")

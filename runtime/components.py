@@ -46,6 +46,20 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     type: str
 
+    def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
+        """What is wrong with this config given the system its ``system`` key names (called when
+        the config is loaded, so ``sluice check`` finds what the component would refuse on open).
+
+        Args:
+            system_id: the system's ``_id``.
+            system: the system's validated config (an instance of its ``Config``).
+
+        Returns:
+            ``(key, reason)`` pairs, keys relative to the component (``operation``); none by
+            default.
+        """
+        return []
+
 
 class SourceConfig(ComponentConfig):
     """Options every source accepts.

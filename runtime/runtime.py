@@ -83,6 +83,8 @@ class Runtime:
         (which pipes are ``disable_set_last_seen``, which pipes read which dataset: their sinces
         hold compaction back), open the systems (see class docstring for errors)."""
         self.config = load_config(self.config_dir, self.registry, self.secrets)
+        for warning in self.config.warnings:
+            log.warning("config.warning", file=warning.file, pipe=warning.pipe, reason=warning.reason)
         await self.store.open()
         try:
             await self._record_config(self.config)

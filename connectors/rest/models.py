@@ -14,6 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
 
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
@@ -289,6 +290,25 @@ class OperationConfig(_Strict):
             check_template(v, k)
         return value
 
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: Any) -> Any:
+        """Every string of the payload is a template: compiled now, not at the first request."""
+        _check_payload(value)
+        return value
+
+
+def _check_payload(value: Any) -> None:
+    """Raise ValueError if a string of a JSON-like payload is not a valid template."""
+    if isinstance(value, str):
+        check_template(value, "payload")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_payload(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_payload(item)
+
 
 OPERATION_KEYS = tuple(OperationConfig.model_fields)
 
@@ -298,7 +318,8 @@ class RestSystemConfig(_Strict):
 
     Attributes:
         type: the system type, ``system:rest``.
-        base_url: prefix of every relative operation ``url``.
+        base_url: prefix of every relative operation ``url``; an absolute ``http://`` or
+            ``https://`` URL.
         headers: sent with every request; values may be ``$SECRET(...)``.
         auth: one of the auth objects, by ``type``: ``basic``, ``bearer``, ``api_key`` or
             ``oauth2``; unset: no authentication.
@@ -333,6 +354,14 @@ class RestSystemConfig(_Strict):
     retry_non_idempotent: bool = False
     operations: dict[str, OperationConfig] = Field(default_factory=dict)
 
+    @field_validator("base_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
+        return value
+
     @field_validator("retry_strategy")
     @classmethod
     def _keys(cls, value: dict[str, RetryRule]) -> dict[str, RetryRule]:
@@ -348,14 +377,25 @@ class _Call(OperationConfig):
     Attributes:
         system: ``_id`` of the ``system:rest`` to call.
         operation: name of one of the system's ``operations`` whose keys this component starts
-            from; every operation key may also be set (or overridden) inline. Optional when the
-            keys are inline.
+            from (an unknown name is a config error); every operation key may also be set (or
+            overridden) inline. Optional when the keys are inline.
         properties: an object the templates see as ``properties``.
     """
 
     system: str = Field(min_length=1)
     operation: str | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
+
+    def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
+        """The system must be a ``system:rest`` with the named ``operation`` (else the source or
+        transform would refuse to open)."""
+        if not isinstance(system, RestSystemConfig):
+            kind = "source" if isinstance(self, SourceConfig) else "transform"
+            return [("system", f"system {system_id!r} is a {system.type}; the rest {kind} needs a system:rest")]
+        if self.operation is not None and self.operation not in system.operations:
+            known = ", ".join(sorted(system.operations)) or "none"
+            return [("operation", f"system {system_id!r} has no operation {self.operation!r}; known: {known}")]
+        return []
 
 
 class RestSourceConfig(_Call, SourceConfig):

@@ -47,10 +47,13 @@ def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings)
 @click.argument("config_dir", type=click.Path(file_okay=False))
 @common_options
 def check(config_dir: str, settings: Settings) -> None:
-    """Validate a config directory without running anything."""
+    """Validate a config directory without running anything: every problem `sluice run` would
+    refuse, and datasets read that no pipe writes; dependency cycles are printed as warnings."""
 
     async def go() -> int:
-        config = load_config(config_dir, default_registry(), settings.secrets())
+        config = load_config(config_dir, default_registry(), settings.secrets(), require_writers=True)
+        for warning in config.warnings:
+            err.print(f"warning: {warning}", markup=False)
         out.print(f"ok: {len(config.pipes)} pipes, {len(config.systems)} systems in {config_dir}")
         return 0
 

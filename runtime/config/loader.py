@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
-from graphlib import TopologicalSorter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from runtime.config.graph import PipeDatasets, check_datasets, cycle_warnings, in_dependency_order
 from runtime.config.models import ComponentSpec, PipeModel, PipeSpec, SystemSpec
-from runtime.config.secrets import Secret, Secrets, substitute
+from runtime.config.problems import MISPLACED_SECRET, Problems, join
+from runtime.config.secrets import SECRETS_REQUIRED, Secrets, misplaced_secrets, substitute
 from runtime.errors import ConfigError, ConfigProblem
 from runtime.plugins import Registry
 
@@ -35,38 +36,21 @@ class Config:
         dir: the config directory.
         pipes: pipes by ``_id``, in dependency order (a pipe after the pipes that write what it reads).
         systems: systems by ``_id``.
+        warnings: what is allowed but probably unintended (a dependency cycle), for ``sluice
+            check`` to print and the runtime to log.
     """
 
     dir: Path
     pipes: dict[str, PipeSpec]
     systems: dict[str, SystemSpec]
+    warnings: list[ConfigProblem] = field(default_factory=list)
 
     def downstream(self, dataset: str) -> list[str]:
         """Pipes that read ``dataset``."""
         return [p.id for p in self.pipes.values() if dataset in p.reads]
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[ConfigProblem] = []
-
-    def add(self, file: str, obj: str | None, key: str, reason: str) -> None:
-        self.items.append(ConfigProblem(file, obj, key, reason))
-
-    def from_validation(self, file: str, obj: str | None, prefix: str, exc: ValidationError) -> None:
-        for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"])
-            key = f"{prefix}.{path}" if prefix and path else prefix or path
-            if isinstance(err.get("input"), Secret):
-                reason = "$SECRET(...) is not allowed here; only keys that take secrets accept one"
-            elif err["type"] == "extra_forbidden":
-                reason = "unknown key"
-            else:
-                reason = err["msg"]
-            self.add(file, obj, key, reason)
-
-
-def _read_file(path: Path, problems: _Problems) -> list[Any]:
+def _read_file(path: Path, problems: Problems) -> list[Any]:
     try:
         data = path.read_bytes()
         parsed = orjson.loads(data) if path.suffix == ".json" else yaml.safe_load(data)
@@ -94,23 +78,48 @@ def config_files(config_dir: Path) -> list[Path]:
     return files
 
 
-def load_config(config_dir: str | Path, registry: Registry, secrets: Secrets | None = None) -> Config:
+def load_config(
+    config_dir: str | Path, registry: Registry, secrets: Secrets | None = None, *,
+    require_writers: bool = False,
+) -> Config:
     """Read, substitute and validate every config file of ``config_dir``.
 
     The config directory is put on ``sys.path`` so ``python`` transforms can name modules kept
     beside the config.
 
+    Args:
+        config_dir: the config directory.
+        registry: the component types.
+        secrets: where ``$SECRET(name)`` values come from (default: the environment).
+        require_writers: also refuse a pipe reading a dataset no pipe of the config writes
+            (``sluice check``; a run reads such a dataset as it finds it in the store).
+
     Raises:
         ConfigError: with every problem found (file, ``_id``, key path, reason).
     """
     root = Path(config_dir)
-    problems = _Problems()
+    problems = Problems()
     if not root.is_dir():
         raise ConfigError([ConfigProblem(str(root), None, "", "config directory does not exist")])
     if str(root.resolve()) not in sys.path:
         sys.path.insert(0, str(root.resolve()))
-    secrets = secrets or Secrets()
-    objects: list[tuple[str, dict[str, Any]]] = []
+    system_objs, pipe_objs = _objects(root, secrets or Secrets(), problems)
+    systems: dict[str, SystemSpec | None] = {o["_id"]: _system(f, o, registry, problems) for f, o in system_objs}
+    built = [_pipe(f, o, registry, systems, problems) for f, o in pipe_objs]
+    check_datasets([b for _, b in built], problems, require_writers=require_writers)
+    if problems.items:
+        raise ConfigError(problems.items)
+    pipes = [p for p, _ in built if p is not None]
+    valid = {sid: s for sid, s in systems.items() if s is not None}
+    return Config(root, in_dependency_order(pipes), valid, cycle_warnings(pipes))
+
+
+Objects = list[tuple[str, dict[str, Any]]]
+
+
+def _objects(root: Path, secrets: Secrets, problems: Problems) -> tuple[Objects, Objects]:
+    """The substituted (file, object) pairs of every system and every pipe, unique ``_id`` each."""
+    objects: Objects = []
     for path in config_files(root):
         for i, obj in enumerate(_read_file(path, problems)):
             if not isinstance(obj, dict):
@@ -123,8 +132,8 @@ def load_config(config_dir: str | Path, registry: Registry, secrets: Secrets | N
 
             objects.append((str(path), substitute(obj, secrets, report)))
     seen: dict[str, str] = {}
-    system_objs: list[tuple[str, dict[str, Any]]] = []
-    pipe_objs: list[tuple[str, dict[str, Any]]] = []
+    systems: Objects = []
+    pipes: Objects = []
     for file, obj in objects:
         oid, otype = obj.get("_id"), obj.get("type")
         if not isinstance(oid, str) or not oid:
@@ -137,20 +146,15 @@ def load_config(config_dir: str | Path, registry: Registry, secrets: Secrets | N
             continue
         seen[oid] = file
         if otype == "pipe":
-            pipe_objs.append((file, obj))
+            pipes.append((file, obj))
         elif isinstance(otype, str) and otype.startswith("system:"):
-            system_objs.append((file, obj))
+            systems.append((file, obj))
         else:
             problems.add(file, oid, "type", f"must be 'pipe' or 'system:<kind>', got {otype!r}")
-    systems = {s.id: s for s in (_system(f, o, registry, problems) for f, o in system_objs) if s}
-    pipes = [p for p in (_pipe(f, o, registry, systems, problems) for f, o in pipe_objs) if p]
-    _check_writers(pipes, problems)
-    if problems.items:
-        raise ConfigError(problems.items)
-    return Config(root, _in_dependency_order(pipes), systems)
+    return systems, pipes
 
 
-def _system(file: str, obj: dict[str, Any], registry: Registry, problems: _Problems) -> SystemSpec | None:
+def _system(file: str, obj: dict[str, Any], registry: Registry, problems: Problems) -> SystemSpec | None:
     oid = obj["_id"]
     cls = registry.get("system", obj["type"])
     if cls is None:
@@ -163,22 +167,28 @@ def _system(file: str, obj: dict[str, Any], registry: Registry, problems: _Probl
 
 
 def _validate(
-    model: type[BaseModel], body: Any, file: str, oid: str | None, key: str, problems: _Problems
+    model: type[BaseModel], body: Any, file: str, oid: str | None, key: str, problems: Problems,
+    skip: tuple[str, ...] = (),
 ) -> Any:
+    """``body`` validated by ``model`` (keys typed ``Secret`` refuse plain strings; a secret
+    elsewhere is a problem), or None when it has problems (recorded)."""
     try:
-        return model.model_validate(body)
+        config = model.model_validate(body, context=SECRETS_REQUIRED)
     except ValidationError as exc:
-        problems.from_validation(file, oid, key, exc)
+        problems.from_validation(file, oid, key, exc, body)
         return None
+    misplaced = misplaced_secrets(config, skip)
+    for path in misplaced:
+        problems.add(file, oid, join(key, path), MISPLACED_SECRET)
+    return None if misplaced else config
 
 
 def _component(
-    kind: str, key: str, body: Any, registry: Registry, systems: dict[str, SystemSpec],
-    file: str, pipe: str, problems: _Problems,
+    kind: str, key: str, body: dict[str, Any], registry: Registry, systems: dict[str, SystemSpec | None],
+    file: str, pipe: str, problems: Problems,
 ) -> ComponentSpec | None:
-    if not isinstance(body, dict):
-        problems.add(file, pipe, key, f"expected an object, got {type(body).__name__}")
-        return None
+    """The validated component, or None when it has problems (recorded). ``systems`` holds None
+    for a system with problems of its own: the component is validated without it."""
     type_name = body.get("type")
     cls = registry.get(kind, type_name) if isinstance(type_name, str) else None  # type: ignore[arg-type]
     if cls is None:
@@ -190,101 +200,62 @@ def _component(
         problems.add(file, pipe, f"{key}.system", f"no system with _id {system!r} is defined")
         return None
     config = _validate(cls.Config, body, file, pipe, key, problems)
-    return ComponentSpec(kind, key, cls, config) if config is not None else None
+    if config is None:
+        return None
+    spec = systems.get(system) if system is not None else None
+    found = config.system_problems(system, spec.config) if spec is not None else []
+    for sub, reason in found:
+        problems.add(file, pipe, f"{key}.{sub}", reason)
+    ok = not found and (system is None or spec is not None)
+    return ComponentSpec(kind, key, cls, config) if ok else None
+
+
+def _parts(obj: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(kind, key, body) of each component object of a pipe; a part that is not an object is left
+    to the pipe model, which reports it."""
+    transform = obj.get("transform")
+    if isinstance(transform, list):
+        transforms = [("transform", f"transform[{i}]", t) for i, t in enumerate(transform)]
+    else:
+        transforms = [("transform", "transform", transform)] if transform is not None else []
+    sink = obj.get("sink")
+    if sink is None:
+        sink = {"type": "dataset"}
+    parts = [("source", "source", obj.get("source")), *transforms, ("sink", "sink", sink)]
+    return [p for p in parts if isinstance(p[2], dict)]
 
 
 def _pipe(
-    file: str, obj: dict[str, Any], registry: Registry, systems: dict[str, SystemSpec],
-    problems: _Problems,
-) -> PipeSpec | None:
+    file: str, obj: dict[str, Any], registry: Registry, systems: dict[str, SystemSpec | None],
+    problems: Problems,
+) -> tuple[PipeSpec | None, PipeDatasets]:
+    """The pipe (None when it has problems) and what it reads and writes, as far as its parts
+    validated; the pipe model and every component are validated, whatever the others' problems."""
     oid = obj["_id"]
-    model = _validate(PipeModel, obj, file, oid, "", problems)
-    if model is None:
-        return None
-    raw_transforms = model.transform if isinstance(model.transform, list) else (
-        [model.transform] if model.transform else []
-    )
-    key_of = (lambda i: f"transform[{i}]") if isinstance(model.transform, list) else (lambda i: "transform")
-    source = _component("source", "source", model.source, registry, systems, file, oid, problems)
-    transforms = [
-        _component("transform", key_of(i), t, registry, systems, file, oid, problems)
-        for i, t in enumerate(raw_transforms)
-    ]
-    sink_body = model.sink if model.sink is not None else {"type": "dataset"}
-    sink = _component("sink", "sink", sink_body, registry, systems, file, oid, problems)
-    if source is None or sink is None or any(t is None for t in transforms):
-        return None
-    parts: list[ComponentSpec] = [source, *[t for t in transforms if t], sink]
-    reads = _unique(d for c in parts for d in c.cls.datasets_read(c.config))
-    writes = _unique(d for c in parts for d in c.cls.datasets_written(c.config, oid))
-    return PipeSpec(oid, file, model, source, [t for t in transforms if t], sink, reads, writes)
+    # components are validated by their own models; metadata is only kept (and shown as ***)
+    model = _validate(PipeModel, obj, file, oid, "", problems, skip=("source", "transform", "sink", "metadata"))
+    raw = _parts(obj)
+    specs = [_component(kind, key, body, registry, systems, file, oid, problems) for kind, key, body in raw]
+    parts = [c for c in specs if c is not None]
+    reads = [(_dataset_key(c, ds), ds) for c in parts for ds in c.cls.datasets_read(c.config)]
+    sink_ok = any(c.kind == "sink" for c in parts)
+    writes = _unique(d for c in parts for d in c.cls.datasets_written(c.config, oid)) if sink_ok else None
+    pump = obj.get("pump")
+    dead = pump.get("dead_letter_dataset") if isinstance(pump, dict) else None  # also if the model failed
+    datasets = PipeDatasets(oid, file, reads, writes, dead if isinstance(dead, str) else None)
+    if model is None or len(parts) != len(raw) or writes is None:
+        return None, datasets
+    source, *transforms = parts[:-1]
+    spec = PipeSpec(oid, file, model, source, transforms, parts[-1], _unique(ds for _, ds in reads), writes)
+    return spec, datasets
+
+
+def _dataset_key(component: ComponentSpec, dataset: str) -> str:
+    """Where a component names a dataset it reads: its ``dataset`` key when that holds the name."""
+    if getattr(component.config, "dataset", None) == dataset:
+        return f"{component.key}.dataset"
+    return component.key
 
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def _check_writers(pipes: list[PipeSpec], problems: _Problems) -> None:
-    writer: dict[str, str] = {}
-    for p in pipes:
-        for ds in p.writes:
-            if ds in writer:
-                problems.add(
-                    p.file, p.id, "sink.dataset",
-                    f"dataset {ds!r} is already written by pipe {writer[ds]!r}; one dataset, one writer",
-                )
-            writer.setdefault(ds, p.id)
-
-
-def _in_dependency_order(pipes: list[PipeSpec]) -> dict[str, PipeSpec]:
-    """Pipes ordered so a pipe comes after the writers of its inputs. Pipes in a dependency cycle
-    are grouped and keep their file order among themselves; the groups are ordered as usual."""
-    writer = {ds: p.id for p in pipes for ds in p.writes}
-    graph = {p.id: {writer[d] for d in p.reads if d in writer and writer[d] != p.id} for p in pipes}
-    position = {p.id: i for i, p in enumerate(pipes)}
-    group_of: dict[str, int] = {}
-    for n, members in enumerate(_cycles(graph)):
-        for pid in members:
-            group_of[pid] = n
-    groups: dict[int, set[int]] = {g: set() for g in set(group_of.values())}
-    for pid, deps in graph.items():
-        groups[group_of[pid]].update(group_of[d] for d in deps if group_of[d] != group_of[pid])
-    by_id = {p.id: p for p in pipes}
-    ordered: list[str] = []
-    for g in TopologicalSorter(groups).static_order():
-        ordered.extend(sorted((pid for pid, n in group_of.items() if n == g), key=position.__getitem__))
-    return {pid: by_id[pid] for pid in ordered}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of ``graph`` (Tarjan): each pipe alone, or a cycle's pipes."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            members = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                members.append(w)
-                if w == v:
-                    break
-            found.append(members)
-
-    for v in graph:
-        if v not in index:
-            visit(v)
-    return found

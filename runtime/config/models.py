@@ -39,8 +39,9 @@ class PumpConfig(_Strict):
         max_retries_per_entity: failed attempts (at most one per run) before an entity a sink
             keeps refusing goes to ``dead_letter_dataset`` (Sesam; only with a dead-letter
             dataset).
-        dead_letter_dataset: dataset for entities a sink keeps refusing; unset, an entity error
-            fails the run.
+        dead_letter_dataset: dataset for entities a sink keeps refusing, a dataset of its own (no
+            pipe may write it: not this pipe's sink, not another's); unset, an entity error fails
+            the run.
     """
 
     mode: Literal["scheduled", "manual", "off"] = "scheduled"

@@ -14,6 +14,15 @@ def pipe(**overrides):
     return {"_id": "p", "type": "pipe", "source": GOOD_SOURCE, **overrides}
 
 
+def rest_system(**overrides):
+    return {"_id": "api", "type": "system:rest", "base_url": "http://127.0.0.1:9/",
+            "operations": {"list-items": {"url": "items"}}, **overrides}
+
+
+def rest_source(**overrides):
+    return {"type": "rest", "system": "api", "operation": "list-items", **overrides}
+
+
 CASES = [
     # (name, objects, expected (key, reason fragment))
     ("unknown source type", [pipe(source={"type": "nope"})], ("source.type", "unknown source type 'nope'")),
@@ -60,6 +69,11 @@ CASES = [
     ),
     ("file format unknown", [pipe(source={"type": "file", "path": "x.bin"})], ("source", "cannot tell the format")),
     (
+        "file source unknown encoding",
+        [pipe(source={"type": "file", "path": "x.csv", "encoding": "utf-99"})],
+        ("source.encoding", "unknown text encoding 'utf-99'"),
+    ),
+    (
         "id_expression syntax",
         [pipe(source={"type": "file", "path": "x.csv", "id_expression": "{{ a "})],
         ("source.id_expression", "template syntax error"),
@@ -100,6 +114,72 @@ CASES = [
         [pipe(source={"type": "dataset", "dataset": "$SECRET(token)"})],
         ("source.dataset", "$SECRET(...) is not allowed here"),
     ),
+    (
+        "secret inside embedded entities",
+        [pipe(source={"type": "embedded", "entities": [{"_id": "a", "key": "$SECRET(token)"}]})],
+        ("source.entities[0].key", "$SECRET(...) is not allowed here"),
+    ),
+    (
+        "secret inside rest properties",
+        [rest_system(), pipe(source=rest_source(properties={"k": ["$SECRET(token)"]}))],
+        ("source.properties.k[0]", "$SECRET(...) is not allowed here"),
+    ),
+    (
+        "secret as a rest initial since",
+        [rest_system(), pipe(source=rest_source(initial_since_value={"from": "$SECRET(token)"}))],
+        ("source.initial_since_value.from", "$SECRET(...) is not allowed here"),
+    ),
+    (
+        "plain bearer token",
+        [rest_system(auth={"type": "bearer", "token": "hunter2"})],
+        ("auth.token", "use $SECRET(name)"),
+    ),
+    (
+        "plain basic password",
+        [rest_system(auth={"type": "basic", "username": "u", "password": "hunter2"})],
+        ("auth.password", "use $SECRET(name)"),
+    ),
+    (
+        "plain receiver token",
+        [pipe(source={"type": "http_endpoint", "token": "hunter2"})],
+        ("source.token", "use $SECRET(name)"),
+    ),
+    (
+        "unknown rest operation in a source",
+        [rest_system(), pipe(source=rest_source(operation="list-itmes"))],
+        ("source.operation", "system 'api' has no operation 'list-itmes'; known: list-items"),
+    ),
+    (
+        "unknown rest operation in a transform",
+        [rest_system(), pipe(transform={"type": "rest", "system": "api", "operation": "get-item"})],
+        ("transform.operation", "system 'api' has no operation 'get-item'; known: list-items"),
+    ),
+    (
+        "rest payload template syntax",
+        [rest_system(), pipe(source=rest_source(payload={"q": ["{{ since "]}))],
+        ("source.payload", "template syntax error"),
+    ),
+    (
+        "rest operation payload template syntax",
+        [rest_system(operations={"search": {"url": "s", "method": "POST", "payload": "{% if %}"}})],
+        ("operations.search.payload", "template syntax error"),
+    ),
+    ("rest base_url not absolute", [rest_system(base_url="api.example.com/v1")], ("base_url", "absolute http")),
+    (
+        "dead letters into the pipe's own dataset",
+        [pipe(pump={"dead_letter_dataset": "p"})],
+        ("pump.dead_letter_dataset", "dataset 'p' is written by pipe 'p'"),
+    ),
+    (
+        "dead letters into another pipe's sink",
+        [pipe(pump={"dead_letter_dataset": "other"}), pipe(_id="q", sink={"type": "dataset", "dataset": "other"})],
+        ("pump.dead_letter_dataset", "dataset 'other' is written by pipe 'q'"),
+    ),
+    (
+        "dead letters into a receiver's dataset",
+        [pipe(pump={"dead_letter_dataset": "inbox"}), pipe(_id="inbox", source={"type": "http_endpoint"})],
+        ("pump.dead_letter_dataset", "dataset 'inbox' is written by pipe 'inbox'"),
+    ),
 ]
 
 
@@ -124,6 +204,52 @@ def test_all_problems_are_listed_at_once(write_config):
     assert {p.pipe for p in info.value.problems} == {"p", "q", "r"}
     text = str(info.value)
     assert "3 problems" in text and "pipes.yaml: q: batch_size:" in text and text.endswith("`sluice check` again.")
+
+
+def test_every_problem_of_one_pipe_is_listed(write_config):
+    # the README's example: the pump's problem used to hide the source's
+    root = write_config({"_id": "orders", "type": "pipe", "source": {"type": "rset"},
+                         "pump": {"cron_expression": "daily"}, "transform": {"type": "x"}})
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry())
+    assert {(p.pipe, p.key) for p in info.value.problems} == {
+        ("orders", "source.type"), ("orders", "pump.cron_expression"), ("orders", "transform.type")}
+
+
+def test_union_errors_name_the_key_once(write_config):
+    # pydantic reports each member of a union (``transform``: object or list; ``username``:
+    # string or secret); the problem names the config's key, once
+    root = write_config([rest_system(auth={"type": "basic", "username": 5, "password": "$SECRET(token)"}),
+                         pipe(transform=[{"type": "python", "function": "json:dumps"}, 5])])
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry(), Secrets(environ={"token": "t"}))
+    assert [(p.pipe, p.key, p.reason) for p in info.value.problems] == [
+        ("api", "auth.username", "Input should be a valid string, or Value error, expected a string or $SECRET(name)"),
+        ("p", "transform[1]", "Input should be a valid dictionary"),
+    ]
+
+
+def test_a_rest_component_needs_a_rest_system(write_config):
+    from runtime.components import System
+
+    class Queue(System):
+        """A system of another kind (registered for this test only)."""
+
+    registry = default_registry().clone()
+    registry.register("system", "system:queue", Queue)
+    root = write_config([{"_id": "q", "type": "system:queue"}, pipe(source={"type": "rest", "system": "q"})])
+    with pytest.raises(ConfigError) as info:
+        load_config(root, registry)
+    assert [(p.key, p.reason) for p in info.value.problems] == [
+        ("source.system", "system 'q' is a system:queue; the rest source needs a system:rest")]
+
+
+def test_a_pipe_naming_a_system_with_problems_is_not_told_the_system_is_missing(write_config):
+    root = write_config([rest_system(auth={"type": "bearer", "token": "hunter2"}), pipe(source=rest_source())])
+    with pytest.raises(ConfigError) as info:
+        load_config(root, default_registry())
+    assert [(p.pipe, p.key) for p in info.value.problems] == [("api", "auth.token")]
+    assert "hunter2" not in str(info.value)
 
 
 def test_syntax_errors_name_the_file(tmp_path):
