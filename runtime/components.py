@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, StateStore, WriteResult
+from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
 
 
 class Chunk(list[Any]):
@@ -174,6 +175,28 @@ class Source(Component, ABC):
     complete: bool = True
     """Set False by a source that stopped early on purpose (e.g. a page cap): the run then ends
     as ``stopped``, with no deletion tracking."""
+
+    @classmethod
+    def datasets_read(cls, config: Any) -> list[str]:
+        """Datasets this source reads: its ``work_units.dataset`` (planning input), if any."""
+        units = cls.work_units(config)
+        return [units.dataset] if units is not None and units.dataset else []
+
+    @classmethod
+    def work_units(cls, config: Any) -> WorkUnitsConfig | None:
+        """The ``work_units`` config when this source's work is split into work units (DIL); the
+        runtime then calls :meth:`read_unit` per unit instead of :meth:`read`."""
+        units = getattr(config, "work_units", None)
+        return units if isinstance(units, WorkUnitsConfig) else None
+
+    def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
+        """Yield the pages of one work unit, resuming at ``unit.checkpoint``; ask only for what is
+        newer than ``unit.watermark`` when it is set. Raising fails this unit alone.
+
+        Raises:
+            NotImplementedError: the source does not support work units.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support work units")
 
     @abstractmethod
     def read(self, since: Any) -> AsyncIterator[list[Entity]]:

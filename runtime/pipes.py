@@ -48,14 +48,15 @@ from runtime.errors import (
     first_error,
 )
 from runtime.sinces import since_order
-from runtime.store.protocol import Checkpoint, PipeState, StateStore, WriteResult
+from runtime.store.protocol import Checkpoint, PipeState, StateStore, UnitProgress, WriteResult
+from runtime.workunits.executor import UnitChunk, UnitRunner, merge_progress
 
 log = structlog.get_logger("sluice.pipe")
 
 MAILBOX_CAPACITY = 4
 COALESCE_BATCHES = 8  # a sink that falls behind commits up to this many queued batches at once
 COALESCE_ENTITIES = 10_000
-Strategy = Literal["chronological", "max", "none"]
+Strategy = Literal["chronological", "max", "none", "units"]
 
 
 @dataclass
@@ -95,6 +96,10 @@ class RunResult:
         """True unless the run failed."""
         return self.status != "failed"
 
+    units: dict[str, int] | None = None
+    """Work units of the run by outcome (``done``, ``failed``, ``waiting``, ``dead``) and planning
+    (``planned``, ``added``, ``retired``); None for a source without work units."""
+
     @property
     def changes(self) -> int:
         """Versions written (new + changed + deleted)."""
@@ -111,6 +116,8 @@ class RunResult:
         out = {k: getattr(self, k) for k in (
             "run_id", "status", "kind", "full", "read", "new", "changed", "deleted", "unchanged", "started_us")}
         out["seconds"] = round(self.seconds, 3)
+        if self.units is not None:
+            out["units"] = self.units
         if self.error is not None:
             out["error"] = str(self.error)
         return out
@@ -135,7 +142,10 @@ def new_run_id() -> str:
 
 
 def strategy_of(source: ComponentSpec) -> Strategy:
-    """The continuation strategy of a configured source (Sesam's three flags)."""
+    """The continuation strategy of a configured source (Sesam's three flags), or ``units`` for a
+    source split into work units (DIL: each unit keeps its own checkpoint and watermark)."""
+    if source.cls.work_units(source.config) is not None:
+        return "units"
     supports_since, is_chronological, is_since_comparable = source.cls.continuation(source.config)
     if supports_since and is_chronological:
         return "chronological"
@@ -353,33 +363,17 @@ class PipeRun:
 
         async def body() -> None:
             task_status.started()
-            last = since
-            pending: list[Entity] = []
-            size, budget = run.batch_size, self.spec.model.max_batch_bytes
-            used = 0
-            async for chunk in source.read(since):
-                start = 0
-                while start < len(chunk):
-                    rest = chunk[start : start + size - len(pending)]
-                    known = getattr(chunk, "nbytes", None) if len(rest) == len(chunk) else None
-                    whole = known if known is not None else len(dumps(rest, default=str))
-                    if used + whole < budget:
-                        take, grew = len(rest), whole
-                    else:
-                        sizes = list(accumulate(len(dumps(e, default=str)) for e in rest))
-                        take = min(bisect_left(sizes, budget - used) + 1, len(rest))
-                        grew = sizes[take - 1]
-                    start += take
-                    pending.extend(rest[:take])
-                    used += grew
-                    if len(pending) >= size or used >= budget:
-                        last = await self._emit(outbox, pending, last, run, strategy)
-                        pending, used = [], 0
-                if self._stop.is_set():
-                    progress.stopped = True
-                    break
-            if pending:
-                last = await self._emit(outbox, pending, last, run, strategy)
+            cut = _Cutter(self, outbox, since, run, strategy)
+            if strategy == "units":
+                await self._read_units(source, cut, run)
+            else:
+                async for chunk in source.read(since):
+                    await cut.add(chunk)
+                    if self._stop.is_set():
+                        progress.stopped = True
+                        break
+            await cut.flush()
+            last = cut.last
             if not source.complete:
                 log.warning("source.incomplete", reason="the source stopped early; no deletion tracking")
                 progress.stopped = True
@@ -396,12 +390,33 @@ class PipeRun:
         await self._guard("source", source, body)
         await outbox.close()  # only on success: after a failure the sink must not see an end
 
+    async def _read_units(self, source: Source, cut: _Cutter, run: RunInfo) -> None:
+        """Run the source's due work units (see :mod:`runtime.workunits.executor`); their pages
+        are cut into batches one page at a time, each batch carrying the progress of the units
+        whose pages it completes."""
+        units = source.work_units(source.config)
+        assert units is not None  # strategy "units"
+        lock = anyio.Lock()
+
+        async def emit(chunk: UnitChunk) -> None:
+            async with lock:  # one page at a time: a page's progress follows all its entities
+                await cut.add(chunk)
+
+        runner = UnitRunner(source, units, self.store, self.spec.id, run, self.result.run_id)
+        tally = await runner.run(emit, self._stop)
+        self.result.units = tally.summary()
+        if self._stop.is_set():
+            self._progress.stopped = True
+
     async def _emit(
-        self, outbox: Mailbox, entities: list[Entity], last: Any, run: RunInfo, strategy: Strategy
+        self, outbox: Mailbox, entities: list[Entity], last: Any, run: RunInfo, strategy: Strategy,
+        units: dict[str, UnitProgress] | None = None,
     ) -> Any:
         self._progress.read += len(entities)
         checkpoint = None
-        if strategy == "chronological":
+        if strategy == "units":
+            checkpoint = Checkpoint(last, run.sweep, units or None)
+        elif strategy == "chronological":
             last = _ascending_updated(entities, last, self.spec.id)
             checkpoint = Checkpoint(last, run.sweep)
         elif strategy == "max":
@@ -465,6 +480,12 @@ class PipeRun:
             progress = self._progress
             complete = not progress.stopped
             final_since = progress.since if strategy != "none" else None
+            if complete and strategy == "units" and run.sweep is not None:
+                if await self.store.units_swept(self.spec.id, run.sweep):
+                    final_since = run.sweep  # a completed sweep: incremental runs from now on
+                else:  # the sweep goes on in later runs; no deletion tracking before every unit is done
+                    complete = False
+                    await sink.write_batch([], Checkpoint(final_since, run.sweep))
             if complete:  # a stopped run commits nothing more: the next run resumes it
                 result.add(await sink.finish(Checkpoint(final_since, None)))
             if letters.enabled:  # a resumed full run has not re-read what came before its since
@@ -532,8 +553,63 @@ def _ids(entities: Any) -> list[str]:
 
 
 def _last_checkpoint(batches: list[Batch]) -> Checkpoint | None:
-    """The checkpoint covering all of ``batches``: the last one any of them carries."""
-    for batch in reversed(batches):
-        if batch.checkpoint is not None:
-            return batch.checkpoint
-    return None
+    """The checkpoint covering all of ``batches``: the last one any of them carries, with the work
+    units' progress of all of them (later progress of a unit wins)."""
+    found = [b.checkpoint for b in batches if b.checkpoint is not None]
+    if not found:
+        return None
+    last = found[-1]
+    if not any(c.units for c in found[:-1]):
+        return last
+    units: dict[str, UnitProgress] = {}
+    for c in found:
+        merge_progress(units, c.units or {})
+    return Checkpoint(last.since, last.sweep, units)
+
+
+class _Cutter:
+    """Cuts a source's chunks into batches of at most ``batch_size`` entities and
+    ``max_batch_bytes`` bytes (their JSON size) and sends them with their checkpoints.
+
+    A :class:`UnitChunk`'s progress rides on the batch that holds the chunk's last entity (or on
+    an empty batch of its own when the chunk ended a batch exactly).
+    """
+
+    def __init__(self, run: PipeRun, outbox: Mailbox, since: Any, info: RunInfo, strategy: Strategy) -> None:
+        self.run, self.outbox, self.info, self.strategy = run, outbox, info, strategy
+        self.last = since
+        self.pending: list[Entity] = []
+        self.used = 0
+        self.units: dict[str, UnitProgress] = {}
+
+    async def add(self, chunk: list[Entity]) -> None:
+        size, budget = self.info.batch_size, self.run.spec.model.max_batch_bytes
+        start = 0
+        while start < len(chunk):
+            rest = chunk[start : start + size - len(self.pending)]
+            known = getattr(chunk, "nbytes", None) if len(rest) == len(chunk) else None
+            whole = known if known is not None else len(dumps(rest, default=str))
+            if self.used + whole < budget:
+                take, grew = len(rest), whole
+            else:
+                sizes = list(accumulate(len(dumps(e, default=str)) for e in rest))
+                take = min(bisect_left(sizes, budget - self.used) + 1, len(rest))
+                grew = sizes[take - 1]
+            start += take
+            self.pending.extend(rest[:take])
+            self.used += grew
+            if len(self.pending) >= size or self.used >= budget:
+                await self._send()
+        if isinstance(chunk, UnitChunk) and chunk.progress:
+            merge_progress(self.units, chunk.progress)
+            if not self.pending:
+                await self._send()
+
+    async def flush(self) -> None:
+        if self.pending or self.units:
+            await self._send()
+
+    async def _send(self) -> None:
+        units, self.units = self.units, {}
+        entities, self.pending, self.used = self.pending, [], 0
+        self.last = await self.run._emit(self.outbox, entities, self.last, self.info, self.strategy, units)

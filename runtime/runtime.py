@@ -99,8 +99,9 @@ class Runtime:
     async def _record_config(self, config: Config) -> None:
         consumers: dict[str, list[str]] = {}
         for spec in config.pipes.values():
-            for ds in spec.reads:
-                consumers.setdefault(ds, []).append(spec.id)
+            if strategy_of(spec.source) == "chronological":  # its since is an offset of what it reads
+                for ds in spec.reads:
+                    consumers.setdefault(ds, []).append(spec.id)
             protected = spec.model.disable_set_last_seen
             if bool((await self.store.pipe_state(spec.id)).info.get(PROTECTED)) != protected:
                 await self.store.update_pipe_info(spec.id, {PROTECTED: protected})

@@ -35,10 +35,36 @@ class Checkpoint:
         sweep: marker of the full run in progress (microseconds since the epoch when it started),
             or None when no full run is in progress. Ids written or seen during a full run are
             marked with it; deletion tracking tombstones the unmarked ones (Sesam).
+        units: progress of work units covered by the same entities (DIL), key -> a
+            :class:`UnitProgress`; committed in the same transaction as the entities, so a unit
+            resumes at its last committed page after a crash.
     """
 
     since: Any = None
     sweep: int | None = None
+    units: dict[str, UnitProgress] | None = None
+
+
+@dataclass(frozen=True)
+class UnitProgress:
+    """A change of one work unit's ledger row, committed with a checkpoint.
+
+    Attributes:
+        status: ``running`` (a page committed), ``done``, ``failed``, ``waiting`` (an
+            asynchronous job not ready yet) or ``dead`` (``max_attempts`` failures).
+        checkpoint: where the unit resumes (cursor, page, job id, locator); None to start over.
+        watermark: the unit's high watermark after this progress; None leaves it as it is.
+        error: the failure's message (``failed``/``dead``).
+        due_us: when a ``failed`` or ``waiting`` unit may run again, microseconds since the epoch.
+        swept: the full sweep the unit completed (``done`` in a sweep), None otherwise.
+    """
+
+    status: str
+    checkpoint: Any = None
+    watermark: Any = None
+    error: str | None = None
+    due_us: int | None = None
+    swept: int | None = None
 
 
 @dataclass(frozen=True)
@@ -158,13 +184,20 @@ class WorkUnit:
     Attributes:
         pipe: owning pipe.
         key: unit key, unique per pipe (an id, a time window, a file path, a job).
-        status: ``pending``, ``running``, ``done`` or ``failed``.
-        attempts: how many times it was claimed.
+        status: ``pending``, ``running``, ``waiting``, ``done``, ``failed`` or ``dead``.
+        attempts: failed attempts since the unit last succeeded (or was retried by an operator).
         checkpoint: progress inside the unit (cursor, page, job id, result locator), JSON.
-        watermark: the unit's watermark (JSON), e.g. a time window's upper bound.
+        watermark: the unit's high watermark (JSON, DIL): an incremental run of the unit asks
+            only for what is newer.
         lease_owner: who holds the lease while running; None otherwise.
         lease_expiry_us: lease expiry, microseconds since the epoch; None when not leased.
         last_error: message of the last failure, None if none.
+        variables: the unit's template variables (from its planning input), JSON object.
+        due_us: when a failed or waiting unit may run again, microseconds since the epoch.
+        swept: the last full sweep the unit completed, None if none.
+        retired: its input value left the planning input (the unit no longer runs; its data stays).
+        closed: its time window lies in the past, so a done unit is not read again (except in a
+            full sweep).
     """
 
     pipe: str
@@ -176,6 +209,11 @@ class WorkUnit:
     lease_owner: str | None
     lease_expiry_us: int | None
     last_error: str | None
+    variables: dict[str, Any] = field(default_factory=dict)
+    due_us: int | None = None
+    swept: int | None = None
+    retired: bool = False
+    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -394,24 +432,39 @@ class StateStore(Protocol):
         ...
 
     # -- work units ---------------------------------------------------------------------------
-    async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
-        """Add units (key -> watermark) not yet in the ledger as ``pending``; returns how many."""
+    async def plan_units(self, pipe: str, units: Sequence[tuple[str, dict[str, Any], bool]]) -> tuple[int, int]:
+        """Make the ledger match the planned units ``(key, variables, closed)``, in batched
+        statements: new keys are added ``pending``; known keys get their variables and
+        ``closed`` flag (a retired one is revived); keys not planned any more are retired (their
+        data stays). Returns (added, retired).
+        """
         ...
 
-    async def claim_units(
-        self, pipe: str, owner: str, *, limit: int, lease_s: float
-    ) -> list[WorkUnit]:
-        """Lease up to ``limit`` pending, failed or lease-expired units to ``owner``."""
+    async def prepare_units(self, pipe: str, *, sweep: int | None) -> None:
+        """Make the units due for a run ``pending``: in a full sweep every unit not yet done in
+        it (their checkpoints cleared, they read everything); otherwise done units whose window
+        is open (``closed`` false). Units left ``running`` by a run that died resume from their
+        checkpoint. Call only while holding the pipe's lock."""
         ...
 
-    async def finish_unit(
-        self, pipe: str, key: str, owner: str, *, error: str | None = None,
-        checkpoint: Any = None,
-    ) -> None:
-        """Mark a leased unit done (``error`` None) or failed; raises TransientError if the
-        lease was lost to another owner (fencing)."""
+    async def claim_units(self, pipe: str, owner: str, *, limit: int, lease_s: float) -> list[WorkUnit]:
+        """Lease up to ``limit`` pending units, failed or waiting ones that are due, and running
+        ones whose lease expired, to ``owner`` (status ``running``), in key order."""
         ...
 
-    async def work_units(self, pipe: str) -> list[WorkUnit]:
-        """Every unit of a pipe, by key."""
+    async def work_units(self, pipe: str, *, status: str | None = None) -> list[WorkUnit]:
+        """The units of a pipe (not retired ones, unless ``status == "retired"``), by key."""
+        ...
+
+    async def unit_counts(self, pipe: str) -> dict[str, int]:
+        """How many units of a pipe are in each status (``retired`` counted apart)."""
+        ...
+
+    async def units_swept(self, pipe: str, sweep: int) -> bool:
+        """True when every unit of the pipe that is not retired completed the full sweep ``sweep``."""
+        ...
+
+    async def retry_units(self, pipe: str, keys: Sequence[str] | None = None) -> int:
+        """Put dead and failed units (all of the pipe's, or ``keys``) back to ``pending`` with their
+        attempts cleared; returns how many."""
         ...

@@ -22,8 +22,9 @@ import anyio
 import orjson
 
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError, TransientError
+from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError
 from runtime.store import _sqlite_datasets as dsql
+from runtime.store import _sqlite_units as usql
 from runtime.store._sqlite_datasets import fetch_one
 from runtime.store.protocol import (
     Checkpoint,
@@ -35,7 +36,7 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS pipes(
 CREATE TABLE IF NOT EXISTS work_units(
     pipe TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
     checkpoint TEXT, watermark TEXT, lease_owner TEXT, lease_expiry_us INTEGER, last_error TEXT,
-    PRIMARY KEY(pipe, key)) WITHOUT ROWID;
+    vars TEXT, due_us INTEGER, swept INTEGER, retired INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(pipe, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entity_retries(
     pipe TEXT NOT NULL, key TEXT NOT NULL, entity BLOB NOT NULL, attempts INTEGER NOT NULL,
     last_error TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY(pipe, key)) WITHOUT ROWID;
@@ -144,6 +146,8 @@ class SqliteStore:
                 await self._add_counters(tx)
             # version 1 -> 2: the entity_retries table, created by SCHEMA above
             # version 3 -> 4: the consumers table, created by SCHEMA above
+            if version < 5:  # version 4 -> 5: variables, due time, sweep and retirement of work units
+                await usql.add_columns(tx)
             # version 2 -> 3: a seen_N table per dataset. Checked on every open, not only on the
             # upgrade: a Sluice of schema 2 opening this store afterwards creates datasets without one.
             for (key,) in await tx.execute_fetchall(_SEENLESS):
@@ -338,6 +342,7 @@ class SqliteStore:
             if trip.run_offset is not None:
                 removed += await dsql.revert_run(conn, ds, trip.run_offset, trip.pipe)
             await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep))
+            await usql.restart_all(conn, trip.pipe)
             return removed
 
     @_translated
@@ -372,6 +377,8 @@ class SqliteStore:
             "DO UPDATE SET since = excluded.since, sweep = excluded.sweep",
             (pipe, _json(cp.since), cp.sweep),
         )
+        if cp.units:
+            await usql.apply(conn, pipe, cp.units)
 
     @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
@@ -512,64 +519,40 @@ class SqliteStore:
 
     # -- work units ---------------------------------------------------------------------------
     @_translated
-    async def plan_units(self, pipe: str, units: dict[str, Any]) -> int:
+    async def plan_units(self, pipe: str, units: Sequence[tuple[str, dict[str, Any], bool]]) -> tuple[int, int]:
         """See :meth:`StateStore.plan_units`."""
         async with self._transaction() as conn:
-            cur = await conn.executemany(
-                "INSERT OR IGNORE INTO work_units(pipe, key, status, attempts, watermark) "
-                "VALUES (?, ?, 'pending', 0, ?)",
-                [(pipe, key, _json(mark)) for key, mark in units.items()],
-            )
-            return max(cur.rowcount, 0)
+            return await usql.plan(conn, pipe, units)
 
     @_translated
-    async def claim_units(
-        self, pipe: str, owner: str, *, limit: int, lease_s: float
-    ) -> list[WorkUnit]:
+    async def prepare_units(self, pipe: str, *, sweep: int | None) -> None:
+        """See :meth:`StateStore.prepare_units`."""
+        async with self._transaction() as conn:
+            await usql.prepare(conn, pipe, sweep)
+
+    @_translated
+    async def claim_units(self, pipe: str, owner: str, *, limit: int, lease_s: float) -> list[WorkUnit]:
         """See :meth:`StateStore.claim_units`."""
-        now = dsql.now_us()
         async with self._transaction() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT key FROM work_units WHERE pipe = ? AND (status IN ('pending', 'failed') "
-                "OR (status = 'running' AND lease_expiry_us < ?)) ORDER BY key LIMIT ?",
-                (pipe, now, limit),
-            )
-            keys = [r[0] for r in rows]
-            await conn.executemany(
-                "UPDATE work_units SET status = 'running', attempts = attempts + 1, "
-                "lease_owner = ?, lease_expiry_us = ? WHERE pipe = ? AND key = ?",
-                [(owner, now + int(lease_s * 1e6), pipe, k) for k in keys],
-            )
-        units = {u.key: u for u in await self.work_units(pipe)}
-        return [units[k] for k in keys]
+            return await usql.claim(conn, pipe, owner, limit, lease_s)
 
     @_translated
-    async def finish_unit(
-        self, pipe: str, key: str, owner: str, *, error: str | None = None, checkpoint: Any = None
-    ) -> None:
-        """See :meth:`StateStore.finish_unit`."""
-        async with self._transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE work_units SET status = ?, last_error = ?, checkpoint = ?, "
-                "lease_owner = NULL, lease_expiry_us = NULL "
-                "WHERE pipe = ? AND key = ? AND lease_owner = ?",
-                ("failed" if error else "done", error, _json(checkpoint), pipe, key, owner),
-            )
-            if cur.rowcount != 1:
-                raise TransientError(
-                    f"work unit {key!r} is no longer leased to {owner!r}; another worker took it over",
-                    pipe=pipe,
-                )
-
-    @_translated
-    async def work_units(self, pipe: str) -> list[WorkUnit]:
+    async def work_units(self, pipe: str, *, status: str | None = None) -> list[WorkUnit]:
         """See :meth:`StateStore.work_units`."""
-        rows = await self._r.execute_fetchall(
-            "SELECT pipe, key, status, attempts, checkpoint, watermark, lease_owner, "
-            "lease_expiry_us, last_error FROM work_units WHERE pipe = ? ORDER BY key",
-            (pipe,),
-        )
-        return [
-            WorkUnit(r[0], r[1], r[2], r[3], _unjson(r[4]), _unjson(r[5]), r[6], r[7], r[8])
-            for r in rows
-        ]
+        return await usql.units(self._r, pipe, status)
+
+    @_translated
+    async def unit_counts(self, pipe: str) -> dict[str, int]:
+        """See :meth:`StateStore.unit_counts`."""
+        return await usql.counts(self._r, pipe)
+
+    @_translated
+    async def units_swept(self, pipe: str, sweep: int) -> bool:
+        """See :meth:`StateStore.units_swept`."""
+        return await usql.swept(self._r, pipe, sweep)
+
+    @_translated
+    async def retry_units(self, pipe: str, keys: Sequence[str] | None = None) -> int:
+        """See :meth:`StateStore.retry_units`."""
+        async with self._transaction() as conn:
+            return await usql.retry(conn, pipe, keys)

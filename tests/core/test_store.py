@@ -2,7 +2,7 @@
 
 import pytest
 
-from runtime.errors import EntityError, OperationRefusedError, TransientError
+from runtime.errors import EntityError, OperationRefusedError
 from runtime.store import Checkpoint
 
 
@@ -132,24 +132,6 @@ async def test_pipe_state_info_and_execution_log(store):
     events = await store.execution_log("p")
     assert [e.event for e in events] == ["run-started", "run-completed"]
     assert (await store.execution_log("p", since=events[0].seq))[0].data == {"new": 3}
-
-
-async def test_work_unit_ledger_leases_and_fencing(store):
-    assert await store.plan_units("p", {"2026-01": {"to": "2026-02"}, "2026-02": None}) == 2
-    assert await store.plan_units("p", {"2026-01": None}) == 0
-    claimed = await store.claim_units("p", "w1", limit=1, lease_s=60)
-    assert [u.key for u in claimed] == ["2026-01"] and claimed[0].attempts == 1
-    assert claimed[0].watermark == {"to": "2026-02"} and claimed[0].lease_owner == "w1"
-    with pytest.raises(TransientError, match="no longer leased"):
-        await store.finish_unit("p", "2026-01", "w2")
-    await store.finish_unit("p", "2026-01", "w1", error="HTTP 500", checkpoint={"page": 3})
-    units = {u.key: u for u in await store.work_units("p")}
-    assert units["2026-01"].status == "failed" and units["2026-01"].checkpoint == {"page": 3}
-    again = await store.claim_units("p", "w2", limit=5, lease_s=0)
-    assert {u.key for u in again} == {"2026-01", "2026-02"}
-    # an expired lease can be taken over
-    third = await store.claim_units("p", "w3", limit=5, lease_s=60)
-    assert {u.lease_owner for u in third} == {"w3"}
 
 
 async def test_id_and_deleted_counters_follow_writes_and_rollback(store):
