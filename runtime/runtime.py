@@ -22,6 +22,7 @@ from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
 from runtime.pipes import PipeRun, RunResult, strategy_of
 from runtime.plugins import Registry, default_registry
+from runtime.pump.interrupted import record_interrupted
 from runtime.pump.pumps import has_pump
 from runtime.rescans import after_run, choose_run
 from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
@@ -133,6 +134,7 @@ class Runtime:
         self._claimed.add(pipe)  # before the first await: two callers cannot both get here
         try:
             async with self.store.pipe_lock(pipe):  # and no other process runs it meanwhile
+                await record_interrupted(self.store, pipe)  # a run whose process died
                 return await self._run_claimed(spec, full, on_progress)
         finally:
             self._claimed.discard(pipe)

@@ -26,6 +26,7 @@ import structlog
 from runtime.config.models import PipeSpec
 from runtime.errors import OperationRefusedError, PipeTrippedError
 from runtime.pipes import RunResult
+from runtime.pump.interrupted import record_all_interrupted
 from runtime.pump.schedule import backoff, first_regular, next_regular, soon
 
 log = structlog.get_logger("sluice.pump")
@@ -259,8 +260,10 @@ class Scheduler:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every pump until :meth:`stop`; operator flags (disabled) and the last run's start
-        (for cron and long intervals, see :func:`first_regular`) are read from the store."""
+        (for cron and long intervals, see :func:`first_regular`) are read from the store, after
+        runs cut short by a dead process are recorded (:mod:`runtime.pump.interrupted`)."""
         try:
+            await record_all_interrupted(self.runtime.store, self.pumps)
             for pump in self.pumps.values():
                 state = await self.runtime.store.pipe_state(pump.pipe)
                 pump.disabled = bool(state.info.get("disabled"))
