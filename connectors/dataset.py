@@ -49,16 +49,22 @@ class DatasetSource(Source):
     def datasets_read(cls, config: Any) -> list[str]:
         return [config.dataset]
 
-    async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
-        store, size = self.context.store, self.context.run.batch_size
+    def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        return self._pages(since, self.context.store.read)
+
+    def read_json(self, since: Any) -> AsyncIterator[list[bytes]]:
+        """The chunks of :meth:`read`, each entity as its stored JSON bytes (publishers)."""
+        return self._pages(since, self.context.store.read_bodies)
+
+    async def _pages(self, since: Any, fetch: Any) -> AsyncIterator[list[Any]]:
         position = since
         while True:
-            entities, end = await store.read(
-                self.config.dataset, since=position, limit=size,
+            items, end = await fetch(
+                self.config.dataset, since=position, limit=self.context.run.batch_size,
                 history=self.config.include_previous_versions,
             )
-            if entities:
-                yield entities
+            if items:
+                yield items
             if end is None or end == position:
                 return
             position = end

@@ -203,3 +203,17 @@ async def test_receiver_refuses_bad_entities_media_types_and_large_bodies(start_
 async def _chunks(body: bytes) -> Any:
     for low in range(0, len(body), 500):
         yield body[low:low + 500]
+
+
+async def test_a_publisher_without_transforms_serves_the_stored_versions_as_they_are(start_daemon: Any,
+                                                                                     session: Any) -> None:
+    history = {"_id": "everything", "type": "pipe",
+               "source": {"type": "dataset", "dataset": "inbox", "include_previous_versions": True},
+               "sink": {"type": "http_endpoint"}}
+    api = Api(start_daemon([*OBJECTS, history], env={"push-token": "p-secret"}), session)
+    await push(api, ents("a", "b", "c"))
+    await push(api, [{"_id": "b", "v": 2, "nested": {"x": [1, None, "é"]}}, {"_id": "c", "_deleted": True}])
+    for pipe, query in (("outbox", ""), ("everything", "&history=true")):
+        stored = await api.get(f"/api/datasets/inbox/entities?limit=100{query}")
+        served, _ = await pull_all(api, pipe=pipe, limit=2)
+        assert served == stored and len(served) == (5 if query else 3)
