@@ -19,6 +19,11 @@ A request with a new ``sequence_id`` replaces the active sequence. The active se
 the pipe's info document under ``receiver``, with the changes it made so far and the circuit
 breaker limit taken at its first request: a full sync is one run for the breaker, however many
 requests it spans (an incremental push is one run by itself).
+
+Refused before anything is written: a body that is not ``application/json`` (415), one larger than
+the daemon setting ``receiver_max_body_bytes`` (413), one that is not a JSON object or array of
+objects, or an entity without a non-empty string ``_id`` or with a ``_deleted`` that is not a
+boolean (400, naming each entity by its index in the request).
 """
 
 from __future__ import annotations
