@@ -24,7 +24,7 @@ N = 3000
 
 
 def _slow(mode: str = "manual", **pump: Any) -> dict[str, Any]:
-    pipe = counter_pipe("numbers", N, mode=mode, source={"chunk_size": 50, "delay_s": 0.02}, **pump)
+    pipe = counter_pipe("numbers", N, mode=mode, source={"chunk_size": 50, "delay_s": 0.05}, **pump)
     pipe["batch_size"] = 50
     return pipe
 
