@@ -59,22 +59,29 @@ class DatasetSource(Source):
         or is not populated yet (its writer's first full run has not completed), what is there is
         read but the run ends incomplete (``stopped``): no deletion tracking follows, and the
         full run stays owed until the input is populated."""
-        store, size = self.context.store, self.context.run.batch_size
         if self.context.run.full:
-            info = await store.dataset_info(self.config.dataset)
+            info = await self.context.store.dataset_info(self.config.dataset)
             if info is None or not info.populated:
                 log.warning("source.input_not_populated", dataset=self.config.dataset,
                             exists=info is not None,
                             reason="no deletion tracking until a run of its writer has completed")
                 self.complete = False
+        async for chunk in self._pages(since, self.context.store.read):
+            yield chunk
+
+    def read_json(self, since: Any) -> AsyncIterator[list[bytes]]:
+        """The chunks of :meth:`read`, each entity as its stored JSON bytes (publishers)."""
+        return self._pages(since, self.context.store.read_bodies)
+
+    async def _pages(self, since: Any, fetch: Any) -> AsyncIterator[list[Any]]:
         position = since
         while True:
-            entities, end = await store.read(
-                self.config.dataset, since=position, limit=size,
+            items, end = await fetch(
+                self.config.dataset, since=position, limit=self.context.run.batch_size,
                 history=self.config.include_previous_versions,
             )
-            if entities:
-                yield entities
+            if items:
+                yield items
             if end is None or end == position:
                 return
             position = end

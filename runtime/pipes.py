@@ -154,6 +154,11 @@ def strategy_of(source: ComponentSpec) -> Strategy:
     return "none"
 
 
+RUN_IN_PROGRESS = "run_in_progress"
+"""Key of the pipe info holding ``{"run_id", "started_us", "full"}`` from a run's ``run-started``
+event to its end event (each written in one transaction with it): set while the pipe's lock is
+free means the process running it died (:mod:`runtime.pump.interrupted`)."""
+
 _STORED = object()
 
 
@@ -245,7 +250,9 @@ class PipeRun:
         started = time.monotonic()
         result = self.result
         with structlog.contextvars.bound_contextvars(pipe=self.spec.id, run_id=result.run_id):
-            await self.store.log_event(self.spec.id, result.run_id, "run-started", {"full": self.force_full})
+            marker = {"run_id": result.run_id, "started_us": result.started_us, "full": self.force_full}
+            await self.store.record_run(self.spec.id, result.run_id, "run-started", {"full": self.force_full},
+                                        lambda info: {RUN_IN_PROGRESS: marker})
             log.info("run.started", forced_full=self.force_full)
             try:
                 await self._run()
@@ -277,7 +284,8 @@ class PipeRun:
             counters = dict(info.get("counters", {}))
             for k in ("read", "new", "changed", "deleted", "unchanged"):
                 counters[k] = counters.get(k, 0) + summary[k]
-            changes = {"last_run": summary, "runs": info.get("runs", 0) + 1, "counters": counters}
+            changes = {"last_run": summary, "runs": info.get("runs", 0) + 1, "counters": counters,
+                       RUN_IN_PROGRESS: None}
             return {**changes, **(extra(info, r) if extra else {})}
 
         with anyio.CancelScope(shield=True):

@@ -22,6 +22,7 @@ from runtime.entities import Entity
 from runtime.errors import OperationRefusedError, SluiceError
 from runtime.pipes import PipeRun, RunResult, new_run_id, refuse_protected, strategy_of
 from runtime.plugins import Registry, default_registry
+from runtime.pump.interrupted import record_interrupted
 from runtime.pump.pumps import has_pump
 from runtime.rescans import after_run, choose_run
 from runtime.store import DatasetInfo, LogEvent, PipeState, StateStore, make_store
@@ -153,6 +154,7 @@ class Runtime:
         try:
             run_id = new_run_id()
             async with self.store.pipe_lock(pipe, holder=f"run {run_id}"):  # and no other process meanwhile
+                await record_interrupted(self.store, pipe)  # a run whose process died
                 return await self._run_claimed(spec, full, on_progress, run_id)
         finally:
             self._claimed.discard(pipe)

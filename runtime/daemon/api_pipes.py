@@ -99,7 +99,7 @@ def _view(request: web.Request, spec: PipeSpec, state: PipeState, trips: set[str
     elif last is None:
         word = "never-run"
     else:
-        word = "failed" if last.get("status") == "failed" else "ok"
+        word = {"failed": "failed", "interrupted": "interrupted"}.get(last.get("status"), "ok")
     return {
         "_id": spec.id,
         "kind": pipe_kind(spec),

@@ -42,11 +42,18 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=dumps(data), status=status, content_type="application/json", headers=headers)
 
 
+class _PayloadTooLarge(web.HTTPClientError):
+    """413 taking a body like the others (aiohttp's ``HTTPRequestEntityTooLarge`` takes sizes)."""
+
+    status_code = 413
+
+
 def http_error(status: int, message: str, **fields: Any) -> web.HTTPException:
     """An aiohttp HTTP exception with a JSON body ``{"error": message, "status": status, ...}``."""
     cls: type[web.HTTPException] = web.HTTPException
     for candidate in (web.HTTPBadRequest, web.HTTPUnauthorized, web.HTTPForbidden, web.HTTPNotFound,
-                      web.HTTPConflict, web.HTTPInternalServerError, web.HTTPMethodNotAllowed):
+                      web.HTTPConflict, web.HTTPInternalServerError, web.HTTPMethodNotAllowed,
+                      web.HTTPUnsupportedMediaType, _PayloadTooLarge):
         if candidate.status_code == status:
             cls = candidate
     exc = cls(body=dumps({"error": message, "status": status, **fields}), content_type="application/json")

@@ -19,6 +19,11 @@ A request with a new ``sequence_id`` replaces the active sequence. The active se
 the pipe's info document under ``receiver``, with the changes it made so far and the circuit
 breaker limit taken at its first request: a full sync is one run for the breaker, however many
 requests it spans (an incremental push is one run by itself).
+
+Refused before anything is written: a body that is not ``application/json`` (415), one larger than
+the daemon setting ``receiver_max_body_bytes`` (413), one that is not a JSON object or array of
+objects, or an entity without a non-empty string ``_id`` or with a ``_deleted`` that is not a
+boolean (400, naming each entity by its index in the request).
 """
 
 from __future__ import annotations
@@ -51,18 +56,55 @@ def receiver_spec(request: web.Request) -> PipeSpec:
     return spec
 
 
+async def _body(request: web.Request, pipe: str) -> bytes:
+    """The request body: 415 unless ``Content-Type: application/json``; 413 above the daemon's
+    ``receiver_max_body_bytes`` (told by Content-Length before reading, or found while reading)."""
+    if request.content_type != "application/json":
+        raise http_error(415, f"receiver {pipe!r}: Content-Type must be application/json, got "
+                              f"{request.headers.get('Content-Type', 'none')!r}; nothing was written", pipe=pipe)
+    limit = daemon_of(request).settings.receiver_max_body_bytes
+    too_large = http_error(413, f"receiver {pipe!r}: the body is larger than {limit} bytes "
+                                "(daemon setting receiver_max_body_bytes); send smaller requests, "
+                                "nothing was written", pipe=pipe, max_bytes=limit)
+    if (request.content_length or 0) > limit:
+        raise too_large
+    try:
+        return await request.clone(client_max_size=limit).read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+
+
+def entity_problems(items: list[dict[str, Any]]) -> list[str]:
+    """Why entities of a pushed batch are refused, as ``"entity INDEX: REASON"`` (empty: none).
+
+    An entity needs a non-empty string ``_id``; ``_deleted``, when present, is true or false
+    (the entity model, DESIGN.md "Entities and datasets").
+    """
+    problems = []
+    for i, e in enumerate(items):
+        eid, deleted = e.get("_id"), e.get("_deleted", False)
+        if not isinstance(eid, str) or not eid:
+            got = "none" if "_id" not in e else orjson.dumps(eid, default=str).decode()[:60]
+            problems.append(f"entity {i}: _id must be a non-empty string (got {got})")
+        if not isinstance(deleted, bool):
+            got = orjson.dumps(deleted, default=str).decode()[:60]
+            problems.append(f"entity {i}: _deleted must be true or false (got {got})")
+    return problems
+
+
 async def _entities(request: web.Request, pipe: str) -> list[dict[str, Any]]:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await _body(request, pipe))
     except orjson.JSONDecodeError as exc:
         raise http_error(400, f"receiver {pipe!r}: body is not valid JSON: {exc}", pipe=pipe) from None
     items = [body] if isinstance(body, dict) else body
     if not isinstance(items, list) or not all(isinstance(e, dict) for e in items):
         raise http_error(400, f"receiver {pipe!r}: body must be a JSON array of entity objects", pipe=pipe)
-    bad = [i for i, e in enumerate(items) if not isinstance(e.get("_id"), str)]
-    if bad:
-        raise http_error(400, f"receiver {pipe!r}: entities at {bad[:10]} have no string _id; "
-                              "nothing was written", pipe=pipe)
+    problems = entity_problems(items)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise http_error(400, f"receiver {pipe!r}: {shown}; nothing was written", pipe=pipe,
+                         problems=problems[:100])
     return items
 
 

@@ -61,6 +61,8 @@ class DaemonSettings(BaseSettings):
             cancels them (uncommitted work is then redone by the next run).
         publisher_concurrency: how many publisher streams may read and encode a chunk at the
             same time (the others wait their turn, so API requests are served in between).
+        receiver_max_body_bytes: the largest body a JSON push receiver accepts (bytes, default
+            16 MiB); a larger one is refused with 413 before it is parsed.
         ready_file: if set, the daemon writes ``{"host":..,"port":..,"pid":..}`` there once listening.
     """
 
@@ -82,6 +84,7 @@ class DaemonSettings(BaseSettings):
     retry_backoff_max_s: float = Field(default=300.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     publisher_concurrency: int = Field(default=2, ge=1)
+    receiver_max_body_bytes: int = Field(default=16 * 1024**2, ge=1)
     ready_file: Path | None = None
 
     @classmethod

@@ -1,7 +1,8 @@
 """The pump: when pipes run in the daemon (schedules, signals, retries, operator requests).
 
 :mod:`runtime.pump.schedule` holds the pure timing rules; :mod:`runtime.pump.pumps` the per-pipe
-run loops and the :class:`Scheduler` that owns them.
+run loops and the :class:`Scheduler` that owns them; :mod:`runtime.pump.interrupted` records runs
+whose process died.
 """
 
 from runtime.pump.pumps import Pump, Scheduler, has_pump

@@ -26,7 +26,8 @@ import structlog
 from runtime.config.models import PipeSpec
 from runtime.errors import OperationRefusedError, PipeTrippedError
 from runtime.pipes import RunResult
-from runtime.pump.schedule import backoff, first_regular, next_regular
+from runtime.pump.interrupted import record_all_interrupted
+from runtime.pump.schedule import backoff, first_regular, next_regular, soon
 
 log = structlog.get_logger("sluice.pump")
 
@@ -54,6 +55,7 @@ class Pump:
         self.failures = 0
         self.last_start: float | None = None
         self.last_end: float | None = None
+        self.interrupted = False
         self.running = False
         self.stopping = False
         self.last_error: str | None = None
@@ -110,9 +112,11 @@ class Pump:
     async def loop(self) -> None:
         """Wait for the next reason to run, run, repeat, until :meth:`Scheduler.stop`."""
         now = time.time()
-        if self.scheduled:
-            at_startup = self.spec.model.pump.run_at_startup
-            self.next_at = now if at_startup else first_regular(self.spec, now, self.last_start, self.last_end)
+        if self.scheduled and self.spec.model.pump.run_at_startup:
+            self.next_at = now
+        elif self.scheduled:
+            self.next_at = soon(now) if self.interrupted else first_regular(
+                self.spec, now, self.last_start, self.last_end)
         while not self.stopping:
             delay = self._delay(time.time())
             with anyio.move_on_after(delay):
@@ -256,12 +260,15 @@ class Scheduler:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every pump until :meth:`stop`; operator flags (disabled) and the last run's start
-        (for cron and long intervals, see :func:`first_regular`) are read from the store."""
+        (for cron and long intervals, see :func:`first_regular`) are read from the store, after
+        runs cut short by a dead process are recorded (:mod:`runtime.pump.interrupted`)."""
         try:
+            await record_all_interrupted(self.runtime.store, self.pumps)
             for pump in self.pumps.values():
                 state = await self.runtime.store.pipe_state(pump.pipe)
                 pump.disabled = bool(state.info.get("disabled"))
                 last = state.info.get("last_run") or {}
+                pump.interrupted = last.get("status") == "interrupted"
                 started_us, seconds = last.get("started_us"), last.get("seconds")
                 if isinstance(started_us, int):
                     pump.last_start = started_us / 1e6

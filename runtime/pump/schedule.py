@@ -6,6 +6,11 @@ default intervals get ±5 % jitter so pipes started together spread out). Cron a
 (over an hour) start times are persisted (the last run's ``started_us`` in the pipe state), so a
 run missed while the daemon was down happens as soon as it is back. A failed run is retried after
 an exponential backoff, but never later than its regular schedule.
+
+A pipe on an interval that has never run, and any pipe whose last run was interrupted (the process
+running it was killed), runs within :data:`SOON_S` seconds of the pump starting (at a random
+moment, so pipes started together spread out) instead of one interval later: a new daemon does
+something at once. A cron pipe that has never run waits for its first fire time.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ DEFAULT_JITTER = 0.05
 """Fraction of a default interval by which a run moves, either way (Sesam: 30 s ± 1.5 s)."""
 PERSISTED_OVER_S = 3600.0
 """Intervals longer than this (seconds) resume from the persisted last start after a restart."""
+
+SOON_S = 5.0
+"""A never-run interval pipe, or an interrupted run, starts within this many seconds (uniform)."""
 
 Random = Callable[[], float]
 """A source of floats in [0, 1) (``random.random``; tests pass a fixed one)."""
@@ -77,23 +85,32 @@ def first_regular(
         now: the current Unix time.
         started, ended: Unix times the pipe's last run started and ended (any process; persisted
             in the pipe state), or None. Times after ``now`` (a clock set back) count as ``now``.
-        rand: jitter source for default intervals.
+        rand: jitter source (default intervals, first runs).
 
     Returns:
         ``now`` when a cron fire time passed after the last run ended, or the end of an interval
         over :data:`PERSISTED_OVER_S` passed since it started (a run missed while the daemon was
-        down); otherwise the next cron fire time, ``started + interval`` for a long interval, or
-        ``now + interval``. While the daemon runs, a cron fire time passing during a run is
-        skipped (the next run is the first fire time after the run ends), and so it is here.
+        down); :func:`soon` for an interval pipe that never ran (``started`` None); otherwise the
+        next cron fire time, ``started + interval`` for a long interval, or ``now + interval``.
+        While the daemon runs, a cron fire time passing during a run is skipped (the next run is
+        the first fire time after the run ends), and so it is here.
     """
     pump = spec.model.pump
     if pump.cron_expression:
         end = ended if ended is not None else started
         missed = end is not None and cron_next(pump.cron_expression, min(end, now)) <= now
         return now if missed else cron_next(pump.cron_expression, now)
-    if started is not None and interval_of(spec) > PERSISTED_OVER_S:
+    if started is None:
+        return soon(now, rand)
+    if interval_of(spec) > PERSISTED_OVER_S:
         return max(now, min(started, now) + interval_of(spec))
     return now + _step(spec, rand)
+
+
+def soon(now: float, rand: Random = random.random) -> float:
+    """A Unix time in ``[now, now + SOON_S)``: the first run of a new pipe, or the resumption of an
+    interrupted one."""
+    return now + SOON_S * rand()
 
 
 def cron_next(expression: str, now: float) -> float:

@@ -405,6 +405,14 @@ async def read(
     conn: aiosqlite.Connection, ds: DatasetRow, since: int | None, limit: int, history: bool
 ) -> tuple[list[Entity], int | None]:
     """Committed versions after ``since`` (see :meth:`StateStore.read`)."""
+    bodies, end = await read_bodies(conn, ds, since, limit, history)
+    return [orjson.loads(body) for body in bodies], end
+
+
+async def read_bodies(
+    conn: aiosqlite.Connection, ds: DatasetRow, since: int | None, limit: int, history: bool
+) -> tuple[list[bytes], int | None]:
+    """:func:`read` without decoding: each version's stored JSON (see :meth:`StateStore.read_bodies`)."""
     low = -1 if since is None else since
     if history:
         sql = f"SELECT off, body FROM {ds.log} WHERE off > ? AND off <= ? ORDER BY off LIMIT ?"
@@ -417,12 +425,11 @@ async def read(
         )
         args = (low, ds.committed, ds.committed, limit)
     rows = list(await conn.execute_fetchall(sql, args))
-    entities = [orjson.loads(body) for _, body in rows]
     if len(rows) < limit:
         end = ds.committed if ds.committed > low else since
     else:
         end = rows[-1][0]
-    return entities, end
+    return [body for _, body in rows], end
 
 
 async def versions(

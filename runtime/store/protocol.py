@@ -314,6 +314,13 @@ class StateStore(Protocol):
         """
         ...
 
+    async def read_bodies(
+        self, dataset: str, *, since: int | None, limit: int, history: bool = False
+    ) -> tuple[list[bytes], int | None]:
+        """:meth:`read` without decoding: each version as its stored JSON bytes (publishers send
+        them as they are, sparing the event loop a decode and an encode per entity)."""
+        ...
+
     async def get(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
         """Committed versions of one id, oldest first; only the latest unless ``history``."""
         ...

@@ -276,6 +276,16 @@ class SqliteStore:
         return await dsql.read(self._r, ds, since, limit, history)
 
     @_translated
+    async def read_bodies(
+        self, dataset: str, *, since: int | None, limit: int, history: bool = False
+    ) -> tuple[list[bytes], int | None]:
+        """See :meth:`StateStore.read_bodies`."""
+        ds = await dsql.find(self._r, dataset)
+        if ds is None:
+            return [], since
+        return await dsql.read_bodies(self._r, ds, since, limit, history)
+
+    @_translated
     async def get(self, dataset: str, entity_id: str, *, history: bool = False) -> list[Entity]:
         """See :meth:`StateStore.get`."""
         ds = await dsql.find(self._r, dataset)

@@ -10,9 +10,10 @@ import signal
 from typing import Any
 
 import anyio
+import orjson
 
 from runtime.store import SqliteStore
-from tests.daemon.conftest import READ, Api, auth
+from tests.daemon.conftest import ADMIN, READ, Api, auth
 
 OBJECTS = [
     {"_id": "inbox", "type": "pipe", "source": {"type": "http_endpoint"}},
@@ -171,3 +172,48 @@ async def test_pushed_batch_is_durable_before_the_response(start_daemon: Any, se
     finally:
         await store.close()
     await anyio.sleep(0)
+
+
+async def test_receiver_refuses_bad_entities_media_types_and_large_bodies(start_daemon: Any, session: Any) -> None:
+    api = Api(start_daemon(OBJECTS, env={"push-token": "p-secret", "SLUICE_RECEIVER_MAX_BODY_BYTES": "2000"}),
+              session)
+    empty = await push(api, [{"_id": "ok"}, {"_id": ""}], expect=400)
+    assert "entity 1: _id must be a non-empty string" in empty["error"] and "nothing was written" in empty["error"]
+    flags = await push(api, [{"_id": "a", "_deleted": "yes"}, {"_id": "b", "_deleted": 1},
+                             {"_id": "c", "_deleted": False}], expect=400)
+    assert "entity 0: _deleted must be true or false" in flags["error"]
+    assert "entity 1: _deleted" in flags["error"] and "entity 2" not in flags["error"]
+    url = f"{api.served.url}/api/receivers/inbox/entities"
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        headers = {**auth(ADMIN), "Content-Type": content_type}
+        async with session.post(url, data=b'[{"_id": "t"}]', headers=headers) as r:
+            refused = await r.json()
+            assert r.status == 415 and content_type in refused["error"], refused
+    big = [{"_id": f"k{i}", "pad": "x" * 100} for i in range(30)]  # about 3,500 bytes
+    too_large = await push(api, big, expect=413)
+    assert "receiver_max_body_bytes" in too_large["error"] and too_large["max_bytes"] == 2000
+    async with session.post(url, data=_chunks(orjson.dumps(big)), headers={  # no Content-Length
+            **auth(ADMIN), "Content-Type": "application/json"}) as r:
+        assert r.status == 413, await r.text()
+    assert (await push(api, big[:10]))["new"] == 10  # under the limit: accepted
+    ids = {e["_id"] for e in await api.get("/api/datasets/inbox/entities")}
+    assert ids == {f"k{i}" for i in range(10)}  # nothing of the refused requests was written
+
+
+async def _chunks(body: bytes) -> Any:
+    for low in range(0, len(body), 500):
+        yield body[low:low + 500]
+
+
+async def test_a_publisher_without_transforms_serves_the_stored_versions_as_they_are(start_daemon: Any,
+                                                                                     session: Any) -> None:
+    history = {"_id": "everything", "type": "pipe",
+               "source": {"type": "dataset", "dataset": "inbox", "include_previous_versions": True},
+               "sink": {"type": "http_endpoint"}}
+    api = Api(start_daemon([*OBJECTS, history], env={"push-token": "p-secret"}), session)
+    await push(api, ents("a", "b", "c"))
+    await push(api, [{"_id": "b", "v": 2, "nested": {"x": [1, None, "é"]}}, {"_id": "c", "_deleted": True}])
+    for pipe, query in (("outbox", ""), ("everything", "&history=true")):
+        stored = await api.get(f"/api/datasets/inbox/entities?limit=100{query}")
+        served, _ = await pull_all(api, pipe=pipe, limit=2)
+        assert served == stored and len(served) == (5 if query else 3)

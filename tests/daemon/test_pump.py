@@ -41,6 +41,15 @@ async def test_interval_cron_startup_and_manual(start_daemon: Any, session: Any)
     assert ends[0]["new"] == 5 and all(e["new"] == 0 for e in ends[1:])
 
 
+async def test_a_pipe_that_never_ran_starts_soon_after_the_daemon(start_daemon: Any, session: Any) -> None:
+    # default interval 900 s: before, the first run came one interval after the start
+    served = start_daemon([counter_pipe("newcomer", 5), counter_pipe("nightly", 5, cron_expression="0 3 * * *")])
+    api = Api(served, session)
+    ran = await api.until(lambda: _at_least(api, "newcomer", 1, status="completed"), "the first run", timeout=30)
+    assert ran["since"] == 5 and ran["pump"]["schedule_interval"] == 900
+    assert (await api.pipe("nightly"))["state"] == "never-run"  # a cron pipe waits for its fire time
+
+
 async def test_signal_runs_downstream(start_daemon: Any, session: Any) -> None:
     served = start_daemon([
         counter_pipe("upstream", 40, mode="manual"),

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.config import load_config
 from runtime.plugins import default_registry
-from runtime.pump.schedule import first_regular, next_regular
+from runtime.pump.schedule import SOON_S, first_regular, next_regular
 
 HOUR = 3600.0
 
@@ -62,7 +62,6 @@ def test_a_long_interval_resumes_from_the_persisted_start(write_config):
     now = 100 * HOUR
     assert first_regular(spec, now, now - 2 * HOUR, now - HOUR) == now + 4 * HOUR
     assert first_regular(spec, now, now - 7 * HOUR, None) == now  # overdue: at once
-    assert first_regular(spec, now, None, None) == now + 6 * HOUR
 
 
 def test_a_persisted_start_after_now_counts_as_now(write_config):  # the clock was set back
@@ -75,3 +74,12 @@ def test_a_persisted_start_after_now_counts_as_now(write_config):  # the clock w
 def test_a_short_interval_starts_afresh_after_a_restart(write_config):
     spec = _spec(write_config, schedule_interval=HOUR)
     assert first_regular(spec, 50 * HOUR, 10 * HOUR, 11 * HOUR) == 51 * HOUR
+
+
+@pytest.mark.parametrize("pump", [{}, {"schedule_interval": 6 * HOUR}, {"schedule_interval": 60}])
+def test_an_interval_pipe_that_never_ran_starts_within_seconds_at_a_random_moment(write_config, pump):
+    spec = _spec(write_config, **pump)
+    assert first_regular(spec, 1000.0, None, None, rand=lambda: 0.0) == 1000.0
+    assert first_regular(spec, 1000.0, None, None, rand=lambda: 0.5) == 1000.0 + SOON_S / 2
+    assert first_regular(spec, 1000.0, None, None, rand=lambda: 0.999) < 1000.0 + SOON_S <= 1005.0
+    assert first_regular(spec, 1000.0, 990.0, None, rand=lambda: 0.5) > 1000.0 + SOON_S  # it ran: as before
