@@ -45,10 +45,6 @@ MAX_PER_PAGE = 1000
 Response = dict[str, Any]
 
 
-class BadParameter(ValueError):
-    """Raised when a query parameter of a request is not of its form (answered with 400)."""
-
-
 def iso(moment: datetime) -> str:
     """``moment`` as ISO 8601 UTC with a ``Z``, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -113,20 +109,14 @@ class SurveyApi(FaultyServer):
         router.add_get("/surveys/{id}/responses", self._responses)
 
     async def _surveys(self, request: web.Request) -> web.Response:
-        try:
-            return self._page(request, list(self.surveys.values()))
-        except BadParameter as exc:
-            return self.error(400, "bad_parameter", str(exc))
+        return self._page(request, list(self.surveys.values()))
 
     async def _responses(self, request: web.Request) -> web.Response:
         survey_id = request.match_info["id"]
         if survey_id not in self.surveys:
             return self.error(404, "not_found", f"{request.path}: no survey {survey_id!r}")
-        try:
-            start, end = _moment(request, "from"), _moment(request, "to")
-            return self._page(request, self.window(survey_id, start, end))
-        except BadParameter as exc:
-            return self.error(400, "bad_parameter", str(exc))
+        start, end = _moment(request, "from"), _moment(request, "to")
+        return self._page(request, self.window(survey_id, start, end))
 
     @staticmethod
     def _page(request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
@@ -142,12 +132,12 @@ def _number(request: web.Request, name: str, default: int, most: int | None) -> 
     """An integer query parameter from 1 (to ``most``).
 
     Raises:
-        BadParameter: not such an integer.
+        aiohttp.web.HTTPBadRequest: not such an integer.
     """
     text = request.query.get(name, str(default))
     if not text.isdigit() or int(text) < 1 or (most is not None and int(text) > most):
         top = f"..{most}" if most else " or more"
-        raise BadParameter(f"{request.path_qs}: {name}={text!r} is not an integer 1{top}")
+        raise _bad(f"{request.path_qs}: {name}={text!r} is not an integer 1{top}")
     return int(text)
 
 
@@ -155,7 +145,7 @@ def _moment(request: web.Request, name: str) -> datetime | None:
     """An ISO 8601 query parameter, or None when absent.
 
     Raises:
-        BadParameter: not ISO 8601.
+        aiohttp.web.HTTPBadRequest: not ISO 8601.
     """
     text = request.query.get(name)
     if text is None:
@@ -163,7 +153,13 @@ def _moment(request: web.Request, name: str) -> datetime | None:
     try:
         return instant(text)
     except ValueError:
-        raise BadParameter(f"{request.path_qs}: {name}={text!r} is not ISO 8601") from None
+        raise _bad(f"{request.path_qs}: {name}={text!r} is not ISO 8601") from None
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    """The 400 answering a bad query parameter: ``{"error": "bad_parameter", "message"}``."""
+    return web.HTTPBadRequest(body=orjson.dumps({"error": "bad_parameter", "message": message}),
+                              content_type="application/json")
 
 
 def main() -> None:

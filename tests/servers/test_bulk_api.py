@@ -126,7 +126,7 @@ async def test_forgotten_and_restarted_jobs_answer_404(bulk: Http) -> None:
 async def test_job_faults_fail_forget_and_slow_jobs(bulk: Http) -> None:
     session, api = bulk
     api.job_faults += [{"query": "Contact", "fail": "INVALID_FIELD: no such column"},
-                       {"forget_after_polls": 1}, {"polls": 4}]
+                       {"forget_after_polls": 1}, {"polls": 4}, {"seconds": 3600}]
     failing = await create(session, query="SELECT Id FROM Contact")
     assert (await state(session, failing))["state"] == "InProgress"
     failed = await state(session, failing)
@@ -138,6 +138,8 @@ async def test_job_faults_fail_forget_and_slow_jobs(bulk: Http) -> None:
     assert (await state(session, lost))["status"] == 404
     slow = await create(session)
     assert [(await state(session, slow))["state"] for _ in range(4)] == ["InProgress"] * 3 + ["JobComplete"]
+    slower = await create(session)  # ready in an hour: every poll now says InProgress
+    assert {(await state(session, slower))["state"] for _ in range(5)} == {"InProgress"}
 
 
 async def test_abort_by_patch_and_delete(bulk: Http) -> None:
