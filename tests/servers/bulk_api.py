@@ -28,11 +28,11 @@ independently of any client code. Endpoints:
 =========================================  ========================================================
 
 Errors are Salesforce-shaped: ``[{"errorCode": .., "message": ..}]``. Counters for tests:
-:attr:`BulkApi.created` (every job ever created), :meth:`BulkApi.created_count` (jobs created for a
-body), :attr:`BulkApi.requests` (``"METHOD /path?query"``), :attr:`BulkApi.locator_requests`
-(``(job id, locator or None)`` -> requests), :attr:`BulkApi.generated` and
-:attr:`BulkApi.most_generated` (records generated in all and by one response: a chunk, plus one
-looked ahead for the next locator, never the whole job).
+:attr:`BulkApi.created` (every job ever created), :meth:`BulkApi.job_counts` (jobs created per
+body), :meth:`BulkApi.created_count` (jobs whose body has given values), :attr:`BulkApi.requests`
+(``"METHOD /path?query"``), :attr:`BulkApi.locator_requests` (``(job id, locator or None)`` ->
+requests), :attr:`BulkApi.generated` and :attr:`BulkApi.most_generated` (records generated in all
+and by one response: a chunk, plus one looked ahead for the next locator, never the whole job).
 
 Request faults are those of :mod:`tests.servers.faults` (queued by method, path prefix and query
 substring; seeded chaos). Job faults are queued in :attr:`BulkApi.job_faults` and consumed one per
@@ -177,6 +177,10 @@ class BulkApi(FaultyServer):
         """Forget every job, as a server restart would (ids of new jobs stay unique)."""
         self.jobs.clear()
 
+    def job_counts(self) -> Counter[str]:
+        """Jobs ever created per body (its canonical JSON, sorted keys): one job per unit means every count is 1."""
+        return Counter(_canonical(job.body) for job in self.created)
+
     def created_count(self, **match: Any) -> int:
         """Jobs ever created whose body has every ``key=value`` of ``match`` (none: all jobs)."""
         return sum(all(job.body.get(k) == v for k, v in match.items()) for job in self.created)
@@ -209,7 +213,7 @@ class BulkApi(FaultyServer):
                             content_type="application/json", headers=headers)
 
     def _job_fault(self, body: dict[str, Any]) -> dict[str, Any]:
-        text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+        text = _canonical(body)
         for i, fault in enumerate(self.job_faults):
             if fault.get("query", "") in text:
                 return self.job_faults.pop(i)
@@ -315,6 +319,10 @@ class BulkApi(FaultyServer):
     @staticmethod
     def _json(body: Any) -> web.Response:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _canonical(body: dict[str, Any]) -> str:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _locator(position: int) -> str:

@@ -5,17 +5,17 @@ middleware), so :mod:`tests.servers.bulk_api` and :mod:`tests.servers.survey_api
 same way. Faults are queued in :attr:`FaultyServer.faults` and consumed one per matching request,
 in order:
 
-=====================================  ============================================================
-``{"status": 503}``                    that status with a JSON error body
-``{"status": 429, "retry_after": "1"}``  the same with a ``Retry-After`` header (seconds)
-``{"reset": True}``                    connection closed without a response
-``{"delay": 2.0}``                     the response comes after that many seconds
-``{"truncate": True}``                 body cut in half (JSON or CSV), consistent Content-Length
-``{"cut": True}``                      connection closed after half the announced body
-``{"html": True}``                     an HTML error page with status 200
-``{"body": "..", "content_type": ..}``  any body with status 200
-``{"expired": True}``                  401 ``invalid_token`` with ``WWW-Authenticate``
-=====================================  ============================================================
+========================================  =========================================================
+``{"status": 503}``                       that status with a JSON error body
+``{"status": 429, "retry_after": "1"}``   the same with a ``Retry-After`` header (seconds)
+``{"reset": True}``                       connection closed without a response
+``{"delay": 2.0}``                        the response comes after that many seconds
+``{"truncate": True}``                    body cut in half (JSON or CSV), consistent Content-Length
+``{"cut": True}``                         connection closed after half the announced body
+``{"html": True}``                        an HTML error page with status 200
+``{"body": "..", "content_type": ".."}``  any body with status 200
+``{"expired": True}``                     401 ``invalid_token`` with ``WWW-Authenticate``
+========================================  =========================================================
 
 Each fault may carry ``"path"`` (a path prefix it applies to), ``"query"`` (a substring of the
 query string) and ``"method"`` (``"GET"``, ``"POST"``, ...); ``"repeat": True`` keeps it in the

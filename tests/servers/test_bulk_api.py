@@ -183,6 +183,34 @@ async def test_request_faults_target_method_path_and_locator(bulk: Http) -> None
     assert len(api.faults) == 1
 
 
+async def test_cut_expired_html_and_any_body_faults(bulk: Http) -> None:
+    session, api = bulk
+    job_id = await ready(session)
+    api.faults += [{"cut": True, "path": "/jobs/", "query": "maxRecords"}, {"expired": True}, {"html": True},
+                   {"body": "Id\n1,2,3\n", "content_type": "text/csv"}]
+    async with session.get(f"/jobs/{job_id}/results", params={"maxRecords": "10"}) as response:
+        assert response.headers["Sforce-NumberOfRecords"] == "10"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()  # half the announced body, then the connection closes
+    async with session.get("/jobs") as response:
+        assert response.status == 401 and "invalid_token" in response.headers["WWW-Authenticate"]
+    async with session.get("/jobs") as response:
+        assert (response.status, response.content_type) == (200, "text/html")
+    async with session.get("/jobs") as response:
+        assert (response.status, await response.text()) == (200, "Id\n1,2,3\n")
+    assert api.faults == []
+
+
+async def test_jobs_are_counted_per_body(bulk: Http) -> None:
+    session, api = bulk
+    for since in ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"):
+        await create(session, since=since)
+    counts = api.job_counts()
+    assert sorted(counts.values()) == [1, 2]
+    assert counts['{"query":"SELECT Id FROM Account","since":"2024-01-01T00:00:00Z"}'] == 2
+    assert api.created_count(since="2024-01-02T00:00:00Z") == 1
+
+
 async def test_bad_bodies_and_locators_are_refused_naming_the_request(bulk: Http) -> None:
     session, _ = bulk
     for body in ([1], {"query": 3}, {"query": "q", "since": "yesterday"}):
