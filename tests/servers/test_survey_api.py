@@ -117,6 +117,23 @@ async def test_queued_faults_are_consumed_once_per_matching_request(surveys: Htt
     assert api.faults == []
 
 
+async def test_requests_in_flight_are_counted(surveys: Http) -> None:
+    session, api = surveys
+    api.faults.append({"delay": 2.0, "path": "/surveys", "repeat": True})  # each stays in flight 2 s
+
+    async def get(page: str) -> int:
+        async with session.get("/surveys", params={"page": page}) as response:
+            return response.status
+
+    calls = [asyncio.create_task(get(str(n))) for n in range(1, 4)]
+    for _ in range(1000):  # until the server holds all three (not a timing assertion)
+        if api.in_flight == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert await asyncio.gather(*calls) == [200, 200, 200]
+    assert (api.max_in_flight, api.in_flight) == (3, 0)
+
+
 async def test_bad_parameters_are_400_naming_the_parameter(surveys: Http) -> None:
     session, _ = surveys
     for params in ({"from": "last week"}, {"to": "2024-13-01"}, {"page": "0"}, {"per_page": "1001"}):
