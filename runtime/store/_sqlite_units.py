@@ -37,12 +37,24 @@ def _unit(r: Sequence[Any]) -> WorkUnit:
                     _unjson(r[9]) or {}, r[10], r[11], bool(r[12]), bool(r[13]))
 
 
+INDEX = "CREATE INDEX IF NOT EXISTS work_units_status ON work_units(pipe, status, key)"
+
+
 async def add_columns(conn: aiosqlite.Connection) -> None:
-    """Schema 4 -> 5: the columns :data:`COLUMNS` on an older ``work_units`` table."""
+    """Schema 4 -> 5: the columns :data:`COLUMNS` on an older ``work_units`` table, and the index
+    claims use."""
     have = {r[1] for r in await conn.execute_fetchall("PRAGMA table_info(work_units)")}
     for name, decl in COLUMNS.items():
         if name not in have:
             await conn.execute(f"ALTER TABLE work_units ADD COLUMN {name} {decl}")
+    await conn.execute(INDEX)
+
+
+def _payload(rows: dict[str, Any]) -> str | None:
+    """``rows`` as one JSON object for ``json_each``, or None when a key holds NUL (SQLite's JSON
+    functions cut text there; the caller binds row by row instead)."""
+    text = orjson.dumps(rows).decode()
+    return None if "\\u0000" in text else text
 
 
 async def plan(
@@ -50,21 +62,34 @@ async def plan(
 ) -> tuple[int, int]:
     """See :meth:`StateStore.plan_units`."""
     before = await _count(conn, pipe)
-    await conn.executemany(
-        "INSERT INTO work_units(pipe, key, status, attempts, vars, closed, retired) "
-        "VALUES (?, ?, 'pending', 0, ?, ?, 0) "
-        "ON CONFLICT(pipe, key) DO UPDATE SET vars = excluded.vars, closed = excluded.closed, retired = 0",
-        [(pipe, key, orjson.dumps(variables).decode(), int(closed)) for key, variables, closed in units],
-    )
+    upsert = ("ON CONFLICT(pipe, key) DO UPDATE SET vars = excluded.vars, closed = excluded.closed, retired = 0 "
+              "WHERE vars IS NOT excluded.vars OR closed != excluded.closed OR retired != 0")
+    payload = _payload({key: [variables, int(closed)] for key, variables, closed in units})
+    if payload is not None:  # one statement: the per-unit work runs in SQLite's C code
+        await conn.execute(
+            "INSERT INTO work_units(pipe, key, status, attempts, vars, closed, retired) SELECT ?, j.key, "
+            "'pending', 0, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), 0 "
+            f"FROM json_each(?) j WHERE true {upsert}", (pipe, payload),
+        )
+        cur = await conn.execute(
+            "UPDATE work_units SET retired = 1 WHERE pipe = ? AND retired = 0 "
+            "AND key NOT IN (SELECT key FROM json_each(?))", (pipe, payload),
+        )
+    else:
+        await conn.executemany(
+            f"INSERT INTO work_units(pipe, key, status, attempts, vars, closed, retired) "
+            f"VALUES (?, ?, 'pending', 0, ?, ?, 0) {upsert}",
+            [(pipe, key, orjson.dumps(variables).decode(), int(closed)) for key, variables, closed in units],
+        )
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS planned_units(key TEXT PRIMARY KEY) WITHOUT ROWID")
+        await conn.execute("DELETE FROM planned_units")
+        await conn.executemany("INSERT OR IGNORE INTO planned_units(key) VALUES (?)", [(u[0],) for u in units])
+        cur = await conn.execute(
+            "UPDATE work_units SET retired = 1 WHERE pipe = ? AND retired = 0 "
+            "AND key NOT IN (SELECT key FROM planned_units)", (pipe,),
+        )
+        await conn.execute("DELETE FROM planned_units")
     added = await _count(conn, pipe) - before
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS planned_units(key TEXT PRIMARY KEY) WITHOUT ROWID")
-    await conn.execute("DELETE FROM planned_units")
-    await conn.executemany("INSERT OR IGNORE INTO planned_units(key) VALUES (?)", [(u[0],) for u in units])
-    cur = await conn.execute(
-        "UPDATE work_units SET retired = 1 WHERE pipe = ? AND retired = 0 "
-        "AND key NOT IN (SELECT key FROM planned_units)", (pipe,),
-    )
-    await conn.execute("DELETE FROM planned_units")
     return added, max(cur.rowcount, 0)
 
 
@@ -92,24 +117,52 @@ async def prepare(conn: aiosqlite.Connection, pipe: str, sweep: int | None) -> N
 
 
 async def claim(conn: aiosqlite.Connection, pipe: str, owner: str, limit: int, lease_s: float) -> list[WorkUnit]:
-    """See :meth:`StateStore.claim_units` (one SELECT and one UPDATE ... RETURNING)."""
+    """See :meth:`StateStore.claim_units` (one SELECT over three index ranges, one UPDATE ... RETURNING)."""
     now = now_us()
-    rows = await conn.execute_fetchall(
-        f"UPDATE work_units SET status = 'running', lease_owner = ?, lease_expiry_us = ? WHERE pipe = ? AND key IN ("
-        "SELECT key FROM work_units WHERE pipe = ? AND retired = 0 AND (status = 'pending' "
-        "OR (status IN ('failed', 'waiting') AND coalesce(due_us, 0) <= ?) "
-        "OR (status = 'running' AND lease_expiry_us < ?)) ORDER BY key LIMIT ?) "
-        f"RETURNING {_SELECT.removeprefix('SELECT ').removesuffix(' FROM work_units')}",
-        (owner, now + int(lease_s * 1e6), pipe, pipe, now, now, limit),
+    rows = await conn.execute_fetchall(  # each an index range of work_units_status, never a scan of done units
+        " UNION ALL ".join(
+            f"SELECT * FROM (SELECT key FROM work_units INDEXED BY work_units_status WHERE pipe = ? AND {where} "
+            "AND retired = 0 ORDER BY key LIMIT ?)"
+            for where in ("status = 'pending'", "status IN ('failed', 'waiting') AND coalesce(due_us, 0) <= ?",
+                          "status = 'running' AND lease_expiry_us < ?")
+        ),
+        (pipe, limit, pipe, now, limit, pipe, now, limit),
     )
-    return sorted((_unit(r) for r in rows), key=lambda u: u.key)
+    keys = [r[0] for r in rows][:limit]
+    if not keys:
+        return []
+    claimed: list[WorkUnit] = []
+    for part in chunks(keys):
+        rows = await conn.execute_fetchall(
+            f"UPDATE work_units SET status = 'running', lease_owner = ?, lease_expiry_us = ? "
+            f"WHERE pipe = ? AND key IN ({marks(len(part))}) "
+            f"RETURNING {_SELECT.removeprefix('SELECT ').removesuffix(' FROM work_units')}",
+            (owner, now + int(lease_s * 1e6), pipe, *part),
+        )
+        claimed.extend(_unit(r) for r in rows)
+    return sorted(claimed, key=lambda u: u.key)
 
 
 async def apply(conn: aiosqlite.Connection, pipe: str, progress: dict[str, UnitProgress]) -> None:
     """Write units' progress (inside the transaction of the entities it covers)."""
     ok = [p for p in progress.items() if p[1].status in ("running", "done", "waiting")]
     bad = [p for p in progress.items() if p[1].status in ("failed", "dead")]
-    if ok:
+    payload = _payload({key: [p.status, _json(p.checkpoint), _json(p.watermark), p.due_us, p.swept]
+                        for key, p in ok}) if ok else None
+    if payload is not None:  # one statement: the per-unit work runs in SQLite's C code
+        await conn.execute(  # MATERIALIZED: the planner then loops over the batch, one key lookup each
+            "WITH j(key, value) AS MATERIALIZED (SELECT key, value FROM json_each(?)) "
+            "UPDATE work_units SET status = j.value ->> 0, checkpoint = j.value ->> 1, "
+            "watermark = coalesce(j.value ->> 2, watermark), due_us = j.value ->> 3, "
+            "swept = coalesce(j.value ->> 4, swept), "
+            "last_error = CASE WHEN j.value ->> 0 = 'done' THEN NULL ELSE last_error END, "
+            "attempts = CASE WHEN j.value ->> 0 = 'done' THEN 0 ELSE attempts END, "
+            "lease_owner = CASE WHEN j.value ->> 0 = 'running' THEN lease_owner END, "
+            "lease_expiry_us = CASE WHEN j.value ->> 0 = 'running' THEN lease_expiry_us END "
+            "FROM j WHERE work_units.pipe = ? AND work_units.key = j.key",
+            (payload, pipe),
+        )
+    elif ok:  # an id with NUL: bound row by row
         await conn.executemany(
             "UPDATE work_units SET status = ?, checkpoint = ?, watermark = coalesce(?, watermark), "
             "due_us = ?, swept = coalesce(?, swept), last_error = CASE WHEN ? = 'done' THEN NULL ELSE last_error END, "

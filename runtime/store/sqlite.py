@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS work_units(
     checkpoint TEXT, watermark TEXT, lease_owner TEXT, lease_expiry_us INTEGER, last_error TEXT,
     vars TEXT, due_us INTEGER, swept INTEGER, retired INTEGER NOT NULL DEFAULT 0,
     closed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(pipe, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS work_units_status ON work_units(pipe, status, key);
 CREATE TABLE IF NOT EXISTS entity_retries(
     pipe TEXT NOT NULL, key TEXT NOT NULL, entity BLOB NOT NULL, attempts INTEGER NOT NULL,
     last_error TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY(pipe, key)) WITHOUT ROWID;
