@@ -182,3 +182,19 @@ async def test_units_from_a_dataset_run_after_its_writer(tmp_path, write_config,
         results = await rt.run_all()
         assert [r.pipe for r in results][:2] == ["surveys", "survey"]
         assert await live_ids(rt, "responses") == {"s1-0-0", "s1-0-1", "s2-0-0", "s2-0-1"}
+
+
+async def test_ledger_keys_holding_nul_are_planned_and_finished_apart(store):
+    from runtime.store.protocol import Checkpoint, UnitProgress
+
+    keys = ["a", "a\x00", "a\x00b", "é\"'\\"]
+    assert await store.plan_units("p", [(k, {"k": k}, False) for k in keys]) == (4, 0)
+    claimed = await store.claim_units("p", "run", limit=10, lease_s=60)
+    assert [u.key for u in claimed] == sorted(keys)
+    await store.save_checkpoint("p", Checkpoint(None, None, {"a\x00": UnitProgress("done", watermark=1)}))
+    await store.save_checkpoint("p", Checkpoint(None, None, {"a": UnitProgress("done", watermark=2)}))
+    units = {u.key: u for u in await store.work_units("p")}
+    assert (units["a\x00"].status, units["a\x00"].watermark) == ("done", 1)
+    assert (units["a"].status, units["a"].watermark) == ("done", 2)
+    assert units["a\x00b"].status == "running"
+    assert await store.plan_units("p", [("a\x00b", {}, False)]) == (0, 3)  # the others retire
