@@ -4,7 +4,8 @@ A pump wakes for the first of: its schedule (``schedule_interval`` or ``cron_exp
 operator request (``start``, ``start-rescan``), a signal that an input dataset changed (debounced:
 changes within ``signal_debounce_s`` go into one run), a retry of a failed run (exponential
 backoff, never later than the regular schedule), or the due time of the pipe's earliest failed or
-waiting work unit (:mod:`runtime.pump.units`; checked when the pump starts and after every run).
+waiting work unit (:mod:`runtime.pump.units`; checked when the pump starts and after every
+completed run).
 One run per pipe at a time: a signal arriving during a run makes one more run afterwards.
 
 Sesam semantics (configuration-pump.rst, scheduling-and-signalling.rst): ``mode: manual`` pipes
@@ -175,7 +176,8 @@ class Pump:
                 self._scope, self.running = None, False
         if result is not None:
             self._after(result, started)
-        await self._follow_units()
+            if result.ok:  # after a failed or refused run the backoff of failed runs applies
+                await self._follow_units()
 
     async def _follow_units(self) -> None:
         """Run sooner than scheduled when a failed or waiting work unit comes due first (not
