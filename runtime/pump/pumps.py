@@ -5,8 +5,8 @@ operator request (``start``, ``start-rescan``), a signal that an input dataset c
 changes within ``signal_debounce_s`` go into one run), a retry of a failed run (exponential
 backoff, never later than the regular schedule), or the due time of the pipe's earliest failed or
 waiting work unit (:mod:`runtime.pump.units`; checked when the pump starts and after every
-completed run).
-One run per pipe at a time: a signal arriving during a run makes one more run afterwards.
+completed run). One run per pipe at a time: a signal arriving during a run makes one more run
+afterwards.
 
 Sesam semantics (configuration-pump.rst, scheduling-and-signalling.rst): ``mode: manual`` pipes
 run only on request, ``mode: off`` pipes never; a *disabled* pipe (operator ``disable``) is not
