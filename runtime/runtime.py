@@ -9,7 +9,7 @@ It runs inside the caller's event loop (asyncio)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -267,6 +267,11 @@ class Runtime:
         """
         await reset_pipe(self.store, pipe, self.config, since)
 
+    async def retry_units(self, pipe: str, keys: Sequence[str] | None = None) -> int:
+        """Put a pipe's dead and failed work units (every one, or those of ``keys``) back to
+        ``pending``; returns how many (see :func:`retry_units`)."""
+        return await retry_units(self.store, pipe, keys)
+
     async def commit_breaker(self, dataset: str) -> int:
         """Expose the versions held by a tripped circuit breaker (then compact them per the writing
         pipe's ``compaction.keep_versions``); returns how many."""
@@ -328,4 +333,30 @@ async def breaker(store: StateStore, dataset: str, action: str, *, keep_versions
         else:
             n = await store.rollback_breaker(dataset)
         await store.log_event(pipe, "-", f"circuit-breaker-{action}", {"dataset": dataset, "versions": n})
+    return n
+
+
+async def retry_units(store: StateStore, pipe: str, keys: Sequence[str] | None = None) -> int:
+    """Put a pipe's dead and failed work units (every one, or those of ``keys``) back to
+    ``pending`` with their attempts cleared, holding the pipe's lock (never while a run of it is
+    going on, in any process), and log ``units-retried``; returns how many went back. A unit keeps
+    its checkpoint, so it resumes where it failed (DIL: a failed work unit is retried alone).
+
+    Raises:
+        OperationRefusedError: the store holds no work units of ``pipe``, a key names none of its
+            units, or a run holds the pipe's lock.
+    """
+    async with store.pipe_lock(pipe, holder="a units retry"):
+        if not await store.unit_counts(pipe):
+            raise OperationRefusedError(
+                "has no work units in the store: it has not run yet, or its source has no work_units", pipe=pipe)
+        if keys:
+            known = {u.key for u in await store.work_units(pipe)}
+            unknown = [k for k in keys if k not in known]
+            if unknown:
+                raise OperationRefusedError(
+                    f"no work unit {', '.join(map(repr, unknown))} among its units (retired ones excepted); "
+                    f"`sluice units {pipe}` lists them", pipe=pipe)
+        n = await store.retry_units(pipe, list(keys) if keys else None)
+        await store.log_event(pipe, "-", "units-retried", {"units": n, "keys": list(keys) if keys else None})
     return n

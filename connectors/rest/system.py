@@ -6,7 +6,7 @@ a concurrency limit and a rate limit shared by every pipe of the system, and a r
 status code (see :mod:`connectors.rest.retry`). :meth:`RestSystem.send` is the only place that
 talks HTTP; aiohttp's exceptions are translated there.
 
-Every request is recorded in the process metrics (:mod:`runtime.daemon.metrics`):
+Every request is recorded in the process metrics (:mod:`runtime.metrics`):
 ``observe_request(system, status or "error", seconds)`` per attempt (seconds: from sending to the
 whole body read, not counting the wait for a concurrency or rate-limit slot), and
 ``count_retry(system, reason)`` per retry, reason being the status (``"429"``, ``"503"``, and
@@ -41,8 +41,8 @@ from connectors.rest.models import OperationConfig, RestSystemConfig
 from connectors.rest.retry import NON_IDEMPOTENT, RateLimiter, RetryPolicy
 from runtime.components import ComponentConfig, System
 from runtime.config.secrets import reveal
-from runtime.daemon.metrics import count_retry, observe_request
 from runtime.errors import BadDataError, ConfigError, ConfigProblem, FatalError, TransientError
+from runtime.metrics import count_retry, observe_request
 
 log = structlog.get_logger("sluice.rest")
 

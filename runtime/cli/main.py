@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.cli import commands, describe, serve
+from runtime.cli import commands, describe, serve, units
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +18,7 @@ for command in (commands.run, commands.check, commands.pipes, commands.datasets,
     cli.add_command(command)
 cli.add_command(serve.serve)
 cli.add_command(describe.describe_cmd)
+cli.add_command(units.units_cmd)
 
 
 def main() -> None:

@@ -2,10 +2,10 @@
 
 Modules: :mod:`~runtime.daemon.server` (lifecycle, reload, signals), :mod:`~runtime.daemon.app`
 (routes, auth, errors), ``api_pipes`` / ``api_data`` (service API), ``publishers`` (JSON pull),
-``receivers`` (JSON push), ``scrape`` + :mod:`~runtime.daemon.metrics` (Prometheus), ``status``
-(HTML page), :mod:`~runtime.daemon.settings`.
+``receivers`` (JSON push), ``scrape`` (the Prometheus exposition of :mod:`runtime.metrics`),
+``status`` (HTML page), :mod:`~runtime.daemon.settings`.
 
-Connectors may import :mod:`runtime.daemon.metrics` alone; nothing here is imported eagerly.
+Nothing here is imported eagerly; the data path (connectors, pipes) imports nothing of it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@
                                             ``set-last-seen-to-end``, ``reset``
 ``GET /api/pipes/{pipe}/log``               execution log (``since`` = seq, ``limit``)
 ``GET /api/pipes/{pipe}/config``            the pipe's config (secrets shown as ``***``)
+``GET|POST /api/pipes/{pipe}/units``        work units (:mod:`runtime.daemon.api_units`)
 =========================================  ==================================================
+
+A pipe whose source has work units shows ``units``: its units' counts by status (every status of
+:data:`~runtime.store.protocol.UNIT_STATUSES`, zeros included); None for other pipes.
 
 Operation parameters may come as a form, a JSON object body, or the query string.
 """
@@ -25,10 +29,11 @@ from aiohttp import web
 from runtime.config.models import PipeSpec
 from runtime.daemon.app import daemon_of, http_error, json_response
 from runtime.daemon.params import int_param, params
-from runtime.pipes import refuse_protected
+from runtime.pipes import refuse_protected, strategy_of
 from runtime.pump import has_pump
 from runtime.pump.schedule import interval_of, iso
-from runtime.store import PipeState
+from runtime.store import PipeState, StateStore
+from runtime.store.protocol import UNIT_STATUSES
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -65,7 +70,17 @@ async def pipe_views(request: web.Request, specs: list[PipeSpec]) -> list[dict[s
     store = daemon_of(request).runtime.store
     states = {s.pipe: s for s in await store.pipe_states()}
     trips = {i.name for i in await store.datasets() if i.trip is not None}
-    return [_view(request, spec, states.get(spec.id) or PipeState(spec.id), trips) for spec in specs]
+    return [_view(request, spec, states.get(spec.id) or PipeState(spec.id), trips, await unit_counts(store, spec))
+            for spec in specs]
+
+
+async def unit_counts(store: StateStore, spec: PipeSpec) -> dict[str, int] | None:
+    """The pipe's work units by status (every status, zeros included), None when its source has
+    no work units."""
+    if strategy_of(spec.source) != "units":
+        return None
+    counts = await store.unit_counts(spec.id)
+    return {status: counts.get(status, 0) for status in UNIT_STATUSES}
 
 
 async def pipe_view(request: web.Request, spec: PipeSpec) -> dict[str, Any]:
@@ -76,10 +91,11 @@ async def pipe_view(request: web.Request, spec: PipeSpec) -> dict[str, Any]:
         info = await store.dataset_info(ds)
         if info is not None and info.trip is not None:
             trips.add(ds)
-    return _view(request, spec, await store.pipe_state(spec.id), trips)
+    return _view(request, spec, await store.pipe_state(spec.id), trips, await unit_counts(store, spec))
 
 
-def _view(request: web.Request, spec: PipeSpec, state: PipeState, trips: set[str]) -> dict[str, Any]:
+def _view(request: web.Request, spec: PipeSpec, state: PipeState, trips: set[str],
+          units: dict[str, int] | None) -> dict[str, Any]:
     daemon = daemon_of(request)
     rt = daemon.runtime
     pump = daemon.scheduler.pumps.get(spec.id) if daemon.scheduler else None
@@ -117,6 +133,7 @@ def _view(request: web.Request, spec: PipeSpec, state: PipeState, trips: set[str
         "last_run": last,
         "runs": state.info.get("runs", 0),
         "counters": state.info.get("counters", {}),
+        "units": units,
         "pump": {
             "mode": cfg.mode,
             "has_pump": has_pump(spec),

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from runtime import metrics
 from runtime.config.models import PipeSpec
-from runtime.daemon import metrics
 from runtime.daemon.app import daemon_of, endpoint_pipe
 from runtime.daemon.build import build, opened, request_run
 from runtime.daemon.params import int_param

@@ -35,8 +35,8 @@ import anyio
 import orjson
 from aiohttp import web
 
+from runtime import metrics
 from runtime.config.models import PipeSpec
-from runtime.daemon import metrics
 from runtime.daemon.app import daemon_of, endpoint_pipe, http_error, json_response
 from runtime.daemon.build import build, opened, request_run
 from runtime.daemon.params import bool_param

@@ -22,9 +22,9 @@ import orjson
 import structlog
 from aiohttp import web
 
+from runtime import metrics
 from runtime.config import load_config
 from runtime.config.models import PipeSpec
-from runtime.daemon import metrics
 from runtime.daemon.app import AccessLogger, build_app
 from runtime.daemon.settings import DaemonSettings
 from runtime.errors import ConfigError, SluiceError

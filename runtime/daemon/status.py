@@ -2,8 +2,9 @@
 
 ====================================  ===========================================================
 ``GET /``                              the flow graph (:mod:`runtime.daemon.status_graph`), a table
-                                       of pipes (state, last run, counts, next run, error) and one
-                                       of datasets; refreshes itself every 5 seconds
+                                       of pipes (state, last run, counts, work units by status,
+                                       next run, error) and one of datasets; refreshes itself
+                                       every 5 seconds
 ``GET /status/pipes/{pipe}/log``       the pipe's execution log, newest first: ``limit`` events a
                                        page (default 50, 1..1000), ``before`` = seq of the page's
                                        last event to see older ones

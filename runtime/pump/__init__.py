@@ -2,7 +2,7 @@
 
 :mod:`runtime.pump.schedule` holds the pure timing rules; :mod:`runtime.pump.pumps` the per-pipe
 run loops and the :class:`Scheduler` that owns them; :mod:`runtime.pump.interrupted` records runs
-whose process died.
+whose process died; :mod:`runtime.pump.units` when work units come due.
 """
 
 from runtime.pump.pumps import Pump, Scheduler, has_pump

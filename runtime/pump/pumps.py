@@ -2,9 +2,11 @@
 
 A pump wakes for the first of: its schedule (``schedule_interval`` or ``cron_expression``), an
 operator request (``start``, ``start-rescan``), a signal that an input dataset changed (debounced:
-changes within ``signal_debounce_s`` go into one run), or a retry of a failed run (exponential
-backoff, never later than the regular schedule). One run per pipe at a time: a signal arriving
-during a run makes one more run afterwards.
+changes within ``signal_debounce_s`` go into one run), a retry of a failed run (exponential
+backoff, never later than the regular schedule), or the due time of the pipe's earliest failed or
+waiting work unit (:mod:`runtime.pump.units`; checked when the pump starts and after every
+completed run). One run per pipe at a time: a signal arriving during a run makes one more run
+afterwards.
 
 Sesam semantics (configuration-pump.rst, scheduling-and-signalling.rst): ``mode: manual`` pipes
 run only on request, ``mode: off`` pipes never; a *disabled* pipe (operator ``disable``) is not
@@ -24,10 +26,11 @@ import anyio
 import structlog
 
 from runtime.config.models import PipeSpec
-from runtime.errors import OperationRefusedError, PipeTrippedError
+from runtime.errors import OperationRefusedError, PipeTrippedError, SluiceError
 from runtime.pipes import RunResult
 from runtime.pump.interrupted import record_all_interrupted
 from runtime.pump.schedule import backoff, first_regular, next_regular, soon
+from runtime.pump.units import MIN_GAP_S, next_unit_due
 
 log = structlog.get_logger("sluice.pump")
 
@@ -117,6 +120,7 @@ class Pump:
         elif self.scheduled:
             self.next_at = soon(now) if self.interrupted else first_regular(
                 self.spec, now, self.last_start, self.last_end)
+        await self._follow_units()
         while not self.stopping:
             delay = self._delay(time.time())
             with anyio.move_on_after(delay):
@@ -172,6 +176,25 @@ class Pump:
                 self._scope, self.running = None, False
         if result is not None:
             self._after(result, started)
+            if result.ok:  # after a failed or refused run the backoff of failed runs applies
+                await self._follow_units()
+
+    async def _follow_units(self) -> None:
+        """Run sooner than scheduled when a failed or waiting work unit comes due first (not
+        sooner than :data:`~runtime.pump.units.MIN_GAP_S` from now). Scheduled pumps only."""
+        if not self.scheduled:
+            return
+        try:
+            due = await next_unit_due(self.scheduler.runtime.store, self.spec)
+        except SluiceError as exc:  # the store failed: the schedule goes on as it is
+            log.warning("pump.units_unknown", pipe=self.pipe, error=str(exc))
+            return
+        if due is None:
+            return
+        at = max(due, time.time() + MIN_GAP_S)
+        if self.next_at is None or at < self.next_at:
+            self.next_at = at
+            log.info("pump.units_due", pipe=self.pipe, in_s=round(at - time.time(), 3))
 
     def _progress(self, result: RunResult) -> None:
         if result.changes > self._seen_changes:

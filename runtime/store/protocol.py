@@ -216,6 +216,11 @@ class WorkUnit:
     closed: bool = False
 
 
+UNIT_STATUSES = ("pending", "running", "waiting", "done", "failed", "dead", "retired")
+"""Every status :meth:`StateStore.unit_counts` reports (``retired``: the unit's input value left
+the planning input; :meth:`StateStore.work_units` takes it as ``status`` to list those)."""
+
+
 @dataclass(frozen=True)
 class LogEvent:
     """One execution-log event.

@@ -1,13 +1,17 @@
 """``/metrics`` scraped from a real daemon and parsed with prometheus-client's parser; the
-system metrics API used in-process (no HTTP system runs in this test's config)."""
+system metrics API used in-process (no HTTP system runs in this test's config); the layout rule
+that the data path records metrics without importing the daemon (issue 9 item 6)."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.daemon import metrics
+from runtime import metrics
+from runtime.daemon.scrape import exposition
 from tests.daemon.conftest import Api, counter_pipe
 
 
@@ -67,7 +71,7 @@ def test_system_metrics_api() -> None:
     metrics.observe_request("crm", 200, 0.2)
     metrics.observe_request("crm", 503, 1.5)
     metrics.count_retry("crm", "503")
-    found = samples(metrics.exposition().decode())
+    found = samples(exposition().decode())
     assert value(found, "sluice_system_requests_total", system="crm", status="200") == 2
     assert value(found, "sluice_system_requests_total", system="crm", status="503") == 1
     assert value(found, "sluice_system_retries_total", system="crm", reason="503") == 1
@@ -84,14 +88,39 @@ def test_sluice_drops_created_series_from_its_own_exposition_only() -> None:
     from prometheus_client import REGISTRY as HOST_REGISTRY
     from prometheus_client import Counter, generate_latest
 
-    from runtime.daemon import metrics
-
     host = Counter("host_app_jobs", "a counter of the program embedding Sluice")  # the global registry
     try:
         host.inc()
         metrics.RUNS.labels("p", "completed").inc()
         assert b"host_app_jobs_created" in generate_latest(HOST_REGISTRY)
-        exposed = metrics.exposition()
+        exposed = exposition()
         assert b"sluice_pipe_runs_total" in exposed and b"_created" not in exposed
     finally:
         HOST_REGISTRY.unregister(host)
+
+
+ROOT = Path(__file__).parents[2]
+ABOVE_THE_DATA_PATH = ("runtime/daemon/", "runtime/cli/", "runtime/runtime.py")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return found
+
+
+def test_the_data_path_imports_nothing_of_the_daemon() -> None:
+    """Connectors and the runtime below the daemon record metrics through runtime.metrics
+    (instrumentation); only the daemon's /metrics (exposition) and the layers above it import
+    runtime.daemon."""
+    files = [*ROOT.glob("connectors/**/*.py"), *ROOT.glob("runtime/**/*.py")]
+    offenders = {
+        str(f.relative_to(ROOT)): sorted(m for m in _imports(f) if m.split(".")[:2] == ["runtime", "daemon"])
+        for f in files if not str(f.relative_to(ROOT)).startswith(ABOVE_THE_DATA_PATH)
+    }
+    assert len(files) > 40
+    assert {f: m for f, m in offenders.items() if m} == {}

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime import Runtime
-from runtime.daemon import metrics
+from runtime import Runtime, metrics
 from tests.daemon.conftest import READ, Api
 
 PAGE = 4

@@ -1,17 +1,19 @@
-"""Prometheus metrics of a Sluice process, and the small API components call to record them.
+"""Prometheus metrics the runtime and connectors record (instrumentation; no daemon import).
 
 Everything lives in one :class:`prometheus_client.CollectorRegistry` (:data:`REGISTRY`), not the
 client library's global one, so embedding Sluice never collides with the host's metrics. The
-daemon serves it as ``GET /metrics`` (Prometheus text format).
+daemon's ``GET /metrics`` (:mod:`runtime.daemon.scrape`, the exposition) reads it in Prometheus
+text format: prometheus-client's own split between instrumentation and exposition.
 
 System actors (REST and other HTTP connectors) record their requests with::
 
-    from runtime.daemon.metrics import observe_request, count_retry
+    from runtime.metrics import observe_request, count_retry
     observe_request("my-api", 200, 0.042)   # system _id, HTTP status (or "error"), seconds
     count_retry("my-api", "429")            # system _id, why it retried
 
 Both are cheap (no I/O) and safe to call when no daemon runs (the values are simply kept).
-This module imports nothing else from the daemon, so connectors may import it freely.
+This module imports nothing of the daemon (only the store protocol's vocabulary), so connectors
+and the data path may import it.
 
 Metric names (labels in braces):
 
@@ -31,16 +33,19 @@ Metric names (labels in braces):
 ``sluice_system_request_duration_seconds{system}``  histogram of request latency
 ``sluice_receiver_entities_total{pipe}``     entities received by JSON push
 ``sluice_publisher_entities_total{pipe}``    entities served by JSON pull
+``sluice_work_units{pipe,status}``           work units of a pipe by ledger status (DIL; set
+                                             from the store by :func:`set_unit_counts`)
 ==========================================  =====================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from runtime.store.protocol import UNIT_STATUSES
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -78,6 +83,7 @@ LATENCY = Histogram(
 )
 RECEIVED = Counter("sluice_receiver_entities", "Entities received by JSON push.", ["pipe"], registry=REGISTRY)
 PUBLISHED = Counter("sluice_publisher_entities", "Entities served by JSON pull.", ["pipe"], registry=REGISTRY)
+WORK_UNITS = Gauge("sluice_work_units", "Work units of a pipe by status.", ["pipe", "status"], registry=REGISTRY)
 
 
 def observe_request(system: str, status: int | str, seconds: float) -> None:
@@ -119,20 +125,9 @@ def touch_pipe(pipe: str) -> None:
     RUNNING.labels(pipe).set(0)
 
 
-class _WithoutCreated(CollectorRegistry):
-    """:data:`REGISTRY` without the ``*_created`` samples (they double the exposition for no use
-    here). Filtered at exposition: ``prometheus_client.disable_created_metrics()`` would change
-    them process-wide, in the metrics of a program that embeds Sluice too."""
-
-    def collect(self) -> Iterator[Metric]:
-        for family in REGISTRY.collect():
-            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-            yield family
-
-
-_EXPOSED = _WithoutCreated(auto_describe=False)
-
-
-def exposition() -> bytes:
-    """The registry in Prometheus text format."""
-    return generate_latest(_EXPOSED)
+def set_unit_counts(pipe: str, counts: Mapping[str, int]) -> None:
+    """Set ``sluice_work_units{pipe,status}`` from a pipe's unit counts by status (as
+    :meth:`StateStore.unit_counts` returns them); a status missing from ``counts`` is set to 0,
+    so a status a pipe's units have left does not keep its old value."""
+    for status in UNIT_STATUSES:
+        WORK_UNITS.labels(pipe, status).set(counts.get(status, 0))
