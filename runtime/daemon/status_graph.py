@@ -35,7 +35,7 @@ from runtime.store import DatasetInfo
 # Fill colour per pipe state (the pipe views' ``state``); the page's legend and CSS use the same.
 STATE_COLOURS = {
     "ok": "#c8ecc8", "running": "#c8dcf8", "failed": "#f4b4b4", "tripped": "#fbd38d",
-    "disabled": "#dddddd", "off": "#dddddd", "never-run": "#ffffff",
+    "interrupted": "#f7c6e0", "disabled": "#dddddd", "off": "#dddddd", "never-run": "#ffffff",
 }
 FONT = {"fontname": "DejaVu Sans,Helvetica,Arial,sans-serif", "fontsize": "11"}
 
