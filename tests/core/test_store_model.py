@@ -12,10 +12,10 @@ what the store must contain; after every step the store is compared with it:
   (``read()``, ``get()``), ``dataset_info`` (committed, next offset, ids, deleted, held, trip),
   the pipes' checkpoints, ``compaction_holds`` and the deletion-tracking candidates of the
   running full run (``unseen``/``count_unseen``);
-* independently of the model's compaction rules: every version made visible is still there
-  unless some compaction since its write ran with a consumers' hold at or above its offset (Sesam:
-  compaction never removes what a consumer has not read), and after a rollback every id is as it
-  was before the tripping run (a ``_deleted`` one, or absent, for an id that run created).
+* independently of the model's compaction rules: a visible version disappears only if it was at
+  or below the consumers' lowest since (Sesam: compaction never removes what a consumer has not
+  read), and after a rollback every id is as it was before the tripping run (a ``_deleted`` one,
+  or absent, for an id that run created).
 
 Semantics: ``runtime/store/protocol.py`` (Sesam's datasets, circuit breaker and deletion tracking).
 Deterministic: ``derandomize=True`` and no example database, so CI sees the same examples.
@@ -259,8 +259,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.run: Run | None = None
         self.sweeps = 0
         self.batches = 0
-        self.ever: dict[int, tuple[str, Entity]] = {}  # every version made visible, by offset
-        self.exposed: set[int] = set()  # offsets some compaction could remove (at or below its hold)
+        self.visible_before: set[int] = set()  # offsets readers saw at the previous check
+        self.hold_before = NO_HOLD  # the consumers' lowest since at the previous check
         self.tripped_run: Run | None = None
         self.checks = 0
 
@@ -274,11 +274,6 @@ class StoreMachine(RuleBasedStateMachine):
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def compaction_ran(self) -> None:
-        """Record which visible versions a compaction in this step was allowed to remove."""
-        hold = self.model.hold()
-        self.exposed.update(off for off in self.ever if off <= hold)
-
     def write(self, entities: list[Entity], *, checkpoint: Checkpoint | None, hold_all: bool = False,
               populate: bool = False) -> WriteResult:
         run = self.run
@@ -286,8 +281,6 @@ class StoreMachine(RuleBasedStateMachine):
         limit = None if run.limit is None else max(run.limit - run.changes, 0)
         limit = 0 if hold_all else limit
         args = dict(pipe=WRITER, checkpoint=checkpoint, sweep=run.sweep, change_limit=limit, run_start=run.start)
-        if run.keep is not None:
-            self.compaction_ran()
         got = self.do(self.store.write_batch(DS, entities, keep_versions=run.keep, populate=populate, **args))
         want = self.model.write(entities, keep=run.keep, **args)
         self.model.populated = self.model.populated or populate
@@ -369,8 +362,6 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(OperationRefusedError, match="no tripped circuit breaker"):
                 self.do(self.store.commit_breaker(DS, keep))
             return
-        if keep is not None:
-            self.compaction_ran()
         assert self.do(self.store.commit_breaker(DS, keep)) == self.model.commit_breaker(keep)
         self.tripped_run = None
 
@@ -383,7 +374,6 @@ class StoreMachine(RuleBasedStateMachine):
         committed = self.model.committed
         got = self.do(self.store.rollback_breaker(DS))
         want = self.model.rollback_held()
-        self.exposed = {off for off in self.exposed if off <= committed}  # offsets above are reused
         if trip["run_offset"] is not None:
             want += self.revert(trip, committed)
         self.model.checkpoints[trip["pipe"]] = (trip["since"], trip["sweep"])
@@ -420,7 +410,6 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(PipeTrippedError, match="tripped circuit breaker"):
                 self.do(self.store.compact(DS, keep))
             return
-        self.compaction_ran()
         want = self.model.compact(list(dict.fromkeys(v.id for v in self.model.visible())), keep,
                                   self.model.hold(), -1)
         assert self.do(self.store.compact(DS, keep)) == want
@@ -506,7 +495,6 @@ class StoreMachine(RuleBasedStateMachine):
         ids = self.get_ids()
         m, seen = self.model, self.do(self.observe(ids))
         self.checks += 1
-        self.ever.update((v.off, (v.id, v.body)) for v in m.visible())
         history, end = seen["history"]
         assert [as_model(e) for e in history] == [of_version(v) for v in m.visible()]
         assert end == (m.committed if m.committed >= 0 else None)
@@ -526,6 +514,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert sorted(as_model(e) for e in unseen) == sorted(map(of_version, want_unseen.values()))
             assert count == len(want_unseen)
         self.check_compaction_holds({e["_updated"] for e in history})
+        self.hold_before = m.hold()
 
     def check_info(self, info: DatasetInfo | None) -> None:
         m = self.model
@@ -540,15 +529,17 @@ class StoreMachine(RuleBasedStateMachine):
         trip = None if info.trip is None else {k: getattr(info.trip, k) for k in m.trip or {}}
         assert (info.trip is None, trip) == (m.trip is None, m.trip)
 
-    def check_compaction_holds(self, present: set[int]) -> None:
-        """Independent of the model's compaction: a version made visible is still in the log unless
-        a compaction ran while the consumers' lowest since was at or above its offset."""
-        missing = sorted(off for off in self.ever if off not in present and off not in self.exposed)
-        assert not missing, f"versions {missing} were compacted away although no consumer had read them"
+    def check_compaction_holds(self, visible: set[int]) -> None:
+        """Independent of the model's compaction: a version readers saw at the previous check is
+        gone only if it was at or below the consumers' lowest since (nothing else in one step
+        changes that since and removes visible versions)."""
+        gone = sorted(off for off in self.visible_before - visible if off > self.hold_before)
+        assert not gone, f"versions {gone} were compacted away although a consumer had not read them"
+        self.visible_before = visible
 
 
 TestStoreModel = pytest.mark.timeout(900)(StoreMachine.TestCase)  # passes in ~15 s; shrinking a failure takes minutes
-TestStoreModel.settings = settings(max_examples=50, stateful_step_count=40, derandomize=True, database=None,
+TestStoreModel.settings = settings(max_examples=60, stateful_step_count=40, derandomize=True, database=None,
                                    deadline=None, report_multiple_bugs=False,
                                    suppress_health_check=[HealthCheck.too_slow])
 
