@@ -1,0 +1,125 @@
+"""Crash safety of the ``rest`` source over work units: ``sluice run`` (a subprocess) SIGKILLed in
+the middle of a 2-step ingestion from the survey API (127.0.0.1, in this process, 50 ms per
+request so the run takes a few seconds), then run again. The kill is sent once the ledger, polled
+read-only from the SQLite file, shows units done and a unit stopped between two pages; the unit
+checkpoints read from the store after the kill say which pages were committed, and the server's
+request log must show none of those asked for again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import orjson
+
+from runtime.store import SqliteStore
+from tests.rest.survey_units import PAGE_SIZE, WEEKS, asked, server_responses, survey_config, unwrapped
+from tests.servers.survey_api import SurveyApi, serve
+
+SLUICE = str(Path(sys.executable).parent / "sluice")
+
+
+def start(cfg: Path, data: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([SLUICE, "run", str(cfg), "--data-dir", str(data)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def ledger(db: Path) -> dict[str, tuple[str, dict | None]]:
+    """key -> (status, checkpoint) of pipe ``responses``'s units, read-only (empty before the
+    ledger exists)."""
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = conn.execute("SELECT key, status, checkpoint FROM work_units WHERE pipe = 'responses'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return {k: (s, orjson.loads(c) if c else None) for k, s, c in rows}
+
+
+def mid_unit(units: dict[str, tuple[str, dict | None]]) -> bool:
+    """Some units done and one stopped between two of its pages."""
+    done = sum(s == "done" for s, _ in units.values())
+    between = any(s == "running" and c is not None and c["next"] is not None for s, c in units.values())
+    return done >= 3 and between
+
+
+def committed_pages(status: str, checkpoint: dict | None, pages: int) -> set[int]:
+    """The pages of a unit committed before the kill, from its ledger row."""
+    if status == "done":
+        return set(range(1, pages + 1))
+    if checkpoint is None:
+        return set()
+    if checkpoint["next"] is None:
+        return set(range(1, pages + 1))
+    return set(range(1, int(checkpoint["next"]["params"]["page"])))
+
+
+async def test_sigkill_mid_ingestion_then_restart_ends_with_the_server_data_and_no_page_asked_twice(
+        write_config, tmp_path) -> None:
+    api = SurveyApi()  # 5 surveys x 6 weeks = 30 units of about 3 pages
+    api.latency = 0.05
+    async with serve(api):
+        cfg = write_config(survey_config(api.url, {"windows": WEEKS}, compaction={"keep_versions": None},
+                             batch_size=PAGE_SIZE))  # a batch per page: pages commit one by one
+        data = tmp_path / "data"
+        proc = start(cfg, data)
+        try:
+            with anyio.fail_after(120):
+                while not mid_unit(ledger(data / "sluice.db")):
+                    assert proc.poll() is None, "sluice run ended before the kill point"
+                    await anyio.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        store = SqliteStore(data / "sluice.db")
+        await store.open()
+        try:
+            before = {u.key: u for u in await store.work_units("responses")}
+        finally:
+            await store.close()
+        statuses = Counter(u.status for u in before.values())
+        assert 0 < statuses["done"] < 30 and len(before) == 30, statuses  # the kill landed mid-run
+        assert any(u.checkpoint is not None and u.checkpoint["next"] is not None for u in before.values())
+
+        mark = len(api.requests)
+        restarted = start(cfg, data)
+        with anyio.fail_after(120):
+            while restarted.poll() is None:
+                await anyio.sleep(0.05)
+        assert restarted.returncode == 0
+
+        store = SqliteStore(data / "sluice.db")
+        await store.open()
+        try:
+            after = {u.key: u for u in await store.work_units("responses")}
+            latest, _ = await store.read("responses", since=None, limit=100_000)
+            history, _ = await store.read("responses", since=None, limit=100_000, history=True)
+        finally:
+            await store.close()
+        assert {u.status for u in after.values()} == {"done"}
+        assert {e["_id"]: unwrapped(e) for e in latest} == server_responses(api)
+        assert set(Counter(e["_id"] for e in history).values()) == {1}  # no version written twice
+
+        again = Counter((f"{a.survey}|{a.start}", a.page) for a in asked(api, mark))
+        assert set(again.values()) == {1}  # no page asked twice after the restart
+        for key, unit in before.items():
+            survey, start_at = key.split("|")
+            end_at = unit.variables["window_end"]
+            count = len(api.window(survey, datetime.fromisoformat(start_at), datetime.fromisoformat(end_at)))
+            pages = max(1, -(-count // PAGE_SIZE))
+            done_before = committed_pages(unit.status, unit.checkpoint, pages)
+            asked_again = {page for (k, page) in again if k == key}
+            assert asked_again == set(range(1, pages + 1)) - done_before, key
+
