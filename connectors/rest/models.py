@@ -244,8 +244,8 @@ class OperationConfig(_Strict):
     """A named operation of a REST system; every key may be overridden by the source/transform.
 
     Templates are Jinja2, sandboxed; they see ``since``, ``properties`` (the component's
-    ``properties`` object) and, in the transform, ``entity``. An undefined variable is an error
-    naming the request.
+    ``properties`` object), in the transform ``entity``, and in a source over ``work_units`` the
+    unit's ``unit`` and ``unit_key``. An undefined variable is an error naming the request.
 
     Attributes:
         url: Jinja template; relative to the system's ``base_url`` unless absolute.

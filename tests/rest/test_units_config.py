@@ -13,7 +13,7 @@ from connectors.rest.source import RestSource
 from runtime import load_config
 from runtime.errors import ConfigError
 from runtime.plugins import default_registry
-from tests.rest.conftest import ids, runtime
+from tests.rest.conftest import ids, runtime, system
 from tests.rest.survey_units import WEEKS, survey_config
 from tests.servers.survey_api import SurveyApi, serve
 
@@ -87,3 +87,21 @@ async def test_updated_values_that_cannot_be_ordered_fail_their_unit_alone(write
             failed = {u.key: u for u in await rt.store.work_units("responses", status="failed")}
             assert list(failed) == ["s2|2024-01-01T00:00:00Z"]
             assert "cannot be ordered" in (failed["s2|2024-01-01T00:00:00Z"].last_error or "")
+
+
+async def test_header_templates_see_the_unit_and_since_is_its_integer_watermark(api, write_config, tmp_path) -> None:
+    # our fault-injection API's /items/page answers the items updated after the X-Since header
+    source = {"type": "rest", "system": "api", "url": "/items/page", "payload_property": "data",
+              "id_expression": "{{ id }}", "updated_expression": "{{ updated }}",
+              "headers": {"X-Since": "{{ since if since is not none else unit.after }}"},
+              "paging": {"type": "page", "page_size": 2, "size_param": "per_page", "total_path": "total"},
+              "work_units": {"values": [{"after": "20"}]}}
+    cfg = write_config([system(api.url), {"_id": "late", "type": "pipe", "source": source}])
+    async with runtime(cfg, tmp_path) as rt:
+        first = await rt.run_pipe("late")
+        assert set(await ids(rt, "late")) == {"i20", "i21", "i22", "i23", "i24"}  # updated 21..25
+        assert (first.read, (await rt.store.work_units("late"))[0].watermark) == (5, 25)
+        api.upsert("i99", name="new", value=99)
+        second = await rt.run_pipe("late")  # a values unit is read again, from its watermark
+        assert (second.read, second.new) == (1, 1)
+        assert (await rt.store.work_units("late"))[0].watermark == 26
