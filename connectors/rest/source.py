@@ -78,6 +78,8 @@ class RestSource(Source):
         if since is None:
             since = c.initial_since_value
         where = f"pipe {self.context.pipe!r} source"
+        if context is not None:
+            where += f" unit {context['unit_key']!r}"
         call = self.operation.render({"since": since, "properties": c.properties, **(context or {})}, where)
         if since is not None and c.supports_since:
             if c.since_property_location == "query":

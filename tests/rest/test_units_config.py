@@ -24,8 +24,8 @@ def problems(cfg: Any) -> list[tuple[str, str]]:
     return [(p.key, p.reason) for p in caught.value.problems]
 
 
-def with_source(url: str, **source: Any) -> list[dict[str, Any]]:
-    config = survey_config(url, {"windows": WEEKS})
+def with_source(base_url: str, **source: Any) -> list[dict[str, Any]]:
+    config = survey_config(base_url, {"windows": WEEKS})
     config[2]["source"].update(source)
     return config
 
@@ -105,3 +105,17 @@ async def test_header_templates_see_the_unit_and_since_is_its_integer_watermark(
         second = await rt.run_pipe("late")  # a values unit is read again, from its watermark
         assert (second.read, second.new) == (1, 1)
         assert (await rt.store.work_units("late"))[0].watermark == 26
+
+
+async def test_a_template_naming_a_variable_the_units_lack_fails_each_unit_naming_it(write_config, tmp_path) -> None:
+    api = SurveyApi(surveys=1, responses=2, weeks=1)
+    async with serve(api):
+        config = with_source(api.url, url="/surveys/{{ unit.survey_id }}/responses",
+                             work_units={"dataset": "surveys", "windows": {**WEEKS, "end": "2024-01-08"},
+                                         "retry_backoff_s": 3600})
+        async with runtime(write_config(config), tmp_path) as rt:  # unknown variables load fine
+            await rt.run_pipe("surveys")
+            result = await rt.run_pipe("responses")
+            assert (result.status, result.units["failed"]) == ("completed", 1)
+            error = (await rt.store.work_units("responses"))[0].last_error or ""
+            assert "survey_id" in error and "unit 's1|2024-01-01T00:00:00Z'" in error and "pipe 'responses'" in error
