@@ -347,10 +347,14 @@ _TYPES: dict[str, type[Paginator]] = {
 }
 
 
+def paginator_type(config: PagingConfig | None) -> type[Paginator]:
+    """The paginator class of a paging config (``none`` when unset)."""
+    return _TYPES[(config or PagingConfig()).type]
+
+
 def make_paginator(config: PagingConfig | None, url: str) -> Paginator:
     """A fresh paginator for one paging sequence starting at ``url``."""
-    config = config or PagingConfig()
-    return _TYPES[config.type](config, url)
+    return paginator_type(config)(config or PagingConfig(), url)
 
 
 class PageGuard:

@@ -156,3 +156,28 @@ async def test_a_unit_resumes_at_its_next_page_after_a_failure(write_config, tmp
             assert pages == {**{p: 1 for p in range(1, 11)}, 4: 5}  # 4 failed attempts, then once more
             got = await ids(rt, "responses")
             assert {k: unwrapped(e) for k, e in got.items()} == server_responses(api)
+
+
+async def test_a_checkpoint_of_another_paging_type_starts_the_unit_again(write_config, tmp_path) -> None:
+    api = SurveyApi(surveys=1, responses=9, weeks=1)  # one unit of 3 pages
+    api.faults = [{"status": 500, "path": "/surveys/s1/responses", "query": "page=2"}] * 4
+    one_week = {**WEEKS, "end": "2024-01-08"}
+    async with serve(api):
+        config = survey_config(api.url, {"windows": one_week, "retry_backoff_s": 3600})
+        config[0]["operations"]["list-responses"]["paging"] = {"type": "next_link", "next_link_path": "next",
+                                                                "page_size": 3, "size_param": "per_page"}
+        cfg = write_config(config)
+        async with runtime(cfg, tmp_path) as rt:
+            await rt.run_pipe("surveys")
+            assert (await rt.run_pipe("responses")).units["failed"] == 1
+            assert (await rt.store.work_units("responses"))[0].checkpoint["next"]["follow"] is True
+        config[0]["operations"]["list-responses"]["paging"] = {"type": "page", "page_size": 3,
+                                                              "size_param": "per_page", "total_path": "total"}
+        write_config(config)  # paging changed: the next-link checkpoint means nothing to page paging
+        async with runtime(cfg, tmp_path) as rt:
+            await rt.store.retry_units("responses", None)
+            mark = len(api.requests)
+            assert (await rt.run_pipe("responses")).units["done"] == 1
+            assert [a.page for a in asked(api, mark)] == [1, 2, 3]
+            got = await ids(rt, "responses")
+            assert {k: unwrapped(e) for k, e in got.items()} == server_responses(api)
