@@ -51,10 +51,11 @@ class Asked:
         return self.survey, self.end
 
 
-def asked(api: SurveyApi, since: int = 0) -> list[Asked]:
-    """The requests for responses from entry ``since`` of the request log on, in order."""
+def asked(api: SurveyApi, since: int = 0, until: int | None = None) -> list[Asked]:
+    """The requests for responses in entries ``since`` to ``until`` (exclusive; None: the end)
+    of the request log, in order."""
     found = []
-    for line in api.requests[since:]:
+    for line in api.requests[since:until]:
         parts = urlsplit(line.split(" ", 1)[1])
         path = parts.path.split("/")
         if len(path) != 4 or path[3] != "responses":
