@@ -19,6 +19,7 @@ from yarl import URL
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
 from runtime.templates import check_template
+from runtime.workunits import WorkUnitsConfig
 
 
 class _Strict(BaseModel):
@@ -243,8 +244,8 @@ class OperationConfig(_Strict):
     """A named operation of a REST system; every key may be overridden by the source/transform.
 
     Templates are Jinja2, sandboxed; they see ``since``, ``properties`` (the component's
-    ``properties`` object) and, in the transform, ``entity``. An undefined variable is an error
-    naming the request.
+    ``properties`` object), in the transform ``entity``, and in a source over ``work_units`` the
+    unit's ``unit`` and ``unit_key``. An undefined variable is an error naming the request.
 
     Attributes:
         url: Jinja template; relative to the system's ``base_url`` unless absolute.
@@ -411,6 +412,13 @@ class RestSourceConfig(_Call, SourceConfig):
             checkpointed per batch (Sesam).
         is_since_comparable: ``_updated`` values can be ordered, so the maximum is stored at the
             end of the run (Sesam).
+        work_units: split the reading into work units (DIL; the core ``work_units`` block: a
+            ``dataset``, ``values`` and/or ``windows``): one paging sequence per unit, its
+            templates seeing the unit's variables as ``unit`` (``{{ unit._id }}``,
+            ``{{ unit.window_start }}``) and its key as ``unit_key``, and ``since`` being the
+            unit's watermark (the highest ``_updated`` it has seen; sent as
+            ``since_property_name`` when ``supports_since``; none on its first read and in a full
+            sweep). Each page commits the unit's next page with its entities.
     """
 
     type: Literal["rest"]
@@ -421,6 +429,37 @@ class RestSourceConfig(_Call, SourceConfig):
     supports_since: bool = False
     is_chronological: bool = True
     is_since_comparable: bool = False
+    work_units: WorkUnitsConfig | None = None
+
+    @model_validator(mode="after")
+    def _units(self) -> RestSourceConfig:
+        """Keys that mean nothing over work units are refused rather than ignored."""
+        if self.work_units is None:
+            return self
+        if self.initial_since_value is not None:
+            raise ValueError("initial_since_value does not apply with work_units: a unit without a watermark "
+                             "reads its whole range; put the range in the units (work_units.windows, or "
+                             "{{ since or ... }} in a template)")
+        flags = sorted({"is_chronological", "is_since_comparable"} & self.model_fields_set)
+        if flags:
+            raise ValueError(f"{' and '.join(flags)} do not apply with work_units: each unit keeps the highest "
+                             "_updated it has seen as its watermark; remove them")
+        return self
+
+    def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
+        """Those of :class:`_Call`, and over work units a paging (inline or the operation's) that
+        may stop early: a unit cut at ``max_pages`` would count as done, and the full sweep's
+        deletion tracking would delete what it did not read."""
+        problems = super().system_problems(system_id, system)
+        if problems or self.work_units is None:
+            return problems
+        paging = self.paging or (system.operations[self.operation].paging if self.operation else None)
+        if paging is not None and paging.on_max_pages == "stop":
+            key = "paging.on_max_pages" if self.paging else "operation"
+            problems.append((key, "on_max_pages: stop does not apply with work_units: a unit cut at max_pages "
+                                  "would count as done and deletion tracking would delete what it did not read; "
+                                  "use on_max_pages: fail"))
+        return problems
 
 
 class RestTransformConfig(_Call, ComponentConfig):

@@ -3,8 +3,9 @@ parsing and record -> entity conversion, shared by the ``rest`` source and trans
 
 Merging (Sesam): the system's named operation first, then every operation key set inline on the
 source or transform. Templates (sandboxed Jinja2, :mod:`runtime.templates`) see ``since``,
-``properties`` and, in a transform, ``entity``; ``id_expression`` / ``updated_expression`` see the
-record's own fields.
+``properties``, in a transform ``entity``, and in a source over work units ``unit`` and
+``unit_key``; ``id_expression`` / ``updated_expression`` / ``deleted_expression`` see the
+record's own fields (and ``unit`` / ``unit_key`` over work units).
 """
 
 from __future__ import annotations
@@ -113,15 +114,22 @@ class Operation:
                 f"{type(data).__name__}", location=response.location)
         return data
 
-    def entity(self, record: dict[str, Any], where: str) -> Entity:
+    def entity(self, record: dict[str, Any], where: str, context: dict[str, Any] | None = None) -> Entity:
         """Give ``record`` its ``_id`` (and ``_updated``) in place and return it.
+
+        Args:
+            record: one record of a response.
+            where: the request, for errors.
+            context: more template variables beside the record's fields (a work unit's
+                ``unit`` and ``unit_key``; they hide record fields of the same name).
 
         Raises:
             BadDataError: no ``_id`` (no ``id_expression`` and no string ``_id`` field) or a
                 template failed.
         """
+        variables = record if context is None else {**record, **context}
         if self.id_template is not None:
-            eid = self.id_template.render(where, **record)
+            eid = self.id_template.render(where, **variables)
             if not eid:
                 raise BadDataError(f"id_expression gave an empty _id for record {_brief(record)}", location=where)
             record["_id"] = eid
@@ -130,9 +138,9 @@ class Operation:
                 f"record {_brief(record)} has no string _id; set id_expression on the operation",
                 location=where)
         if self.updated_template is not None:
-            record["_updated"] = since_value(self.updated_template.render(where, **record))
+            record["_updated"] = since_value(self.updated_template.render(where, **variables))
         deleted = self.deleted_template
-        if deleted is not None and deleted.render(where, **record).strip().lower() == "true":
+        if deleted is not None and deleted.render(where, **variables).strip().lower() == "true":
             record["_deleted"] = True
         return record
 

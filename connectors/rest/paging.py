@@ -14,7 +14,9 @@ records repeat the previous page's stops the run with a :class:`BadDataError` na
 and so does paging that ends short of the total count the server announced (``total_path`` or
 ``total_header``, by default ``X-Total-Count``): DESIGN.md, a full run is only as complete as its
 input, so an early end must never complete and feed deletion tracking.
-Paginator state lives in one object per paging sequence, never shared between calls.
+Paginator state lives in one object per paging sequence, never shared between calls;
+:meth:`Paginator.state` and :meth:`Paginator.restore` carry it across a crash as JSON (a work
+unit's checkpoint: the unit resumes at its next page with the counts the total check needs).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 from connectors.rest.models import PagingConfig
@@ -46,6 +48,14 @@ class PageRequest:
     url: str
     params: dict[str, str] = field(default_factory=dict)
     follow: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"url", "params", "follow"}``: what :meth:`from_json` reads back."""
+        return {"url": self.url, "params": self.params, "follow": self.follow}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PageRequest:
+        return cls(data["url"], dict(data["params"]), bool(data["follow"]))
 
     def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         return self.url, tuple(sorted(self.params.items()))
@@ -113,6 +123,9 @@ class Paginator:
         url: the rendered URL of the first page.
     """
 
+    STATE: ClassVar[tuple[str, ...]] = ("pages", "records", "announced")
+    """The attributes :meth:`state` saves (subclasses add their position)."""
+
     def __init__(self, config: PagingConfig, url: str) -> None:
         self.config = config
         self.url = url
@@ -124,6 +137,16 @@ class Paginator:
 
     def default_stops(self) -> list[str]:
         return []
+
+    def state(self) -> dict[str, Any]:
+        """Where the sequence stands after :meth:`next` (JSON): pages and records so far, the
+        total announced, and the page number, offset or cursor of the types that have one."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue a sequence from :meth:`state` (instead of :meth:`first`)."""
+        for name in self.STATE:
+            setattr(self, name, state[name])
 
     def first(self) -> PageRequest:
         return PageRequest(self.url, self.size_params())
@@ -240,6 +263,8 @@ class LinkPaginator(Paginator):
 class OffsetPaginator(Paginator):
     """``offset``: the offset advances by the records received."""
 
+    STATE = (*Paginator.STATE, "offset")
+
     def default_stops(self) -> list[str]:
         # not short_page: a server that caps the page size would end a full run early, and
         # deletion tracking would then delete the rest; an extra empty page is cheaper
@@ -258,6 +283,8 @@ class OffsetPaginator(Paginator):
 class PagePaginator(OffsetPaginator):
     """``page``: page numbers from ``first_page``."""
 
+    STATE = (*Paginator.STATE, "page")
+
     def first(self) -> PageRequest:
         self.page = self.config.first_page
         return PageRequest(self.url, {**self.size_params(), self.config.page_param: str(self.page)})
@@ -269,6 +296,8 @@ class PagePaginator(OffsetPaginator):
 
 class CursorPaginator(Paginator):
     """``cursor``: an opaque token from the body or a header, sent back as ``cursor_param``."""
+
+    STATE = (*Paginator.STATE, "cursor")
 
     def default_stops(self) -> list[str]:
         return ["no_next"]
@@ -295,6 +324,8 @@ class SincePaginator(OffsetPaginator):
     """``since``: the next page is requested with ``since_param`` = the ``_updated`` of the last
     entity received (Sesam's JSON pull protocol: since is exclusive, ``limit`` is the page size)."""
 
+    STATE = Paginator.STATE
+
     def first(self) -> PageRequest:
         return PageRequest(self.url, self.size_params())
 
@@ -316,10 +347,14 @@ _TYPES: dict[str, type[Paginator]] = {
 }
 
 
+def paginator_type(config: PagingConfig | None) -> type[Paginator]:
+    """The paginator class of a paging config (``none`` when unset)."""
+    return _TYPES[(config or PagingConfig()).type]
+
+
 def make_paginator(config: PagingConfig | None, url: str) -> Paginator:
     """A fresh paginator for one paging sequence starting at ``url``."""
-    config = config or PagingConfig()
-    return _TYPES[config.type](config, url)
+    return paginator_type(config)(config or PagingConfig(), url)
 
 
 class PageGuard:

@@ -6,6 +6,10 @@ from ``updated_expression``, and since is sent as ``since_property_name`` in the
 or only through ``{{ since }}`` in the templates (``since_property_location: template``).
 ``initial_since_value`` is used while the pipe has no since stored.
 
+With ``work_units`` (DIL) the source is read one unit at a time (:mod:`connectors.rest.units`):
+the unit's variables are in every template, paging runs inside each unit, and the unit's
+watermark is its since.
+
 A bad page (not JSON, an HTML error page, wrong ``payload_property``, a record without ``_id``, a
 truncated body, a paging loop, paging that ends short of the announced total) raises
 :class:`BadDataError` naming the request (a body that does not parse only once the system's
@@ -23,11 +27,16 @@ import orjson
 from connectors.rest.body import parse_body
 from connectors.rest.models import RestSourceConfig
 from connectors.rest.operation import Operation
-from connectors.rest.paging import PageGuard, PageRequest, PageResponse, make_paginator
+from connectors.rest.paging import PageGuard, PageRequest, PageResponse, Paginator, make_paginator
 from connectors.rest.system import Call, RestSystem
+from connectors.rest.units import read_unit
 from runtime.components import ComponentConfig, Source
 from runtime.entities import Entity
 from runtime.errors import FatalError
+from runtime.workunits import Unit, UnitPage
+
+Page = tuple[list[Entity], PageRequest | None]
+"""One page read: its entities and the request of the next page (None: it was the last)."""
 
 
 def rest_system(context: Any, kind: str) -> RestSystem:
@@ -62,13 +71,16 @@ class RestSource(Source):
         self.system = rest_system(self.context, "source")
         self.operation = Operation(self.system, self.config, self.context.pipe)
 
-    def first_call(self, since: Any) -> Call:
-        """The request of the first page for ``since`` (None: the initial since value)."""
+    def first_call(self, since: Any, context: dict[str, Any] | None = None) -> Call:
+        """The request of the first page for ``since`` (None: the initial since value), the
+        templates also seeing ``context`` (a work unit's ``unit`` and ``unit_key``)."""
         c = self.config
         if since is None:
             since = c.initial_since_value
         where = f"pipe {self.context.pipe!r} source"
-        call = self.operation.render({"since": since, "properties": c.properties}, where)
+        if context is not None:
+            where += f" unit {context['unit_key']!r}"
+        call = self.operation.render({"since": since, "properties": c.properties, **(context or {})}, where)
         if since is not None and c.supports_since:
             if c.since_property_location == "query":
                 call.params[c.since_property_name] = str(since)
@@ -78,10 +90,24 @@ class RestSource(Source):
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         call = self.first_call(since)
+        paginator = make_paginator(self.operation.paging, call.url)
+        async for entities, _ in self.pages(call, paginator, paginator.first()):
+            if entities:
+                yield entities
+        self.complete = not paginator.cut
+
+    def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
+        return read_unit(self, unit)
+
+    async def pages(self, call: Call, paginator: Paginator, request: PageRequest | None,
+                    context: dict[str, Any] | None = None) -> AsyncIterator[Page]:
+        """Each page from ``request`` on, with the request of the page after it (paging advanced).
+
+        Raises:
+            BadDataError: a bad page, a paging loop or paging short of the announced total.
+        """
         op, system = self.operation, self.system
-        paginator = make_paginator(op.paging, call.url)
         guard = PageGuard()
-        request: PageRequest | None = paginator.first()
         while request is not None:
             params = dict(request.params) if request.follow else {**call.params, **request.params}
             page = Call(call.method, request.url, params, call.headers, call.payload, call.payload_type)
@@ -92,10 +118,7 @@ class RestSource(Source):
             body = response.data
             records = op.records(response, body)
             guard.page(orjson.dumps(records), len(records), where)
-            count = len(records)
-            entities = [op.entity(r, where) for r in records]
-            if entities:
-                yield entities
+            entities = [op.entity(r, where, context) for r in records]
             last = entities[-1].get("_updated") if entities else None
-            request = paginator.next(PageResponse(response.url, response.headers, body, count, where, last))
-        self.complete = not paginator.cut
+            request = paginator.next(PageResponse(response.url, response.headers, body, len(records), where, last))
+            yield entities, request

@@ -1,7 +1,8 @@
-"""The REST collect-pattern examples in config/examples: each validates (what `sluice check`
-does), and each runs as the README says: its server command and its `sluice run` line, both as
-subprocesses (on a free port instead of the README's), then the datasets are checked against the
-records the server was seeded with (:func:`tests.servers.examples.seed`)."""
+"""The REST examples in config/examples (Sesam's collect patterns and DIL's 2-step ingestion):
+each validates (what `sluice check` does), and each runs as the README says: its server command
+and its `sluice run` line (paired by the server's port), both as subprocesses (on a free port
+instead of the README's), then the datasets are checked against the records the server was seeded
+with (:func:`tests.servers.examples.seed`, the survey API's default generator)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from runtime import Secrets, load_config
 from runtime.plugins import default_registry
 from tests.servers.examples import seed
 from tests.servers.real import free_port
+from tests.servers.survey_api import SurveyApi
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "examples"
 SLUICE = str(Path(sys.executable).parent / "sluice")
 ENV = {name: "http://127.0.0.1:9" for name in
-       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL")} | {
+       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL", "SURVEYS_URL")} | {
        "CRM_TOKEN": "t", "LEDGER_CLIENT_SECRET": "s", "HR_API_KEY": "k"}
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("rest-*"))
 #: dataset -> (ids, of which deleted) after one run of the example, from the seeded records
@@ -42,6 +44,8 @@ EXPECTED = {
     "rest-sporadic-empty": {"hr-employee-collect": (len(seed("rest-sporadic-empty")["employees"]), 0)},
     "rest-raw-reshape": {"cms-article-raw": (len(seed("rest-raw-reshape")["articles"]), 0),
                          "cms-article": (len(seed("rest-raw-reshape")["articles"]), 0)},
+    "rest-two-step": {"surveys": (len(SurveyApi().surveys), 0),
+                      "survey-responses": (sum(map(len, SurveyApi().responses.values())), 0)},
 }
 
 
@@ -51,18 +55,21 @@ def test_example_validates(example: str) -> None:
     assert config.pipes and any(s.cls.__name__ == "RestSystem" for s in config.systems.values())
 
 
-def test_there_is_one_example_per_collect_pattern() -> None:
-    assert len(EXAMPLE_NAMES) == 6
+def test_there_is_one_example_per_collect_pattern_and_one_of_2_step_ingestion() -> None:
+    assert len(EXAMPLE_NAMES) == 7
 
 
 def readme_lines() -> dict[str, tuple[str, str]]:
-    """Example -> (server command, `sluice run` line) from the README's examples block."""
+    """Example -> (server command, `sluice run` line) from the README's examples block: each
+    server (``python -m tests.servers.MODULE [ARGS] --port N &``) with the run line whose URL
+    has its port."""
     block = (REPO / "README.md").read_text().split("<!-- examples -->\n```sh\n", 1)[1].split("```", 1)[0]
     lines = block.splitlines()
     found = {}
     for line in lines:
-        if m := re.fullmatch(r"python -m tests\.servers\.examples (\S+) --port \d+ &", line):
-            found[m[1]] = (line, next(r for r in lines if r.endswith(f" sluice run config/examples/{m[1]}")))
+        if m := re.fullmatch(r"python -m tests\.servers\.\w+ (?:\S+ )?--port (\d+) &", line):
+            run = next(r for r in lines if f"=http://127.0.0.1:{m[1]} " in r and " sluice run " in r)
+            found[run.rsplit("/", 1)[1]] = (line, run)
     return found
 
 
