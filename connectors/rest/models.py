@@ -16,9 +16,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
+from connectors.rest.job_models import JobConfig
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
 from runtime.templates import check_template
+from runtime.workunits.model import WorkUnitsConfig
 
 
 class _Strict(BaseModel):
@@ -411,6 +413,10 @@ class RestSourceConfig(_Call, SourceConfig):
             checkpointed per batch (Sesam).
         is_since_comparable: ``_updated`` values can be ordered, so the maximum is stored at the
             end of the run (Sesam).
+        work_units: splits the source's work into work units (DIL; ``WorkUnitsConfig``).
+        job: asynchronous ingestion (DIL): each work unit reads through a job with the steps
+            ``start``, ``status``, ``results`` and ``cleanup`` (``JobConfig``); without
+            ``work_units`` the source has one unit, ``job``.
     """
 
     type: Literal["rest"]
@@ -421,6 +427,15 @@ class RestSourceConfig(_Call, SourceConfig):
     supports_since: bool = False
     is_chronological: bool = True
     is_since_comparable: bool = False
+    work_units: WorkUnitsConfig | None = None
+    job: JobConfig | None = None
+
+    @model_validator(mode="after")
+    def _job(self) -> RestSourceConfig:
+        if self.job is not None and (self.paging is not None or self.supports_since):
+            raise ValueError("job: results are read by locator and a unit's watermark replaces since; "
+                             "remove paging and supports_since")
+        return self
 
 
 class RestTransformConfig(_Call, ComponentConfig):

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import orjson
 
 from connectors.rest.body import parse_body
+from connectors.rest.jobs import JobReader
 from connectors.rest.models import RestSourceConfig
 from connectors.rest.operation import Operation
 from connectors.rest.paging import PageGuard, PageRequest, PageResponse, make_paginator
@@ -28,6 +29,10 @@ from connectors.rest.system import Call, RestSystem
 from runtime.components import ComponentConfig, Source
 from runtime.entities import Entity
 from runtime.errors import FatalError
+from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
+
+SINGLE_JOB = WorkUnitsConfig(values=["job"])
+"""The work units of a ``job`` source without ``work_units``: one unit, key ``job``."""
 
 
 def rest_system(context: Any, kind: str) -> RestSystem:
@@ -58,9 +63,23 @@ class RestSource(Source):
         """A run without since reads everything, unless it sends ``initial_since_value``."""
         return not (config.supports_since and config.initial_since_value is not None)
 
+    @classmethod
+    def work_units(cls, config: Any) -> WorkUnitsConfig | None:
+        """``work_units``; for a ``job`` source without it, one unit (:data:`SINGLE_JOB`)."""
+        units = super().work_units(config)
+        return SINGLE_JOB if units is None and config.job is not None else units
+
     async def open(self) -> None:
         self.system = rest_system(self.context, "source")
         self.operation = Operation(self.system, self.config, self.context.pipe)
+        c = self.config
+        self.jobs = JobReader(self.system, c.job, self.operation, c.properties, self.context) if c.job else None
+
+    def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
+        """A ``job`` source reads each unit through its job (:mod:`connectors.rest.jobs`)."""
+        if self.jobs is not None:
+            return self.jobs.read(unit)
+        return super().read_unit(unit)
 
     def first_call(self, since: Any) -> Call:
         """The request of the first page for ``since`` (None: the initial since value)."""
