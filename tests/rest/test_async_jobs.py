@@ -116,3 +116,20 @@ def test_a_job_with_paging_is_a_config_error(tmp_path, write_config):
     objects[1]["source"]["paging"] = {"type": "page"}
     with pytest.raises(ConfigError, match="job: results are read by locator"):
         load_config(write_config(objects), default_registry())
+
+
+async def test_each_later_run_asks_a_new_job_for_what_is_newer_than_the_units_watermark(bulk, tmp_path, write_config):
+    objects = job_config(bulk.url)
+    objects[1]["source"]["updated_expression"] = "{{ LastModifiedDate }}"
+    objects[1]["source"]["job"]["start"]["payload"]["since"] = "{{ watermark or '' }}"
+    cfg = write_config(objects)
+    first, _, units = await run(cfg, tmp_path)
+    assert first.new == 2500 and units[0].watermark == "2024-01-02T17:39:00.000+0000"  # row 2499's
+    bulk.update(7, Name="renamed", LastModifiedDate="2024-01-03T00:00:00.000+0000")
+    second, data, units = await run(cfg, tmp_path)
+    assert (second.read, second.changed) == (1, 1), second.error
+    assert [j.body["since"] for j in bulk.created] == ["", "2024-01-02T17:39:00.000+0000"]
+    assert data["001000000000000007"]["Name"] == "renamed"
+    assert units[0].watermark == "2024-01-03T00:00:00.000+0000"
+    full, data, _ = await run(cfg, tmp_path, full=True)  # a full sweep reads everything again
+    assert full.ok and full.read == 2500 and bulk.created[-1].body["since"] == ""

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "examples"
 SLUICE = str(Path(sys.executable).parent / "sluice")
 ENV = {name: "http://127.0.0.1:9" for name in
-       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL")} | {
+       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL", "BULK_URL")} | {
        "CRM_TOKEN": "t", "LEDGER_CLIENT_SECRET": "s", "HR_API_KEY": "k"}
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("rest-*"))
 #: dataset -> (ids, of which deleted) after one run of the example, from the seeded records
@@ -40,6 +40,7 @@ EXPECTED = {
                            "shop-order-lines": (len(seed("rest-parameterized")["orders"]), 0)},
     "rest-since-rescans": {"crm-customer-collect": (len(seed("rest-since-rescans")["customers"]), 0)},
     "rest-sporadic-empty": {"hr-employee-collect": (len(seed("rest-sporadic-empty")["employees"]), 0)},
+    "rest-async-job": {"accounts": (2500, 0)},  # the bulk API started with --rows 2500
     "rest-raw-reshape": {"cms-article-raw": (len(seed("rest-raw-reshape")["articles"]), 0),
                          "cms-article": (len(seed("rest-raw-reshape")["articles"]), 0)},
 }
@@ -52,7 +53,7 @@ def test_example_validates(example: str) -> None:
 
 
 def test_there_is_one_example_per_collect_pattern() -> None:
-    assert len(EXAMPLE_NAMES) == 6
+    assert len(EXAMPLE_NAMES) == 7  # six collect patterns and asynchronous ingestion
 
 
 def readme_lines() -> dict[str, tuple[str, str]]:
@@ -61,8 +62,11 @@ def readme_lines() -> dict[str, tuple[str, str]]:
     lines = block.splitlines()
     found = {}
     for line in lines:
-        if m := re.fullmatch(r"python -m tests\.servers\.examples (\S+) --port \d+ &", line):
-            found[m[1]] = (line, next(r for r in lines if r.endswith(f" sluice run config/examples/{m[1]}")))
+        # a seeded example server, or another test server with the example named in a comment
+        if m := re.fullmatch(r"(python -m tests\.servers\.(?:examples (\S+) --port \d+|\w+ --port \d+[^#&]*) &)"
+                             r"(?:\s+# (\S+))?", line):
+            name = m[2] or m[3]
+            found[name] = (m[1], next(r for r in lines if r.endswith(f" sluice run config/examples/{name}")))
     return found
 
 
