@@ -133,3 +133,36 @@ async def test_each_later_run_asks_a_new_job_for_what_is_newer_than_the_units_wa
     assert units[0].watermark == "2024-01-03T00:00:00.000+0000"
     full, data, _ = await run(cfg, tmp_path, full=True)  # a full sweep reads everything again
     assert full.ok and full.read == 2500 and bulk.created[-1].body["since"] == ""
+
+
+async def test_a_job_not_ready_within_its_timeout_is_created_again(bulk, tmp_path, write_config):
+    bulk.job_faults.append({"polls": 10_000})  # the first job never completes
+    with capture_logs() as logs:
+        result, data, _ = await run(write_config(job_config(bulk.url, timeout_s=0.05)), tmp_path)
+    assert result.ok and result.units["done"] == 1, result.error
+    assert len(bulk.created) == 2 and strip(data) == truth(bulk)
+    assert [e["reason"] for e in logs if e["event"] == "job.recreated"] == ["was not ready within timeout_s 0.05"]
+
+
+async def test_a_csv_row_with_a_missing_field_fails_the_unit_naming_request_and_line(bulk, tmp_path, write_config):
+    first = "/jobs/750000000000000001/results"
+    bulk.faults.append({"path": first, "body": "Id,Name\n001a,one\n001b\n", "content_type": "text/csv"})
+    result, data, units = await run(write_config(job_config(bulk.url)), tmp_path)
+    assert result.ok and result.units["failed"] == 1 and data == {}
+    assert "CSV line 3 has 1 fields, the header 2" in units[0].last_error
+    assert f"GET {bulk.url}{first}" in units[0].last_error
+
+
+async def test_json_results_paged_by_a_locator_in_the_body(bulk, tmp_path, write_config):
+    objects = job_config(bulk.url)
+    objects[1]["source"]["job"]["results"] = {"url": "/jobs/{{ job }}/results", "format": "json",
+                                              "payload_property": "records", "locator_path": "next"}
+    first = "/jobs/750000000000000001/results"
+    bulk.faults += [
+        {"path": first, "body": '{"records": [{"Id": "a"}, {"Id": "b"}], "next": "p2"}',
+         "content_type": "application/json"},
+        {"path": first, "query": "locator=p2", "body": '{"records": [{"Id": "c"}], "next": null}',
+         "content_type": "application/json"}]
+    result, data, _ = await run(write_config(objects), tmp_path)
+    assert result.ok and result.units["done"] == 1, result.error
+    assert sorted(data) == ["a", "b", "c"] and not bulk.faults
