@@ -195,7 +195,7 @@ class JobReader:
             where, body = response.location, response.data
             cp["state"] = self.state.render(where, **variables, response=body).strip() if self.state else "polling"
             cp["polls"] += 1
-            log.info("job.polled", job=cp["job"], state=cp["state"], polls=cp["polls"])
+            log.debug("job.polled", job=cp["job"], state=cp["state"], polls=cp["polls"])
             if self.failed is not None and truthy(self.failed.render(where, **variables, response=body)):
                 raise _Gone(f"failed at the server (state {cp['state']!r})")
             if truthy(self.ready.render(where, **variables, response=body)):
@@ -215,12 +215,13 @@ class JobReader:
             response = await self._send("results", {**variables, "job": cp["job"]}, parse=step.format == "json",
                                         gone=True, params=extra)
             self.system.check(response)
-            entities = [self.operation.entity(r, response.location) for r in chunk_records(step, response)]
+            where = response.location  # computed once per chunk, not per record
+            entities = [self.operation.entity(r, where) for r in chunk_records(step, response)]
             watermark = _highest(entities, watermark)
             following = next_locator(step, response)
             if following is not None and following in seen | {locator}:
                 raise BadDataError(f"results locator {following!r} was given before; the job's paging loops",
-                                   location=response.location)
+                                   location=where)
             seen.add(following)
             cp.update(locator=following, complete=following is None)
             yield UnitPage(entities, checkpoint=dict(cp), watermark=watermark)
