@@ -6,12 +6,15 @@ A unit's job goes through ``start`` -> ``status`` (polled) -> ``results`` (chunk
 The unit's checkpoint (committed by the sink, in the ledger) holds where the job stands::
 
     {"job": id, "created_us": int, "state": str, "polls": int, "interval_s": float,
-     "next_poll_us": int, "ready": bool, "locator": str | None, "complete": bool}
+     "next_poll_us": int, "watermark": the unit's watermark the job was created with,
+     "ready": bool, "locator": str | None, "complete": bool}
 
 - The job id is committed before the first poll (its own transaction): after a crash, a restart
   or a daemon stop the job is re-attached by its id, never created twice.
 - A job the server no longer knows (404), that failed or that timed out is created again (once per
-  attempt of the unit; logged as ``job.recreated`` with the reason).
+  attempt of the unit; logged as ``job.recreated`` with the reason); so is a job created with a
+  watermark when a full sweep re-attaches it (it would not cover everything deletion tracking
+  needs).
 - A job not ready within ``status.max_wait_in_run_s`` leaves its unit ``waiting`` until its next
   poll (``UnitPage.wait_until_us``); a later run re-attaches it.
 - Each results chunk is committed with the locator of the next one: a restart resumes at the next
@@ -134,6 +137,11 @@ class JobReader:
         variables = {**unit.variables, "unit": unit.variables, "properties": self.properties,
                      "watermark": unit.watermark}
         recreated = False
+        if cp.get("watermark") is not None and unit.watermark is None and not cp.get("complete"):
+            # a full sweep must not complete with a job that asked only for what was newer
+            log.warning("job.recreated", job=cp["job"], reason="the full sweep needs a job without watermark",
+                        unit=unit.key)
+            cp = {}
         while not cp.get("complete"):
             if "job" not in cp:
                 cp = await self._create(variables)
@@ -167,7 +175,7 @@ class JobReader:
         log.info("job.created", job=job)
         now = now_us()
         return {"job": job, "created_us": now, "state": "created", "polls": 0, "interval_s": interval,
-                "next_poll_us": now + int(interval * 1e6)}
+                "next_poll_us": now + int(interval * 1e6), "watermark": variables["watermark"]}
 
     async def _committed(self, key: str, cp: dict[str, Any]) -> None:
         """Return once the ledger holds ``cp`` as unit ``key``'s checkpoint (the sink committed it)."""

@@ -166,3 +166,23 @@ async def test_json_results_paged_by_a_locator_in_the_body(bulk, tmp_path, write
     result, data, _ = await run(write_config(objects), tmp_path)
     assert result.ok and result.units["done"] == 1, result.error
     assert sorted(data) == ["a", "b", "c"] and not bulk.faults
+
+
+async def test_a_full_sweep_does_not_complete_with_an_incremental_job_still_waiting(bulk, tmp_path, write_config):
+    objects = job_config(bulk.url)
+    objects[1]["source"]["updated_expression"] = "{{ LastModifiedDate }}"
+    objects[1]["source"]["job"]["start"]["payload"]["since"] = "{{ watermark or '' }}"
+    assert (await run(write_config(objects), tmp_path))[0].new == 2500
+    bulk.remove(3)
+    objects[1]["source"]["job"]["status"].update(max_wait_in_run_s=0, poll_interval_s=0.2)
+    _, _, units = await run(write_config(objects), tmp_path)  # its job asks since the watermark
+    assert units[0].status == "waiting" and bulk.created[-1].body["since"] != ""
+    await anyio.sleep(max(0.0, (units[0].due_us - time.time_ns() // 1000) / 1e6))  # until its poll is due
+    objects[1]["source"]["job"]["status"].update(max_wait_in_run_s=30, poll_interval_s=0.01)
+    with capture_logs() as logs:
+        full, data, _ = await run(write_config(objects), tmp_path, full=True)
+    assert full.ok and full.deleted == 1, full.error  # the row removed at the server, not 2,499 rows
+    assert bulk.created[-1].body["since"] == "" and len(bulk.created) == 3
+    assert strip(data) == truth(bulk)
+    assert [e["reason"] for e in logs if e["event"] == "job.recreated"] == [
+        "the full sweep needs a job without watermark"]
