@@ -111,10 +111,20 @@ async def test_one_job_per_unit_with_the_units_variables_in_the_payload(bulk, tm
     assert strip(data) == truth(bulk)
 
 
-def test_a_job_with_paging_is_a_config_error(tmp_path, write_config):
+@pytest.mark.parametrize(("change", "message"), [
+    ({"paging": {"type": "page"}}, r"job: results are read by locator"),
+    ({"results": {"url": "/r", "locator_header": "L", "locator_path": "next", "format": "json"}},
+     r"job\.results.*set locator_header or locator_path, not both"),
+    ({"results": {"url": "/r", "locator_path": "next"}}, r"job\.results.*need format json"),
+    ({"status": {"url": "/s"}}, r"job\.status\.ready_expression.*Field required"),
+    ({"start": {"url": "/jobs", "id_expression": "{{ response.id"}}, r"job\.start\.id_expression.*syntax"),
+])
+def test_bad_job_keys_are_config_errors_naming_the_key(change, message, write_config):
     objects = job_config("http://127.0.0.1:9")
-    objects[1]["source"]["paging"] = {"type": "page"}
-    with pytest.raises(ConfigError, match="job: results are read by locator"):
+    source = objects[1]["source"]
+    for key, value in change.items():
+        (source if key == "paging" else source["job"])[key] = value
+    with pytest.raises(ConfigError, match=message):
         load_config(write_config(objects), default_registry())
 
 
