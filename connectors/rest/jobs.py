@@ -129,7 +129,8 @@ class JobReader:
         """The pages of one unit's job, resuming at ``unit.checkpoint``.
 
         Raises:
-            FatalError: a job created in this attempt failed, timed out or was forgotten too.
+            FatalError: the job created again in this attempt (after one that failed, timed out
+                or was forgotten) failed, timed out or was forgotten too.
             BadDataError: a response was unusable (names the request).
             TransientError: the server kept failing (the system's retries are spent).
         """
@@ -156,8 +157,8 @@ class JobReader:
                     yield page
             except _Gone as gone:
                 if recreated:
-                    raise FatalError(f"job {cp['job']} created in this attempt {gone}; the unit is retried "
-                                     "with backoff", pipe=self.context.pipe) from None
+                    raise FatalError(f"job {cp['job']}, created again in this attempt, {gone}; the unit is "
+                                     "retried with backoff", pipe=self.context.pipe) from None
                 log.warning("job.recreated", job=cp["job"], reason=str(gone), unit=unit.key)
                 recreated, cp = True, {}
         if "cleanup" in self.steps:
