@@ -580,7 +580,9 @@ class _Cutter:
     ``max_batch_bytes`` bytes (their JSON size) and sends them with their checkpoints.
 
     A :class:`UnitChunk`'s progress rides on the batch that holds the chunk's last entity (or on
-    an empty batch of its own when the chunk ended a batch exactly).
+    an empty batch of its own when the chunk ended a batch exactly); a source's page without
+    entities (``running`` progress alone, e.g. an asynchronous job's id) is sent at once, with the
+    entities pending before it.
     """
 
     def __init__(self, run: PipeRun, outbox: Mailbox, since: Any, info: RunInfo, strategy: Strategy) -> None:
@@ -610,8 +612,8 @@ class _Cutter:
                 await self._send()
         if isinstance(chunk, UnitChunk) and chunk.progress:
             merge_progress(self.units, chunk.progress)
-            if not self.pending:
-                await self._send()
+            if not self.pending or (not chunk and all(p.status == "running" for p in chunk.progress.values())):
+                await self._send()  # a source's page of progress alone (a job id) goes at once
 
     async def flush(self) -> None:
         if self.pending or self.units:

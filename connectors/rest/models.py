@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
+from connectors.rest.job_models import JobConfig
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
 from runtime.templates import check_template
@@ -419,6 +420,9 @@ class RestSourceConfig(_Call, SourceConfig):
             unit's watermark (the highest ``_updated`` it has seen; sent as
             ``since_property_name`` when ``supports_since``; none on its first read and in a full
             sweep). Each page commits the unit's next page with its entities.
+        job: asynchronous ingestion (DIL): each work unit reads through a job with the steps
+            ``start``, ``status``, ``results`` and ``cleanup`` (``JobConfig``); without
+            ``work_units`` the source has one unit, ``job``.
     """
 
     type: Literal["rest"]
@@ -430,6 +434,7 @@ class RestSourceConfig(_Call, SourceConfig):
     is_chronological: bool = True
     is_since_comparable: bool = False
     work_units: WorkUnitsConfig | None = None
+    job: JobConfig | None = None
 
     @model_validator(mode="after")
     def _units(self) -> RestSourceConfig:
@@ -460,6 +465,13 @@ class RestSourceConfig(_Call, SourceConfig):
                                   "would count as done and deletion tracking would delete what it did not read; "
                                   "use on_max_pages: fail"))
         return problems
+
+    @model_validator(mode="after")
+    def _job(self) -> RestSourceConfig:
+        if self.job is not None and (self.paging is not None or self.supports_since):
+            raise ValueError("job: results are read by locator and a unit's watermark replaces since; "
+                             "remove paging and supports_since")
+        return self
 
 
 class RestTransformConfig(_Call, ComponentConfig):

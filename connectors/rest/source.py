@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import orjson
 
 from connectors.rest.body import parse_body
+from connectors.rest.jobs import JobReader
 from connectors.rest.models import RestSourceConfig
 from connectors.rest.operation import Operation
 from connectors.rest.paging import PageGuard, PageRequest, PageResponse, Paginator, make_paginator
@@ -33,10 +34,13 @@ from connectors.rest.units import read_unit
 from runtime.components import ComponentConfig, Source
 from runtime.entities import Entity
 from runtime.errors import FatalError
-from runtime.workunits import Unit, UnitPage
+from runtime.workunits import Unit, UnitPage, WorkUnitsConfig
 
 Page = tuple[list[Entity], PageRequest | None]
 """One page read: its entities and the request of the next page (None: it was the last)."""
+
+SINGLE_JOB = WorkUnitsConfig(values=["job"])
+"""The work units of a ``job`` source without ``work_units``: one unit, key ``job``."""
 
 
 def rest_system(context: Any, kind: str) -> RestSystem:
@@ -67,9 +71,18 @@ class RestSource(Source):
         """A run without since reads everything, unless it sends ``initial_since_value``."""
         return not (config.supports_since and config.initial_since_value is not None)
 
+    @classmethod
+    def work_units(cls, config: Any) -> WorkUnitsConfig | None:
+        """``work_units``; for a ``job`` source without it, one unit (:data:`SINGLE_JOB`)."""
+        units = super().work_units(config)
+        return SINGLE_JOB if units is None and config.job is not None else units
+
     async def open(self) -> None:
         self.system = rest_system(self.context, "source")
         self.operation = Operation(self.system, self.config, self.context.pipe)
+        c = self.config
+        self.jobs = JobReader(self.system, c.job, self.operation, c.properties, self.context) if c.job else None
+
 
     def first_call(self, since: Any, context: dict[str, Any] | None = None) -> Call:
         """The request of the first page for ``since`` (None: the initial since value), the
@@ -97,6 +110,10 @@ class RestSource(Source):
         self.complete = not paginator.cut
 
     def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
+        """One work unit: through its job for a ``job`` source (:mod:`connectors.rest.jobs`),
+        else its own paging sequence (:mod:`connectors.rest.units`)."""
+        if self.jobs is not None:
+            return self.jobs.read(unit)
         return read_unit(self, unit)
 
     async def pages(self, call: Call, paginator: Paginator, request: PageRequest | None,

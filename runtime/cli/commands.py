@@ -12,6 +12,7 @@ import orjson
 
 from runtime.cli.display import RunProgress, summary_table, table
 from runtime.cli.options import Settings, common_options, err, notice, out, run_async
+from runtime.cli.waiting import run_waiting
 from runtime.config import load_config
 from runtime.logs import log_format
 from runtime.plugins import default_registry
@@ -22,9 +23,13 @@ from runtime.runtime import breaker, reset_pipe
 @click.argument("config_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--pipe", "pipes", multiple=True, help="Run only this pipe (repeatable).")
 @click.option("--full", is_flag=True, help="Full run: ignore since, track deletions at the end.")
+@click.option("--no-wait", is_flag=True,
+              help="End when the pipes have run, leaving work units that wait (asynchronous jobs) waiting.")
 @common_options
-def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings) -> None:
-    """Run pipes in dependency order until none has anything left to do."""
+def run(config_dir: str, pipes: tuple[str, ...], full: bool, no_wait: bool, settings: Settings) -> None:
+    """Run pipes in dependency order until none has anything left to do; then, unless --no-wait,
+    wait for work units that wait (asynchronous jobs not ready yet), showing each one's state,
+    and run their pipes again when they are due."""
 
     async def go() -> int:
         settings.announce()
@@ -34,6 +39,8 @@ def run(config_dir: str, pipes: tuple[str, ...], full: bool, settings: Settings)
                     results = [await rt.run_pipe(p, full=full, on_progress=progress.update) for p in pipes]
                 else:
                     results = await rt.run_all(full=full, on_progress=progress.update)
+                if not no_wait:
+                    results += await run_waiting(rt, results, progress.update)
         out.print(summary_table(results))
         failed = [r for r in results if not r.ok]
         for r in failed:
