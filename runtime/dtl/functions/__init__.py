@@ -92,3 +92,14 @@ def single_or_list(values: list[Any]) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def load() -> dict[str, FunctionSpec]:
+    """Import every module of this package (each registers its functions) and return the
+    registry. Idempotent."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return REGISTRY
