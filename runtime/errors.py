@@ -4,12 +4,15 @@ Branches follow what the caller does next::
 
     SluiceError                      root: catch this to catch everything Sluice raises
     ├── ConfigError                  fix the config; never retried (lists every problem at once)
+    │   └── DtlCompileError          a DTL expression or rule set does not compile (positions named)
     ├── StoreError                   the state store failed; the run stops, nothing uncommitted is visible
     ├── TransientError               retry later with backoff (network, 429/5xx, lease lost)
     ├── FatalError                   stop the pipe: retrying the same input fails the same way
     │   ├── BadDataError             a source returned data that cannot be used (names request/file/record)
     │   ├── PipeTrippedError         the dataset's circuit breaker is tripped; commit or roll back first
     │   ├── SourceEmptyError         ``if_source_empty: fail`` and the source returned nothing
+    │   ├── DtlFailError             a DTL ``fail!`` transform ran (names the entity)
+    │   └── DtlTripError             a DTL ``trip!`` transform ran: trip the dataset's breaker
     │   └── ComponentError           a component raised something unexpected (wrapped, original chained)
     ├── EntityError                  one entity cannot be written; dead-letter it and go on
     └── OperationRefusedError        an operator request is not allowed (e.g. reset of a protected pipe)
@@ -86,6 +89,11 @@ class ConfigError(SluiceError):
         )
 
 
+class DtlCompileError(ConfigError):
+    """Raised when DTL does not compile; each problem's ``key`` is the position of the bad
+    expression, e.g. ``transform.rules.default[3][2]``, and every problem is listed at once."""
+
+
 class StoreError(SluiceError):
     """Raised when the state store fails (I/O, corruption, schema). Nothing uncommitted is visible."""
 
@@ -119,6 +127,31 @@ class PipeTrippedError(FatalError):
 
 class SourceEmptyError(FatalError):
     """Raised when a source configured with ``if_source_empty: fail`` returned no entities (Sesam)."""
+
+
+class DtlFailError(FatalError):
+    """Raised when a DTL ``["fail!", MESSAGE]`` transform runs (Sesam: the pipe run fails).
+
+    Attributes:
+        entity_id: the ``_id`` of the source entity.
+    """
+
+    def __init__(self, message: str, *, entity_id: str | None, pipe: str | None = None) -> None:
+        super().__init__(f"DTL fail! on entity {entity_id!r}: {message}", pipe=pipe)
+        self.entity_id = entity_id
+
+
+class DtlTripError(FatalError):
+    """Raised when a DTL ``["trip!", MESSAGE]`` transform runs (Sesam: the circuit breaker of the
+    pipe's dataset trips; inspect, then commit or roll back).
+
+    Attributes:
+        entity_id: the ``_id`` of the source entity.
+    """
+
+    def __init__(self, message: str, *, entity_id: str | None, pipe: str | None = None) -> None:
+        super().__init__(f"DTL trip! on entity {entity_id!r}: {message}", pipe=pipe)
+        self.entity_id = entity_id
 
 
 class ComponentError(FatalError):
