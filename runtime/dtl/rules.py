@@ -9,9 +9,9 @@ null), ``copy``/``remove`` PATTERN [EXCLUDE] (fnmatch wildcards; copy reads ``_S
 ``_`` keys dropped), ``filter``/``discard`` [CONDITION] (a false or absent condition stops the rule:
 ``filter`` emits the target with ``_filtered: true``, ``discard`` emits nothing), ``if`` COND THEN
 [ELSE], ``case`` COND T ... [DEFAULT], ``case-eq`` VALUE K T ... [DEFAULT] (THEN/T: one transform or a
-list of them), ``create`` VALUES (extra output entities), ``create-child`` VALUES (into the target's
-``$children``), ``comment`` ..., ``fail!``/``trip!`` MESSAGE (raise), ``make-ni`` NS PROP [TARGET]
-(``PROP-ni``: NIs ``NS:value`` of ``_S``'s string values, a list sorted).
+list of them), ``create`` VALUES (extra output entities, each with an ``_id``), ``create-child``
+VALUES (into the target's ``$children``), ``comment`` ..., ``fail!``/``trip!`` MESSAGE (raise),
+``make-ni`` NS PROP [TARGET] (``PROP-ni``: NIs ``NS:value`` of ``_S``'s string values, a list sorted).
 
 In expressions, ``["apply", RULE, VALUES]`` runs the named rule with each dict of VALUES as ``_S``;
 inside it ``_P`` is the caller's context and ``_R`` the root's (dicts with ``_S``, ``_T``, ``_P``,
@@ -82,7 +82,8 @@ class RuleSet:
 
         Raises:
             DtlFailError, DtlTripError: a ``fail!``/``trip!`` ran.
-            EntityError: a property name that is not a string.
+            EntityError: a property name that is not a string, or a ``create``d entity without
+                ``_id`` (the message names the transform's position).
         """
         emitted: list[dict[str, Any]] = []
         frame = self._run("default", entity, None, emitted, namespaces)
@@ -274,6 +275,11 @@ class RuleSet:
 
         def create(env: Env, frame: _Frame) -> bool:
             made = [dict(d) for d in as_list(value(env)) if isinstance(d, dict)]
+            if not child and any("_id" not in d for d in made):
+                src = frame.source
+                raise EntityError(f"DTL {where}: 'create' made an entity without '_id'",
+                                  entity_id=src.get("_id") if isinstance(src, dict) else None,
+                                  pipe=self.pipe)
             if child:
                 frame.target.setdefault("$children", []).extend(made)
             else:

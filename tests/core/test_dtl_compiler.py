@@ -9,7 +9,13 @@ from runtime.dtl import paths
 from runtime.dtl.compiler import Compiler, compile_expression
 from runtime.dtl.functions import Env
 from runtime.dtl.rules import RuleSet
-from runtime.errors import ConfigError, DtlCompileError, DtlFailError, DtlTripError
+from runtime.errors import (
+    ConfigError,
+    DtlCompileError,
+    DtlFailError,
+    DtlTripError,
+    EntityError,
+)
 
 
 def test_rule_set_problems_are_all_reported_with_their_positions() -> None:
@@ -89,3 +95,10 @@ def test_namespaced_paths_follow_the_pipe_settings() -> None:
     assert expr(Env({"_S": entity})) == 1
     ns = paths.Namespaces(identity="foo", property="bar")
     assert expr(Env({"_S": entity, paths.NAMESPACES_VAR: ns})) == [1, 2, 3, 4]
+
+
+def test_created_entities_need_an_id() -> None:
+    rules = RuleSet({"default": [["copy", "_id"], ["create", "_S.orders"]]})
+    assert rules.apply({"_id": "p", "orders": [{"_id": "o1"}]}) == [{"_id": "p"}, {"_id": "o1"}]
+    with pytest.raises(EntityError, match=r"rules.default\[1\]: 'create' made an entity without '_id'"):
+        rules.apply({"_id": "p", "orders": [{"amount": 1}]})
