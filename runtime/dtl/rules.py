@@ -281,7 +281,7 @@ class RuleSet:
                                   entity_id=src.get("_id") if isinstance(src, dict) else None,
                                   pipe=self.pipe)
             if child:
-                frame.target.setdefault("$children", []).extend(made)
+                frame.target["$children"] = [*as_list(frame.target.get("$children")), *made]
             else:
                 frame.emitted.extend(made)
             return True

@@ -102,3 +102,11 @@ def test_created_entities_need_an_id() -> None:
     assert rules.apply({"_id": "p", "orders": [{"_id": "o1"}]}) == [{"_id": "p"}, {"_id": "o1"}]
     with pytest.raises(EntityError, match=r"rules.default\[1\]: 'create' made an entity without '_id'"):
         rules.apply({"_id": "p", "orders": [{"amount": 1}]})
+
+
+def test_create_child_never_changes_the_source() -> None:
+    source = {"_id": "p", "$children": [{"_id": "old"}], "kids": [{"_id": "k"}]}
+    rules = RuleSet({"default": [["copy", "*"], ["create-child", "_S.kids"]]})
+    out = rules.apply(source)
+    assert out[0]["$children"] == [{"_id": "old"}, {"_id": "k"}]
+    assert source["$children"] == [{"_id": "old"}]
