@@ -136,8 +136,8 @@ class RuleSet:
         return [t for i, raw in enumerate(body) if (t := self._transform(raw, f"{where}[{i}]"))]
 
     def _branch(self, raw: Any, where: str) -> list[Transform]:
-        """THEN/ELSE of ``if``/``case``: one transform, or a list of transforms."""
-        if isinstance(raw, list) and raw and isinstance(raw[0], list):
+        """THEN/ELSE of ``if``/``case``: one transform, or a list of transforms (``[]``: none)."""
+        if isinstance(raw, list) and (not raw or isinstance(raw[0], list)):
             return self._block(raw, where)
         t = self._transform(raw, where)
         return [t] if t else []
@@ -183,8 +183,8 @@ class RuleSet:
         return add_if
 
     def _copy(self, args: list[Any], where: str, *, remove: bool = False) -> Transform:
-        include = self.compiler.expr(args[0], f"{where}[1]")
-        exclude = self.compiler.expr(args[1], f"{where}[2]") if len(args) > 1 else None
+        include = self._patterns(args[0], f"{where}[1]")
+        exclude = self._patterns(args[1], f"{where}[2]") if len(args) > 1 else None
 
         def copy(env: Env, frame: _Frame) -> bool:
             inc = [p for p in as_list(include(env)) if isinstance(p, str)]
@@ -315,6 +315,13 @@ class RuleSet:
                 frame.target[target] = sorted(nis, key=order_key)
             return True
         return make_ni
+
+    def _patterns(self, raw: Any, where: str) -> Expr:
+        """Property patterns of ``copy``/``remove``: a literal string (never a path), or an
+        expression giving strings (``["list", "a*", "b*"]``)."""
+        if isinstance(raw, str):
+            return lambda env: raw
+        return self.compiler.expr(raw, where)
 
     def _key(self, raw: Any, where: str) -> Callable[[Env, _Frame], str]:
         """A property name: a literal string, or an expression giving one."""

@@ -110,3 +110,8 @@ def test_create_child_never_changes_the_source() -> None:
     out = rules.apply(source)
     assert out[0]["$children"] == [{"_id": "old"}, {"_id": "k"}]
     assert source["$children"] == [{"_id": "old"}]
+
+
+def test_copy_patterns_are_names_and_an_empty_branch_is_no_transform() -> None:
+    rules = RuleSet({"default": [["copy", "_S.*"], ["if", True, [], ["add", "no", 1]]]})
+    assert rules.apply({"_id": "a", "_S.x": 1, "y": 2}) == [{"_S.x": 1}]
