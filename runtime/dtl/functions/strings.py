@@ -1,0 +1,118 @@
+"""String functions (Sesam ``hub/dtl/dtl-functions-strings.rst``).
+
+A VALUES argument is a value or a list; non-strings in it are ignored. Functions over one input
+answer with one value, over a list with a list.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from typing import Any
+
+from runtime.dtl.functions import as_list, first, function
+
+
+def map_strings(values: Any, op: Callable[[str], Any]) -> Any:
+    """``op`` over the strings of VALUES: a list for a list input, else one value (null for a
+    non-string)."""
+    if isinstance(values, list):
+        return [op(v) for v in values if isinstance(v, str)]
+    return op(values) if isinstance(values, str) else None
+
+
+def _strings(args: tuple[Any, ...]) -> list[str]:
+    return [v for arg in args for v in as_list(arg) if isinstance(v, str)]
+
+
+@function("concat", min_args=1)
+def concat(*args: Any) -> str:
+    """The strings of all arguments (list arguments flattened one level) joined; ``""`` if none."""
+    return "".join(_strings(args))
+
+
+@function("join", min_args=2, max_args=2)
+def join(separator: Any, values: Any) -> str:
+    """The strings of VALUES joined by SEPARATOR (a string)."""
+    return str(first(separator)).join(_strings((values,)))
+
+
+@function("lower", min_args=1, max_args=1)
+def lower(values: Any) -> Any:
+    return map_strings(values, str.lower)
+
+
+@function("upper", min_args=1, max_args=1)
+def upper(values: Any) -> Any:
+    return map_strings(values, str.upper)
+
+
+@function("length", min_args=1, max_args=1)
+def length(values: Any) -> Any:
+    """Length of each string, bytes, dict or list in VALUES (characters, bytes or items)."""
+    def size(value: Any) -> int | None:
+        return len(value) if isinstance(value, str | bytes | dict | list) else None
+    if isinstance(values, list):
+        return [n for n in map(size, values) if n is not None]
+    return size(values)
+
+
+def _justify(name: str, method: Callable[[str, int, str], str]) -> None:
+    @function(name, min_args=3, max_args=3)
+    def justify(width: Any, fill: Any, values: Any) -> Any:
+        return map_strings(values, lambda s: method(s, int(first(width)), str(first(fill))))
+
+
+_justify("ljust", str.ljust)
+_justify("rjust", str.rjust)
+
+
+def _stripper(name: str, method: Callable[[str, str | None], str]) -> None:
+    @function(name, min_args=1, max_args=2)
+    def strip(*args: Any) -> Any:
+        chars = first(args[0]) if len(args) == 2 else None
+        return map_strings(args[-1], lambda s: method(s, chars))
+
+
+_stripper("strip", str.strip)
+_stripper("lstrip", str.lstrip)
+_stripper("rstrip", str.rstrip)
+
+
+@function("matches", min_args=2, max_args=2)
+def matches(pattern: Any, values: Any) -> bool:
+    """True if every value is a string matching the glob PATTERN (``*``, ``?``, ``[...]``);
+    false for no values."""
+    items = as_list(values)
+    glob = str(first(pattern))
+    return bool(items) and all(isinstance(v, str) and fnmatch.fnmatchcase(v, glob) for v in items)
+
+
+@function("replace", min_args=2, max_args=3)
+def replace(*args: Any) -> Any:
+    """``[replace, OLD, NEW, VALUES]`` replaces every OLD with NEW; ``[replace, MAPPING, VALUES]``
+    replaces each key of the dict MAPPING with its value, in one pass (longest key first)."""
+    if len(args) == 3:
+        old, new = str(first(args[0])), str(first(args[1]))
+        return map_strings(args[2], lambda s: s.replace(old, new))
+    mapping = {k: str(v) for k, v in (first(args[0]) or {}).items()}
+    if not mapping:
+        return map_strings(args[1], lambda s: s)
+    pattern = re.compile("|".join(map(re.escape, sorted(mapping, key=len, reverse=True))))
+    return map_strings(args[1], lambda s: pattern.sub(lambda m: mapping[m[0]], s))
+
+
+@function("split", min_args=2, max_args=2)
+def split(separator: Any, values: Any) -> list[str]:
+    """Every string of VALUES split at SEPARATOR (``""`` splits into characters), flattened."""
+    sep = str(first(separator))
+    return [part for s in _strings((values,)) for part in (list(s) if sep == "" else s.split(sep))]
+
+
+@function("substring", min_args=2, max_args=3)
+def substring(*args: Any) -> Any:
+    """``[substring, START, END?, VALUES]``: Python slicing (negative indexes count from the end)."""
+    start = first(args[0])
+    end = first(args[1]) if len(args) == 3 else None
+    return map_strings(args[-1], lambda s: s[start:end])
