@@ -124,3 +124,27 @@ def test_a_bad_constant_argument_is_an_error_naming_the_function(name: str, args
                                                                   needle: str) -> None:
     with pytest.raises(FatalError, match=f"DTL function {name}: {needle}"):
         call(name, args)
+
+
+@pytest.mark.parametrize(("name", "args", "needle"), [
+    ("ljust", ["ten", "0", "123"], "WIDTH must be an integer, got 'ten'"),
+    ("rjust", [10, 0, "123"], "FILL must be a string, got 0"),
+    ("substring", [1.5, "abc"], "START must be an integer, got 1.5"),
+    ("insert", [None, [1], 2], "INDEX must be an integer, got None"),
+    ("range", [True], "START/STOP/STEP must be an integer, got True"),
+    ("slice", ["1", [1, 2]], "START/END/STEP must be an integer, got '1'"),
+    ("round", ["2", 1.234], "DIGITS must be an integer, got '2'"),
+    ("datetime-plus", ["day", "1", None], "AMOUNT must be an integer, got '1'"),
+    ("split", [None, "a-b"], "SEPARATOR must be a string, got None"),
+    ("url-quote", [1, "a b"], "SAFE_CHARS must be a string, got 1"),
+])
+def test_a_bad_width_index_or_separator_is_an_error_naming_the_argument(
+        name: str, args: list[Any], needle: str) -> None:
+    with pytest.raises(FatalError, match=re.escape(f"DTL function {name}: {needle}")):
+        call(name, args)
+
+
+@pytest.mark.parametrize("name", ["plus", "minus", "multiply", "divide", "mod", "pow"])
+def test_a_map_style_operator_with_a_null_operand_gives_null(name: str) -> None:
+    # Sesam: "If either argument evaluates to null, the result will also be null."
+    assert call(name, [None, [1, 2]]) is None

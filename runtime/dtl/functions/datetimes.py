@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.relativedelta import relativedelta
 
 from runtime.dtl.functions import first, function
+from runtime.dtl.functions.args import int_arg, str_arg
 from runtime.dtl.values import Datetime
 from runtime.errors import FatalError
 
@@ -67,7 +68,7 @@ def datetime_parse(*args: Any) -> Any:
     """``[datetime-parse, TIMEZONE?, FORMAT, VALUES]``: strings parsed with FORMAT; a time without
     offset is in TIMEZONE (default UTC)."""
     zone = _zone(args[0], "datetime-parse") if len(args) == 3 else UTC
-    fmt = str(first(args[-2]))
+    fmt = str_arg("datetime-parse", "FORMAT", args[-2])
 
     def parse(text: str) -> Datetime | None:
         try:
@@ -83,7 +84,7 @@ def datetime_format(*args: Any) -> Any:
     """``[datetime-format, TIMEZONE?, FORMAT, VALUES]``: datetimes as text, in TIMEZONE
     (default UTC)."""
     zone = _zone(args[0], "datetime-format") if len(args) == 3 else UTC
-    fmt = str(first(args[-2]))
+    fmt = str_arg("datetime-format", "FORMAT", args[-2])
     return map_datetimes(args[-1], lambda d: d.to_datetime().astimezone(zone).strftime(fmt))
 
 
@@ -91,7 +92,7 @@ def datetime_format(*args: Any) -> Any:
 def datetime_plus(unit: Any, amount: Any, values: Any) -> Any:
     """``[datetime-plus, UNIT, AMOUNT, VALUES]``: AMOUNT (an integer, may be negative) UNITs
     added; years and months by the calendar."""
-    name, n = _unit(unit, "datetime-plus"), int(first(amount))
+    name, n = _unit(unit, "datetime-plus"), int_arg("datetime-plus", "AMOUNT", amount)
     if name in _CALENDAR:
         delta = relativedelta(**{name + "s": n})  # type: ignore[arg-type]
         return map_datetimes(values, lambda d: _with_wall_clock(d, lambda w: w + delta))

@@ -13,6 +13,7 @@ from typing import Any
 import mmh3
 
 from runtime.dtl.functions import first, function
+from runtime.dtl.functions.args import str_arg
 from runtime.errors import FatalError
 
 
@@ -61,7 +62,7 @@ def hex_(values: Any) -> Any:
 def url_quote(*args: Any) -> Any:
     """``[url-quote, SAFE_CHARS?, VALUES]``: strings percent-encoded as UTF-8; SAFE_CHARS
     (default ``""``) are left as they are."""
-    safe = str(first(args[0])) if len(args) == 2 else ""
+    safe = str_arg("url-quote", "SAFE_CHARS", args[0]) if len(args) == 2 else ""
     return map_typed(args[-1], str, lambda s: urllib.parse.quote(s, safe=safe))
 
 

@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 from runtime.dtl.functions import Env, Expr, as_list, first, function
+from runtime.dtl.functions.args import int_arg
 from runtime.dtl.functions.jsons import to_json
 from runtime.dtl.functions.ordering import sort_key
 from runtime.dtl.values import encode
@@ -70,7 +71,7 @@ def is_not_empty(values: Any) -> bool:
 def enumerate_(*args: Any) -> Any:
     """``[enumerate, START?, VALUES]``: ``{"key": index, "value": v}`` per value; one dict for a
     non-list input."""
-    start = first(args[0]) if len(args) == 2 else 0
+    start = int_arg("enumerate", "START", args[0]) if len(args) == 2 else 0
     pairs = [{"key": i, "value": v} for i, v in enumerate(as_list(args[-1]), start)]
     return pairs if isinstance(args[-1], list) else (pairs[0] if pairs else None)
 
@@ -79,20 +80,20 @@ def enumerate_(*args: Any) -> Any:
 def insert(index: Any, values: Any, item: Any) -> list[Any]:
     """A copy of VALUES with OBJECT inserted at INDEX as one element (Python ``list.insert``)."""
     items = list(as_list(values))
-    items.insert(first(index), item)
+    items.insert(int_arg("insert", "INDEX", index), item)
     return items
 
 
 @function("range", min_args=1, max_args=3)
 def range_(*args: Any) -> list[int]:
     """``[range, START?, STOP, STEP?]`` as Python's ``range``."""
-    return list(range(*(first(a) for a in args)))
+    return list(range(*(int_arg("range", "START/STOP/STEP", a) for a in args)))
 
 
 @function("slice", min_args=2, max_args=4)
 def slice_(*args: Any) -> list[Any]:
     """``[slice, START, END?, STEP?, VALUES]`` as Python slicing."""
-    bounds = [first(a) for a in args[:-1]]
+    bounds = [int_arg("slice", "START/END/STEP", a) for a in args[:-1]]
     return as_list(args[-1])[slice(*bounds)] if len(bounds) > 1 else as_list(args[-1])[bounds[0]:]
 
 

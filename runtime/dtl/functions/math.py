@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runtime.dtl.functions import first, function
+from runtime.dtl.functions.args import int_arg
 
 Number = int | float | decimal.Decimal
 
@@ -65,7 +66,8 @@ def _register_operator(symbol: str, op: Callable[[Any, Any], Any]) -> None:
 def _register_mapped(name: str, op: Callable[[Any, Any], Any]) -> None:
     @function(name, min_args=2, max_args=2)
     def mapped(operand: Any, values: Any) -> Any:
-        return map_numbers(values, lambda v: op(v, first(operand)))
+        by = first(operand)
+        return map_numbers(values, lambda v: op(v, by)) if is_number(by) else None
 
 
 def map_numbers(values: Any, op: Callable[[Any], Any]) -> Any:
@@ -91,7 +93,7 @@ def _rounder(name: str, rounding: str) -> None:
     @function(name, min_args=1, max_args=2)
     def round_(*args: Any) -> Any:
         """``[NAME, DIGITS?, VALUES]``: integers when DIGITS is 0 or absent, else the input's type."""
-        digits = int(first(args[0])) if len(args) == 2 else 0
+        digits = int_arg(name, "DIGITS", args[0]) if len(args) == 2 else 0
         return map_numbers(args[-1], lambda v: _round(v, digits, rounding))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runtime.dtl.functions import as_list, first, function
+from runtime.dtl.functions.args import int_arg, str_arg
 
 
 def map_strings(values: Any, op: Callable[[str], Any]) -> Any:
@@ -35,7 +36,7 @@ def concat(*args: Any) -> str:
 @function("join", min_args=2, max_args=2)
 def join(separator: Any, values: Any) -> str:
     """The strings of VALUES joined by SEPARATOR (a string)."""
-    return str(first(separator)).join(_strings((values,)))
+    return str_arg("join", "SEPARATOR", separator).join(_strings((values,)))
 
 
 @function("lower", min_args=1, max_args=1)
@@ -61,7 +62,8 @@ def length(values: Any) -> Any:
 def _justify(name: str, method: Callable[[str, int, str], str]) -> None:
     @function(name, min_args=3, max_args=3)
     def justify(width: Any, fill: Any, values: Any) -> Any:
-        return map_strings(values, lambda s: method(s, int(first(width)), str(first(fill))))
+        size, char = int_arg(name, "WIDTH", width), str_arg(name, "FILL", fill)
+        return map_strings(values, lambda s: method(s, size, char))
 
 
 _justify("ljust", str.ljust)
@@ -71,7 +73,7 @@ _justify("rjust", str.rjust)
 def _stripper(name: str, method: Callable[[str, str | None], str]) -> None:
     @function(name, min_args=1, max_args=2)
     def strip(*args: Any) -> Any:
-        chars = first(args[0]) if len(args) == 2 else None
+        chars = str_arg(name, "CHARACTERS", args[0]) if len(args) == 2 else None
         return map_strings(args[-1], lambda s: method(s, chars))
 
 
@@ -85,7 +87,7 @@ def matches(pattern: Any, values: Any) -> bool:
     """True if every value is a string matching the glob PATTERN (``*``, ``?``, ``[...]``);
     false for no values."""
     items = as_list(values)
-    glob = str(first(pattern))
+    glob = str_arg("matches", "PATTERN", pattern)
     return bool(items) and all(isinstance(v, str) and fnmatch.fnmatchcase(v, glob) for v in items)
 
 
@@ -94,7 +96,7 @@ def replace(*args: Any) -> Any:
     """``[replace, OLD, NEW, VALUES]`` replaces every OLD with NEW; ``[replace, MAPPING, VALUES]``
     replaces each key of the dict MAPPING with its value, in one pass (longest key first)."""
     if len(args) == 3:
-        old, new = str(first(args[0])), str(first(args[1]))
+        old, new = str_arg("replace", "OLD", args[0]), str_arg("replace", "NEW", args[1])
         return map_strings(args[2], lambda s: s.replace(old, new))
     mapping = {k: str(v) for k, v in (first(args[0]) or {}).items()}
     if not mapping:
@@ -106,13 +108,13 @@ def replace(*args: Any) -> Any:
 @function("split", min_args=2, max_args=2)
 def split(separator: Any, values: Any) -> list[str]:
     """Every string of VALUES split at SEPARATOR (``""`` splits into characters), flattened."""
-    sep = str(first(separator))
+    sep = str_arg("split", "SEPARATOR", separator)
     return [part for s in _strings((values,)) for part in (list(s) if sep == "" else s.split(sep))]
 
 
 @function("substring", min_args=2, max_args=3)
 def substring(*args: Any) -> Any:
     """``[substring, START, END?, VALUES]``: Python slicing (negative indexes count from the end)."""
-    start = first(args[0])
-    end = first(args[1]) if len(args) == 3 else None
+    start = int_arg("substring", "START", args[0])
+    end = int_arg("substring", "END", args[1]) if len(args) == 3 else None
     return map_strings(args[-1], lambda s: s[start:end])
