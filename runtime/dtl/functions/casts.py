@@ -17,7 +17,7 @@ from typing import Any
 from dateutil import parser as dateparser
 
 from runtime.dtl.functions import Env, Expr, first, function
-from runtime.dtl.functions.jsons import plain, to_json
+from runtime.dtl.functions.json import plain, to_json
 from runtime.dtl.values import NI, URI, Datetime
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from runtime.dtl.functions import first, function
-from runtime.dtl.functions.jsons import to_json
+from runtime.dtl.functions.json import to_json
 from runtime.dtl.values import decode, encode
 
 

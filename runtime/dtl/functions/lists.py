@@ -12,7 +12,7 @@ from typing import Any
 
 from runtime.dtl.functions import Env, Expr, as_list, first, function
 from runtime.dtl.functions.args import int_arg
-from runtime.dtl.functions.jsons import to_json
+from runtime.dtl.functions.json import to_json
 from runtime.dtl.functions.ordering import sort_key
 from runtime.dtl.values import encode
 

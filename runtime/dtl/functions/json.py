@@ -1,7 +1,6 @@
 """JSON functions (Sesam ``hub/dtl/dtl-functions-json.rst``): ``json``/``json-transit`` write a
 value as JSON (sorted keys, ``", "`` and ``": "`` separators); ``json-parse`` reads JSON without
-transit decoding, ``json-transit-parse`` with it. (Named ``jsons`` so it does not shadow the
-standard library's ``json`` inside this package.)
+transit decoding, ``json-transit-parse`` with it.
 """
 
 from __future__ import annotations
