@@ -14,13 +14,14 @@ from __future__ import annotations
 import decimal
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runtime.dtl.functions import Env, load
-from runtime.dtl.values import decode
+from runtime.dtl.values import NI, URI, Datetime, decode
 from runtime.errors import FatalError
 
 VECTORS = json.loads((Path(__file__).parent / "dtl_vectors.json").read_text())
@@ -148,3 +149,19 @@ def test_a_bad_width_index_or_separator_is_an_error_naming_the_argument(
 def test_a_map_style_operator_with_a_null_operand_gives_null(name: str) -> None:
     # Sesam: "If either argument evaluates to null, the result will also be null."
     assert call(name, [None, [1, 2]]) is None
+
+
+def test_sorted_follows_dtls_mixed_type_order_for_every_type() -> None:
+    # entity-data-model.rst: Null < Boolean < numbers < Datetime < UUID < NI < URI < String <
+    # Dict < List < Bytes; numbers by value whatever their type.
+    ordered = [None, False, True, -1, decimal.Decimal("0.5"), 1.5, 2,
+               Datetime(0), uuid.UUID(int=1), NI("a:b"), URI("http://x/"), "A", "a",
+               {"a": 1}, {"a": 2}, [1], [1, 2], b"\x00"]
+    assert call("sorted", [ordered[::-1]]) == ordered
+    assert call("min", [ordered[::-1]]) is None and call("max", [ordered]) == b"\x00"
+
+
+def test_set_functions_treat_equal_numbers_of_different_types_as_one_value() -> None:
+    assert call("distinct", [[1, 1.0, decimal.Decimal(1), True]]) == [1, True]
+    assert call("union", [[1], [1.0, 2]]) == [1, 2]
+    assert call("intersects", [2.0, [decimal.Decimal(2)]]) is True
