@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.relativedelta import relativedelta
 
 from runtime.dtl.functions import first, function
-from runtime.dtl.functions.args import int_arg, str_arg
+from runtime.dtl.functions.args import int_arg, map_typed, str_arg
 from runtime.dtl.values import Datetime
 from runtime.errors import FatalError
 
@@ -40,15 +40,6 @@ def _unit(unit: Any, function_name: str) -> str:
         raise FatalError(f"DTL function {function_name}: unknown unit {name!r}; use one of "
                          f"{list(_CALENDAR) + list(_NS)}")
     return str(name)
-
-
-def map_datetimes(values: Any, op: Callable[[Any], Any], kind: type = Datetime) -> Any:
-    """``op`` over the values of type ``kind``; ``None`` results are dropped."""
-    def take(v: Any) -> Any:
-        return op(v) if isinstance(v, kind) else None
-    if isinstance(values, list):
-        return [r for r in map(take, values) if r is not None]
-    return take(values)
 
 
 def _with_wall_clock(value: Datetime, op: Callable[[datetime], datetime]) -> Datetime:
@@ -76,7 +67,7 @@ def datetime_parse(*args: Any) -> Any:
         except ValueError:
             return None
         return Datetime.from_datetime(parsed if parsed.tzinfo else parsed.replace(tzinfo=zone))
-    return map_datetimes(args[-1], parse, str)
+    return map_typed(args[-1], str, parse)
 
 
 @function("datetime-format", min_args=2, max_args=3)
@@ -85,7 +76,7 @@ def datetime_format(*args: Any) -> Any:
     (default UTC)."""
     zone = _zone(args[0], "datetime-format") if len(args) == 3 else UTC
     fmt = str_arg("datetime-format", "FORMAT", args[-2])
-    return map_datetimes(args[-1], lambda d: d.to_datetime().astimezone(zone).strftime(fmt))
+    return map_typed(args[-1], Datetime, lambda d: d.to_datetime().astimezone(zone).strftime(fmt))
 
 
 @function("datetime-plus", min_args=3, max_args=3)
@@ -95,8 +86,8 @@ def datetime_plus(unit: Any, amount: Any, values: Any) -> Any:
     name, n = _unit(unit, "datetime-plus"), int_arg("datetime-plus", "AMOUNT", amount)
     if name in _CALENDAR:
         delta = relativedelta(**{name + "s": n})  # type: ignore[arg-type]
-        return map_datetimes(values, lambda d: _with_wall_clock(d, lambda w: w + delta))
-    return map_datetimes(values, lambda d: Datetime(d.ns + n * _NS[name]))
+        return map_typed(values, Datetime, lambda d: _with_wall_clock(d, lambda w: w + delta))
+    return map_typed(values, Datetime, lambda d: Datetime(d.ns + n * _NS[name]))
 
 
 @function("datetime-diff", min_args=3, max_args=3)
@@ -121,4 +112,4 @@ def datetime_shift(from_zone: Any, to_zone: Any, values: Any) -> Any:
 
     def shift(wall: datetime) -> datetime:
         return wall.replace(tzinfo=source).astimezone(target).replace(tzinfo=None)
-    return map_datetimes(values, lambda d: _with_wall_clock(d, shift))
+    return map_typed(values, Datetime, lambda d: _with_wall_clock(d, shift))

@@ -13,18 +13,8 @@ from typing import Any
 import mmh3
 
 from runtime.dtl.functions import first, function
-from runtime.dtl.functions.args import str_arg
+from runtime.dtl.functions.args import map_typed, str_arg
 from runtime.errors import FatalError
-
-
-def map_typed(values: Any, kind: type | tuple[type, ...], op: Callable[[Any], Any]) -> Any:
-    """``op`` over the values of type ``kind`` (bool is never an int); results that are
-    ``None`` are dropped."""
-    def take(v: Any) -> Any:
-        return None if isinstance(v, bool) or not isinstance(v, kind) else op(v)
-    if isinstance(values, list):
-        return [r for r in map(take, values) if r is not None]
-    return take(values)
 
 
 @function("base64-encode", min_args=1, max_args=1)

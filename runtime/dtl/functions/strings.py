@@ -7,20 +7,19 @@ answer with one value, over a list with a list.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
 
 from runtime.dtl.functions import as_list, first, function
-from runtime.dtl.functions.args import int_arg, str_arg
+from runtime.dtl.functions.args import int_arg, map_typed, str_arg
 
 
 def map_strings(values: Any, op: Callable[[str], Any]) -> Any:
     """``op`` over the strings of VALUES: a list for a list input, else one value (null for a
     non-string)."""
-    if isinstance(values, list):
-        return [op(v) for v in values if isinstance(v, str)]
-    return op(values) if isinstance(values, str) else None
+    return map_typed(values, str, op)
 
 
 def _strings(args: tuple[Any, ...]) -> list[str]:
@@ -101,8 +100,14 @@ def replace(*args: Any) -> Any:
     mapping = {k: str(v) for k, v in (first(args[0]) or {}).items()}
     if not mapping:
         return map_strings(args[1], lambda s: s)
-    pattern = re.compile("|".join(map(re.escape, sorted(mapping, key=len, reverse=True))))
+    pattern = _alternation(tuple(mapping))
     return map_strings(args[1], lambda s: pattern.sub(lambda m: mapping[m[0]], s))
+
+
+@functools.lru_cache(maxsize=256)
+def _alternation(keys: tuple[str, ...]) -> re.Pattern[str]:
+    """A regex matching any of ``keys``, longest first (compiled once per key set)."""
+    return re.compile("|".join(map(re.escape, sorted(keys, key=len, reverse=True))))
 
 
 @function("split", min_args=2, max_args=2)
