@@ -13,7 +13,9 @@ list of them), ``create`` VALUES (extra output entities, each with an ``_id``), 
 VALUES (into the target's ``$children``), ``comment`` ..., ``fail!``/``trip!`` MESSAGE (raise),
 ``make-ni`` NS PROP [TARGET] (``PROP-ni``: NIs ``NS:value`` of ``_S``'s string values, a list sorted).
 
-In expressions, ``["apply", RULE, VALUES]`` runs the named rule with each dict of VALUES as ``_S``;
+In expressions, ``["hops", SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]`` join other
+datasets (:mod:`runtime.dtl.hops`; evaluate through :class:`~runtime.dtl.hops.HopResolver`);
+``["apply", RULE, VALUES]`` runs the named rule with each dict of VALUES as ``_S``;
 inside it ``_P`` is the caller's context and ``_R`` the root's (dicts with ``_S``, ``_T``, ``_P``,
 ``_R``).
 """
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.dtl import hops as hops_
 from runtime.dtl import paths
 from runtime.dtl.compiler import Compiler
 from runtime.dtl.functions import Env, Expr, as_list, first, truthy
@@ -62,7 +65,9 @@ class RuleSet:
 
     def __init__(self, rules: Any, *, where: str = "rules", file: str = "<dtl>",
                  pipe: str | None = None) -> None:
-        self.compiler = Compiler(file=file, pipe=pipe, special={"apply": self._apply_form})
+        #: (dataset, property path) of every hop join, for the indexes the store must hold
+        self.hop_indexes: set[hops_.Index] = set()
+        self.compiler = Compiler(file=file, pipe=pipe, special={"apply": self._apply_form, **hops_.forms(self)})
         self.pipe = pipe
         self._rules: dict[str, list[Transform]] = {}
         if not isinstance(rules, dict):
@@ -76,9 +81,10 @@ class RuleSet:
         self.compiler.check()
 
     def apply(self, entity: dict[str, Any], namespaces: paths.Namespaces | None = None,
-              ) -> list[dict[str, Any]]:
+              hops: hops_.HopResolver | None = None) -> list[dict[str, Any]]:
         """Run the ``default`` rule on ``entity``: ``[target] + created entities``; ``[]`` if
-        discarded; the target carries ``_filtered: true`` if filtered.
+        discarded; the target carries ``_filtered: true`` if filtered. Rules with hops need
+        ``hops`` (and are evaluated through :meth:`HopResolver.apply`, which passes itself).
 
         Raises:
             DtlFailError, DtlTripError: a ``fail!``/``trip!`` ran.
@@ -86,7 +92,7 @@ class RuleSet:
                 ``_id`` (the message names the transform's position).
         """
         emitted: list[dict[str, Any]] = []
-        frame = self._run("default", entity, None, emitted, namespaces)
+        frame = self._run("default", entity, None, emitted, namespaces, hops)
         if frame.discarded:
             return []
         if frame.filtered:
@@ -94,11 +100,12 @@ class RuleSet:
         return [frame.target, *emitted]
 
     def _run(self, rule: str, source: Any, parent: dict[str, Any] | None,
-             emitted: list[dict[str, Any]], namespaces: paths.Namespaces | None) -> _Frame:
+             emitted: list[dict[str, Any]], namespaces: paths.Namespaces | None,
+             hops: hops_.HopResolver | None) -> _Frame:
         frame = _Frame(source, {}, emitted)
         ctx: dict[str, Any] = {"_S": source, "_T": frame.target, "_P": parent}
         ctx["_R"] = parent["_R"] if parent is not None else ctx
-        env = Env({**ctx, "$emitted": emitted, paths.NAMESPACES_VAR: namespaces})
+        env = Env({**ctx, "$emitted": emitted, paths.NAMESPACES_VAR: namespaces, hops_.RESOLVER_VAR: hops})
         for transform in self._rules[rule]:
             if not transform(env, frame):
                 break
@@ -109,18 +116,22 @@ class RuleSet:
     def _apply_form(self, compiler: Compiler, args: list[Any], where: str) -> Expr:
         if not compiler.arity("apply", args, where, 2, 2):
             return lambda env: None
-        rule = args[0]
+        return self.applier(args[0], compiler.expr(args[1], f"{where}[2]"), compiler, where, "apply")
+
+    def applier(self, rule: Any, values: Expr, compiler: Compiler, where: str, name: str) -> Expr:
+        """The closure of ``[name, RULE, ...]`` (``apply``, ``apply-hops``): the named rule run
+        with each dict of ``values`` as ``_S``; a RULE this rule set lacks is a problem."""
         if not isinstance(rule, str) or rule not in self._names:
-            compiler.problem(f"{where}[1]", f"'apply' names no rule of this rule set: {rule!r}")
+            compiler.problem(f"{where}[1]", f"{name!r} names no rule of this rule set: {rule!r}")
             return lambda env: None
-        values = compiler.expr(args[1], f"{where}[2]")
 
         def apply(env: Env) -> Any:
             v = env.variables
             parent = {k: v.get(k) for k in ("_S", "_T", "_P", "_R")}
             out = []
             for item in as_list(values(env)):
-                frame = self._run(rule, item, parent, v["$emitted"], v.get(paths.NAMESPACES_VAR))
+                frame = self._run(rule, item, parent, v["$emitted"], v.get(paths.NAMESPACES_VAR),
+                                  v.get(hops_.RESOLVER_VAR))
                 if not frame.discarded:
                     out.append(frame.target)
             return out

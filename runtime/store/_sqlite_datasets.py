@@ -24,6 +24,7 @@ import aiosqlite
 import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
+from runtime.store import _sqlite_indexes as ixsql
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
@@ -42,6 +43,7 @@ class DatasetRow:
     trip: TripInfo | None
     ids: int = 0
     deleted: int = 0
+    indexes: tuple[str, ...] = ()  # property paths of its hop indexes (_sqlite_indexes.path_name)
 
     @property
     def log(self) -> str:
@@ -68,11 +70,13 @@ def _trip_to_json(trip: TripInfo | None) -> str | None:
 async def find(conn: aiosqlite.Connection, name: str) -> DatasetRow | None:
     """The dataset's row, or None when it does not exist."""
     row = await fetch_one(
-        conn, "SELECT ds, name, committed, next, populated, trip, ids, deleted FROM datasets WHERE name = ?", (name,)
+        conn, "SELECT ds, name, committed, next, populated, trip, ids, deleted, indexes FROM datasets WHERE name = ?",
+        (name,),
     )
     if row is None:
         return None
-    return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]), row[6], row[7])
+    indexes = tuple(orjson.loads(row[8])) if row[8] else ()
+    return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]), row[6], row[7], indexes)
 
 
 async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:
@@ -289,6 +293,8 @@ async def write(
             "deleted = excluded.deleted, seen = excluded.seen",
             plan.latest_rows,
         )
+        if ds.indexes:  # hop indexes move in this transaction (none: no statement)
+            await ixsql.update(conn, ds, [body for _, _, body in plan.log_rows])
     n = len(plan.log_rows)
     first = ds.next_offset
     ds.next_offset += n
@@ -461,6 +467,7 @@ async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:
             f"WHERE id IN ({q}) AND off = (SELECT max(off) FROM {ds.log} m WHERE m.id = l.id)",
             part,
         )
+    await ixsql.refresh(conn, ds, ids)
     ds.next_offset = ds.committed + 1
     ds.ids, ds.deleted = await counts(conn, ds)
     return removed

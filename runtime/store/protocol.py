@@ -338,6 +338,23 @@ class StateStore(Protocol):
         """Metadata of every dataset, by name."""
         ...
 
+    async def ensure_index(self, dataset: str, path: Sequence[str]) -> bool:
+        """Make sure ``dataset`` has a hop index on property ``path`` (``["address", "id"]``),
+        building it from the latest versions the first time, in one transaction; from then on
+        every write to the dataset maintains it in its own transaction. Returns False (and
+        builds nothing) when the dataset does not exist yet."""
+        ...
+
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+        """The committed, non-deleted latest versions (stored transit JSON) whose value at
+        ``path`` has one of ``keys`` (:func:`runtime.dtl.joinkeys.join_keys`), per key, ordered
+        by ``_id``; keys without matches are absent. One batched query over the index.
+
+        Raises:
+            StoreError: the dataset has no index on ``path`` (call :meth:`ensure_index`).
+        """
+        ...
+
     async def compact(self, dataset: str, keep_versions: int) -> int:
         """Delete all but the newest ``keep_versions`` committed versions per id; returns how many.
 

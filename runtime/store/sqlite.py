@@ -24,6 +24,7 @@ import orjson
 from runtime.entities import Entity, PreparedBatch
 from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError
 from runtime.store import _sqlite_datasets as dsql
+from runtime.store import _sqlite_indexes as ixsql
 from runtime.store import _sqlite_units as usql
 from runtime.store._sqlite_datasets import fetch_one
 from runtime.store.protocol import (
@@ -36,12 +37,12 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
     next INTEGER NOT NULL, populated INTEGER NOT NULL, trip TEXT, created_us INTEGER,
-    ids INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0);
+    ids INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, indexes TEXT);
 CREATE TABLE IF NOT EXISTS pipes(
     pipe TEXT PRIMARY KEY, since TEXT, sweep INTEGER, info TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS work_units(
@@ -149,6 +150,8 @@ class SqliteStore:
             # version 3 -> 4: the consumers table, created by SCHEMA above
             if version < 5:  # version 4 -> 5: variables, due time, sweep and retirement of work units
                 await usql.add_columns(tx)
+            if version < 6:  # version 5 -> 6: the hop index paths of each dataset
+                await self._add_indexes_column(tx)
             # version 2 -> 3: a seen_N table per dataset. Checked on every open, not only on the
             # upgrade: a Sluice of schema 2 opening this store afterwards creates datasets without one.
             for (key,) in await tx.execute_fetchall(_SEENLESS):
@@ -168,6 +171,12 @@ class SqliteStore:
                 f"UPDATE datasets SET (ids, deleted) = (SELECT count(*), coalesce(sum(deleted), 0) "
                 f"FROM latest_{int(key)}) WHERE ds = ?", (key,),
             )
+
+    @staticmethod
+    async def _add_indexes_column(tx: aiosqlite.Connection) -> None:
+        columns = {r[1] for r in await tx.execute_fetchall("PRAGMA table_info(datasets)")}
+        if "indexes" not in columns:  # an older store (a new one has it from SCHEMA)
+            await tx.execute("ALTER TABLE datasets ADD COLUMN indexes TEXT")
 
     async def close(self) -> None:
         """Close both connections; safe to call twice."""
@@ -310,6 +319,34 @@ class SqliteStore:
         names = [r[0] for r in await self._r.execute_fetchall("SELECT name FROM datasets ORDER BY name")]
         infos = [await self.dataset_info(n) for n in names]
         return [i for i in infos if i is not None]
+
+    @_translated
+    async def ensure_index(self, dataset: str, path: Sequence[str]) -> bool:
+        """See :meth:`StateStore.ensure_index`."""
+        name = ixsql.path_name(path)
+        ds = await dsql.find(self._r, dataset)
+        if ds is not None and name in ds.indexes:
+            return True
+        async with self._transaction() as conn:
+            ds = await dsql.find(conn, dataset)
+            if ds is None:
+                return False
+            if name not in ds.indexes:
+                await ixsql.create(conn, ds, name)
+            return True
+
+    @_translated
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+        """See :meth:`StateStore.index_lookup`."""
+        name = ixsql.path_name(path)
+        ds = await dsql.find(self._r, dataset)
+        if ds is None or not keys:
+            return {}
+        if name not in ds.indexes:
+            raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
+                             "call ensure_index() first")
+        found = await ixsql.lookup(self._r, ds, name, keys)
+        return {key: [orjson.loads(b) for b in bodies] for key, bodies in found.items()}
 
     @_translated
     async def compact(self, dataset: str, keep_versions: int) -> int:

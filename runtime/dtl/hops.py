@@ -1,0 +1,334 @@
+"""DTL hops: joins from the source entity to entities of other datasets (Sesam
+``hub/dtl/dtl-functions-hops.rst``, ``joins.rst``), answered from the state store's persistent
+secondary indexes.
+
+``["hops", SPEC, SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]``, each SPEC
+``{"datasets": ["DATASET ALIAS", ...], "where": EXPR | [EXPR, ...], "return"?: ALIAS | EXPR,
+"recurse"?: bool, "max_depth"?: int | null (10), "exclude_root"?: bool}``:
+
+* an ``eq`` whose two sides each reference exactly one alias, different ones (``_S`` counts), is a
+  **join**; every other expression is a **filter** over the joined aliases. Joins are planned at
+  compile time outward from ``_S``; the side of the alias being joined to must be a path
+  (``"a.customer_id"``): it names the index ``(dataset, path)``. An alias no join reaches from
+  ``_S`` is a compile error;
+* a join holds when the value sets overlap (a list joins by any member; :mod:`runtime.dtl.joinkeys`
+  gives the typed keys, so ``1`` joins ``1.0`` but not ``"1"``); null values and deleted entities
+  never join;
+* the result is the last alias's entities (or ``return``: an alias name, or an expression over the
+  aliases evaluated per joined combination), without duplicates, ordered by ``_id``;
+* ``recurse: true`` feeds the result back in as ``_S`` up to ``max_depth`` levels (null:
+  unbounded; an entity already reached is not followed again), the result being every level's
+  entities plus the root unless ``exclude_root``; it cannot be combined with ``return``;
+* several SPECs chain: the result of one is the input (``_S``, one entity at a time) of the next;
+* ``apply-hops RULE SPEC...`` applies the named rule to each result (Sesam: instead of ``apply``
+  over ``hops``, so that dependency tracking sees them).
+
+**Why the evaluation is in rounds.** Compiled DTL closures are synchronous; the store is async.
+:meth:`HopResolver.apply` evaluates a batch of entities against the resolver's cache of index
+look-ups; a hop that needs keys the cache lacks records all of them (for every joined
+combination of that step) and aborts that entity's evaluation with an internal signal. Then one
+batched index query per (dataset, path) fetches every recorded key of the whole batch, and the
+aborted entities are evaluated again. An entity needs at most one round per sequential join step,
+so a batch costs a few batched queries whatever its size, each proportional to its matches
+(never a scan). Evaluation is pure (a rule's output is rebuilt on each round), so re-running is
+safe. Not built yet: dependency tracking (the inverse joins and tracking offsets), ``subsets``,
+``trace``, ``track-dependencies``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.dtl import paths, values
+from runtime.dtl.compiler import Compiler
+from runtime.dtl.functions import Env, Expr, as_list, truthy
+from runtime.dtl.joinkeys import join_keys
+from runtime.errors import FatalError
+from runtime.store.protocol import StateStore
+
+if TYPE_CHECKING:
+    from runtime.dtl.rules import RuleSet
+
+#: The :class:`Env` variable holding the :class:`HopResolver` of an evaluation.
+RESOLVER_VAR = "$hops"
+DEFAULT_MAX_DEPTH = 10
+_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root"}
+
+Index = tuple[str, tuple[str, ...]]  # (dataset, property path)
+
+
+class _NeedLookups(Exception):  # a signal of this module, never seen outside it
+    """An evaluation needs index look-ups the resolver has not fetched yet."""
+
+
+@dataclass
+class HopResolver:
+    """Answers the hops of rule evaluations from a state store's secondary indexes.
+
+    Args:
+        store: the state store holding the hopped-to datasets.
+    """
+
+    store: StateStore
+    _found: dict[tuple[Index, str], list[dict[str, Any]]] = field(default_factory=dict)
+    _wanted: dict[Index, set[str]] = field(default_factory=dict)
+    _ready: set[Index] = field(default_factory=set)
+    queries: int = 0  # batched index queries made (one per (dataset, path) per round)
+
+    async def apply(self, rule_set: RuleSet, entities: Sequence[dict[str, Any]],
+                    namespaces: paths.Namespaces | None = None) -> list[list[dict[str, Any]]]:
+        """``rule_set.apply`` over each of ``entities`` (DTL values), hops answered in batched
+        rounds (see the module docstring); one output list per entity, in order.
+
+        Raises:
+            whatever :meth:`RuleSet.apply` raises for an entity; StoreError from the store.
+        """
+        out: list[list[dict[str, Any]]] = [[] for _ in entities]
+        pending = list(range(len(entities)))
+        while pending:
+            again = []
+            for i in pending:
+                try:
+                    out[i] = rule_set.apply(entities[i], namespaces, hops=self)
+                except _NeedLookups:
+                    again.append(i)
+            await self._fetch()
+            pending = again
+        return out
+
+    def lookup(self, index: Index, keys: list[str]) -> list[dict[str, Any]]:
+        """The entities of ``index`` matching any of ``keys``, without duplicates, by ``_id``.
+
+        Raises:
+            _NeedLookups: a key is not fetched yet (recorded for the next batched query).
+        """
+        missing = [k for k in keys if (index, k) not in self._found]
+        if missing:
+            self._wanted.setdefault(index, set()).update(missing)
+            raise _NeedLookups
+        found = {e["_id"]: e for k in keys for e in self._found[(index, k)]}
+        return [found[i] for i in sorted(found)]
+
+    async def _fetch(self) -> None:
+        wanted, self._wanted = self._wanted, {}
+        for index, keys in wanted.items():
+            dataset, path = index
+            if index not in self._ready and await self.store.ensure_index(dataset, path):
+                self._ready.add(index)
+            rows = await self.store.index_lookup(dataset, path, sorted(keys)) if index in self._ready else {}
+            self.queries += 1
+            for key in keys:
+                self._found[(index, key)] = [values.decode(e) for e in rows.get(key, [])]
+
+
+@dataclass
+class _Join:
+    """Bind ``alias`` to the entities of ``index`` whose path value overlaps ``known``'s."""
+
+    alias: str
+    index: Index
+    known: Expr
+
+
+@dataclass
+class _Spec:
+    aliases: list[str]
+    joins: list[_Join]
+    filters: list[Expr]
+    returns: str | Expr
+    recurse: bool
+    max_depth: int | None
+    exclude_root: bool
+
+
+class _AliasCompiler(Compiler):
+    """The pipe's compiler, with the aliases of one spec as path heads (``"a.x"``)."""
+
+    def __init__(self, parent: Compiler, aliases: set[str]) -> None:
+        self.__dict__.update(parent.__dict__)  # same functions, special forms and problem list
+        self.aliases = aliases
+
+    def expr(self, raw: Any, where: str) -> Expr:
+        if isinstance(raw, str) and (alias := raw.partition(".")[0]) in self.aliases and "." in raw:
+            try:
+                _, keys = paths.parse(raw)
+            except ValueError as exc:
+                self.problem(where, str(exc))
+                return lambda env: None
+            return lambda env: paths.traverse(env.variables.get(alias), keys, env.variables.get(paths.NAMESPACES_VAR))
+        if isinstance(raw, str) and raw in self.aliases:
+            return lambda env: env.variables.get(raw)
+        return super().expr(raw, where)
+
+
+def _heads(raw: Any, aliases: set[str]) -> set[str]:
+    """The aliases (``_S`` included) a raw expression references."""
+    if isinstance(raw, str):
+        head = raw.partition(".")[0]
+        return {head} if head in aliases else set()
+    if isinstance(raw, list):
+        return set().union(*(_heads(x, aliases) for x in raw))
+    return set()
+
+
+def _compile_spec(compiler: Compiler, raw: Any, where: str) -> _Spec | None:
+    if not isinstance(raw, dict):
+        compiler.problem(where, f"a hops spec is a dict with 'datasets' and 'where', got {raw!r}")
+        return None
+    for key in sorted(set(raw) - _SPEC_KEYS):
+        compiler.problem(f"{where}.{key}", f"unknown hops key (keys: {', '.join(sorted(_SPEC_KEYS))})")
+    datasets: dict[str, str] = {}
+    for i, item in enumerate(as_list(raw.get("datasets"))):
+        parts = item.split() if isinstance(item, str) else []
+        if len(parts) != 2 or parts[1] == "_S" or parts[1] in datasets:
+            compiler.problem(f"{where}.datasets[{i}]", f"expected 'DATASET ALIAS' with a new alias, got {item!r}")
+            continue
+        datasets[parts[1]] = parts[0]
+    if not datasets:
+        compiler.problem(f"{where}.datasets", "a hops spec needs 'datasets': ['DATASET ALIAS', ...]")
+        return None
+    names = {"_S", *datasets}
+    alias_compiler = _AliasCompiler(compiler, names)
+    where_raw = raw.get("where")
+    exprs = [where_raw] if isinstance(where_raw, list) and where_raw and isinstance(where_raw[0], str) \
+        else as_list(where_raw)
+    edges: list[tuple[int, Any, Any]] = []
+    filters: list[Expr] = []
+    for i, e in enumerate(exprs):
+        pos = f"{where}.where[{i}]"
+        if isinstance(e, list) and len(e) == 3 and e[0] == "eq":
+            sides = [_heads(e[1], names), _heads(e[2], names)]
+            if all(len(s) == 1 for s in sides) and sides[0] != sides[1]:
+                edges.append((i, e[1], e[2]))
+                continue
+        filters.append(alias_compiler.expr(e, pos))
+    joins = _plan(alias_compiler, datasets, edges, names, filters, where)
+    recurse = raw.get("recurse") is True
+    ret = raw.get("return")
+    if recurse and ret is not None:
+        compiler.problem(f"{where}.return", "'return' cannot be combined with 'recurse'")
+    returns: str | Expr = list(datasets)[-1] if ret is None else ret if ret in datasets \
+        else alias_compiler.expr(ret, f"{where}.return")
+    depth = raw.get("max_depth", DEFAULT_MAX_DEPTH)
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        compiler.problem(f"{where}.max_depth", f"max_depth is a positive integer or null, got {depth!r}")
+        depth = DEFAULT_MAX_DEPTH
+    return _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True)
+
+
+def _plan(compiler: _AliasCompiler, datasets: dict[str, str], edges: list[tuple[int, Any, Any]],
+          names: set[str], filters: list[Expr], where: str) -> list[_Join]:
+    """Order the joins outward from ``_S``; a join between two aliases bound already becomes an
+    overlap filter."""
+    bound, joins, left = {"_S"}, [], list(edges)
+    while left:
+        for n, (i, a, b) in enumerate(left):
+            (ha,), (hb,) = _heads(a, names), _heads(b, names)
+            if ha in bound and hb in bound:
+                filters.append(_overlap(compiler.expr(a, f"{where}.where[{i}][1]"),
+                                        compiler.expr(b, f"{where}.where[{i}][2]")))
+            elif ha in bound or hb in bound:
+                known, (target, side) = (a, (hb, b)) if ha in bound else (b, (ha, a))
+                pos = f"{where}.where[{i}][{2 if ha in bound else 1}]"
+                if not (isinstance(side, str) and side.startswith(f"{target}.")):
+                    compiler.problem(pos, f"the {target!r} side of a join must be a path like '{target}.id'")
+                    side = f"{target}._id"
+                keys = tuple(paths.parse(side)[1])
+                joins.append(_Join(target, (datasets[target], keys), compiler.expr(known, pos)))
+                bound.add(target)
+            else:
+                continue
+            del left[n]
+            break
+        else:
+            break
+    for alias in datasets:
+        if alias not in bound:
+            compiler.problem(f"{where}.where", f"alias {alias!r} is not joined to _S (add an 'eq' join)")
+    return joins
+
+
+def _overlap(a: Expr, b: Expr) -> Expr:
+    return lambda env: bool(set(join_keys(a(env))) & set(join_keys(b(env))))
+
+
+def _run_spec(spec: _Spec, resolver: HopResolver, env: Env, source: Any) -> list[Any]:
+    combos = [env.bind(source, "_S")]
+    for join in spec.joins:
+        grown: list[Env] = []
+        missing = False
+        for combo in combos:
+            try:
+                grown.extend(combo.bind(e, join.alias)
+                             for e in resolver.lookup(join.index, join_keys(join.known(combo))))
+            except _NeedLookups:
+                missing = True  # go on, to record every key this step needs
+        if missing:
+            raise _NeedLookups
+        combos = grown
+    combos = [c for c in combos if all(truthy(f(c)) for f in spec.filters)]
+    if isinstance(spec.returns, str):
+        alias = spec.returns
+        found = {c.variables[alias]["_id"]: c.variables[alias] for c in combos}
+        return [found[i] for i in sorted(found)]
+    combos.sort(key=lambda c: tuple(str(c.variables[a].get("_id")) for a in spec.aliases))
+    ret = spec.returns
+    return [r for c in combos if (r := ret(c)) is not None]
+
+
+def _run_recursive(spec: _Spec, resolver: HopResolver, env: Env, root: Any) -> list[Any]:
+    seen = {root.get("_id")} if isinstance(root, dict) else set()
+    result = [] if spec.exclude_root else [root]
+    frontier, depth = [root], 0
+    while frontier and (spec.max_depth is None or depth < spec.max_depth):
+        reached = {e["_id"]: e for s in frontier for e in _run_spec(spec, resolver, env, s)
+                   if e["_id"] not in seen}
+        frontier = [reached[i] for i in sorted(reached)]
+        seen.update(reached)
+        result.extend(frontier)
+        depth += 1
+    return sorted(result, key=lambda e: str(e.get("_id")) if isinstance(e, dict) else "")
+
+
+def _hops(specs: list[_Spec], env: Env, where: str) -> list[Any]:
+    resolver = env.variables.get(RESOLVER_VAR)
+    if not isinstance(resolver, HopResolver):
+        raise FatalError(f"DTL {where}: hops need a state store; evaluate the rules through "
+                         "HopResolver(store).apply(...)")
+    inputs: list[Any] = [env.variables.get("_S")]
+    for spec in specs:
+        run = _run_recursive if spec.recurse else _run_spec
+        out = [r for s in inputs for r in run(spec, resolver, env, s)]
+        if all(isinstance(e, dict) and "_id" in e for e in out):  # entities: once each, by _id
+            by_id = {e["_id"]: e for e in out}
+            out = [by_id[i] for i in sorted(by_id, key=str)]
+        inputs = out
+    return inputs
+
+
+def _compile_specs(compiler: Compiler, raw: list[Any], where: str, start: int) -> list[_Spec] | None:
+    specs = [_compile_spec(compiler, r, f"{where}[{i}]") for i, r in enumerate(raw, start)]
+    return None if any(s is None for s in specs) else [s for s in specs if s is not None]
+
+
+def forms(rule_set: RuleSet) -> dict[str, Callable[[Compiler, list[Any], str], Expr]]:
+    """The special forms ``hops`` and ``apply-hops`` of ``rule_set``'s compiler."""
+    def compiled(compiler: Compiler, args: list[Any], where: str, start: int) -> Expr:
+        specs = _compile_specs(compiler, args, where, start)
+        if not specs:
+            return lambda env: None
+        rule_set.hop_indexes.update(j.index for s in specs for j in s.joins)
+        return lambda env: _hops(specs, env, where)
+
+    def hops_form(compiler: Compiler, args: list[Any], where: str) -> Expr:
+        if not compiler.arity("hops", args, where, 1, None):
+            return lambda env: None
+        return compiled(compiler, args, where, 1)
+
+    def apply_hops_form(compiler: Compiler, args: list[Any], where: str) -> Expr:
+        if not compiler.arity("apply-hops", args, where, 2, None):
+            return lambda env: None
+        return rule_set.applier(args[0], compiled(compiler, args[1:], where, 2), compiler, where, "apply-hops")
+    return {"hops": hops_form, "apply-hops": apply_hops_form}

@@ -1,0 +1,118 @@
+"""Persistent secondary indexes of the SQLite store: join value -> entity ids, one per
+(dataset, property path) a hop joins on (Sesam's implicit hop indexes, ``hub/dtl/joins.rst``).
+
+Dataset ``N``'s indexes share one table ``hix_N(path, key, id)`` (primary key ``(path, key, id)``,
+plus an index on ``id``); ``path`` is the property path as a JSON list (``["address_id"]``) and
+``key`` a typed join key (:mod:`runtime.dtl.joinkeys`: ``1`` and ``1.0`` share one, ``"1"`` does
+not). The dataset row lists its index paths (column ``indexes``), so a write to a dataset without
+hop indexes costs no statement more.
+
+The index follows the latest written version of every id (``latest_N``): :func:`update` runs in
+the transaction of the write that changes it, removes the id's old keys and adds the new
+version's; deleted versions and null values have no keys. A lookup reads only committed,
+non-deleted latest versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+import orjson
+
+from runtime.dtl import paths, values
+from runtime.dtl.joinkeys import join_keys
+
+if TYPE_CHECKING:  # the dataset module calls this one on its write path
+    from runtime.store._sqlite_datasets import DatasetRow
+
+BUILD_CHUNK = 5000  # latest versions read per statement when an index is built
+
+
+def table(ds: DatasetRow) -> str:
+    return f"hix_{ds.key}"
+
+
+def path_name(keys: Sequence[str]) -> str:
+    """The stored name of a property path: ``["address", "id"]`` -> ``'["address","id"]'``."""
+    return orjson.dumps(list(keys)).decode()
+
+
+def rows_of(entity: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(path, key, id)`` rows of one stored (transit) entity body; none if it is deleted."""
+    if entity.get("_deleted") is True:
+        return []
+    decoded = values.decode(entity)
+    eid = entity["_id"]
+    return [(name, key, eid) for name in names
+            for key in join_keys(paths.traverse(decoded, orjson.loads(name)))]
+
+
+async def update(conn: aiosqlite.Connection, ds: DatasetRow, bodies: Sequence[bytes]) -> None:
+    """Move the ids of ``bodies`` (their new latest versions, stored JSON) to their new keys."""
+    entities = list({(e := orjson.loads(b))["_id"]: e for b in bodies}.values())  # last per id
+    ids = orjson.dumps([e["_id"] for e in entities]).decode()
+    await conn.execute(f"DELETE FROM {table(ds)} WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+    rows = [r for e in entities for r in rows_of(e, ds.indexes)]
+    await conn.executemany(f"INSERT OR IGNORE INTO {table(ds)}(path, key, id) VALUES (?, ?, ?)", rows)
+
+
+async def refresh(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]) -> None:
+    """Re-index ``ids`` from their latest versions (after a rollback rewrote ``latest_N``)."""
+    if not ds.indexes:
+        return
+    listed = orjson.dumps(list(ids)).decode()
+    await conn.execute(f"DELETE FROM {table(ds)} WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+    found = await conn.execute_fetchall(
+        f"SELECT l.body FROM json_each(?) j JOIN {ds.latest} x ON x.id = j.value "
+        f"JOIN {ds.log} l ON l.off = x.off", (listed,))
+    await update(conn, ds, [r[0] for r in found])
+
+
+async def create(conn: aiosqlite.Connection, ds: DatasetRow, name: str) -> None:
+    """Add index ``name`` (a :func:`path_name`) to the dataset and build it from the latest
+    versions; the caller saves the dataset row (:func:`save_indexes`) in the same transaction."""
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {table(ds)}(path TEXT NOT NULL, key TEXT NOT NULL, "
+                       "id TEXT NOT NULL, PRIMARY KEY(path, key, id)) WITHOUT ROWID")
+    await conn.execute(f"CREATE INDEX IF NOT EXISTS {table(ds)}_id ON {table(ds)}(id)")
+    ds.indexes = (*ds.indexes, name)
+    last = ""
+    while True:
+        found = await conn.execute_fetchall(
+            f"SELECT x.id, l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
+            f"WHERE x.id > ? AND x.deleted = 0 ORDER BY x.id LIMIT ?", (last, BUILD_CHUNK))
+        rows = list(found)
+        if not rows:
+            break
+        last = rows[-1][0]
+        index_rows = [r for _, body in rows for r in rows_of(orjson.loads(body), [name])]
+        await conn.executemany(f"INSERT OR IGNORE INTO {table(ds)}(path, key, id) VALUES (?, ?, ?)",
+                               index_rows)
+    await save_indexes(conn, ds)
+
+
+async def save_indexes(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
+    await conn.execute("UPDATE datasets SET indexes = ? WHERE ds = ?",
+                       (orjson.dumps(list(ds.indexes)).decode(), ds.key))
+
+
+LOOKUP = ("SELECT h.key, l.body FROM json_each(?) j JOIN {hix} h ON h.path = ? AND h.key = j.value "
+          "JOIN {latest} x ON x.id = h.id JOIN {log} l ON l.off = x.off "
+          "WHERE x.deleted = 0 AND x.off <= ? ORDER BY h.id")
+
+
+def lookup_sql(ds: DatasetRow) -> str:
+    """The look-up statement: parameters (JSON list of keys, path name, committed offset)."""
+    return LOOKUP.format(hix=table(ds), latest=ds.latest, log=ds.log)
+
+
+async def lookup(conn: aiosqlite.Connection, ds: DatasetRow, name: str,
+                 keys: Sequence[str]) -> dict[str, list[bytes]]:
+    """Stored bodies per key (ordered by ``_id``) of the committed, non-deleted latest versions
+    whose value at path ``name`` has that key: one statement, index searches only."""
+    out: dict[str, list[bytes]] = {}
+    rows = await conn.execute_fetchall(lookup_sql(ds), (orjson.dumps(list(keys)).decode(), name, ds.committed))
+    for key, body in rows:
+        out.setdefault(key, []).append(body)
+    return out

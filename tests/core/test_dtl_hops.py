@@ -1,0 +1,201 @@
+"""DTL hops over real datasets in a real SQLite store, and the store's hop indexes."""
+
+import decimal
+import sqlite3
+
+import orjson
+import pytest
+
+from runtime.dtl.hops import HopResolver
+from runtime.dtl.joinkeys import join_keys
+from runtime.dtl.rules import RuleSet
+from runtime.errors import DtlCompileError, FatalError
+from runtime.store import _sqlite_indexes as ixsql
+
+CUSTOMERS = [
+    {"_id": "c1", "name": "Ann", "address_id": "a1", "tags": ["x", "y"]},
+    {"_id": "c2", "name": "Bob", "address_id": "a2", "tags": ["y"]},
+    {"_id": "c3", "name": "Cid", "address_id": None, "tags": []},
+    {"_id": "c4", "name": "Dan", "address_id": ["a2", "a3"], "tags": ["z"]},
+]
+ADDRESSES = [
+    {"_id": "a1", "street": "Main 1", "customer_id": "c1", "country": 1, "labels": ["x"]},
+    {"_id": "a2", "street": "Side 2", "customer_id": "c1", "country": 2, "labels": ["y", "z"]},
+    {"_id": "a3", "street": "Back 3", "customer_id": "c2", "country": 1.0, "labels": []},
+    {"_id": "a4", "street": "Gone 4", "customer_id": "c2", "country": "1", "labels": ["x"]},
+]
+
+
+def rules(hop):
+    return RuleSet({"default": [["add", "found", hop]]})
+
+
+def found(out):
+    return [[e["_id"] for e in o[0]["found"]] for o in out]
+
+
+@pytest.fixture
+async def stocked(store):
+    await store.write_batch("customers", CUSTOMERS, pipe="p", checkpoint=None)
+    await store.write_batch("addresses", ADDRESSES, pipe="p", checkpoint=None)
+    return store
+
+
+async def run(store, hop, entities=None):
+    resolver = HopResolver(store)
+    return await resolver.apply(rules(hop), entities or CUSTOMERS), resolver
+
+
+async def index_rows(store, dataset):
+    with sqlite3.connect(store.path) as c:
+        key = c.execute("SELECT ds FROM datasets WHERE name = ?", (dataset,)).fetchone()[0]
+        return sorted(c.execute(f"SELECT path, key, id FROM hix_{key}").fetchall()), key
+
+
+async def rebuilt(store, key, names):
+    """The index rows a from-scratch build gives: every latest, non-deleted version."""
+    with sqlite3.connect(store.path) as c:
+        bodies = c.execute(f"SELECT l.body FROM latest_{key} x JOIN log_{key} l ON l.off = x.off "
+                           "WHERE x.deleted = 0").fetchall()
+    return sorted(r for (b,) in bodies for r in ixsql.rows_of(orjson.loads(b), names))
+
+
+N1 = ["hops", {"datasets": ["addresses a"], "where": ["eq", "_S.address_id", "a._id"]}]
+ONE_N = ["hops", {"datasets": ["addresses a"], "where": ["eq", "a.customer_id", "_S._id"]}]
+
+
+async def test_n_to_1_join_with_null_and_list_join_values(stocked):
+    out, resolver = await run(stocked, N1)
+    assert found(out) == [["a1"], ["a2"], [], ["a2", "a3"]]
+    assert resolver.queries == 1  # one batched index query for the whole batch
+
+
+async def test_1_to_n_join_results_ordered_by_id(stocked):
+    out, _ = await run(stocked, ONE_N, list(reversed(CUSTOMERS)))
+    assert found(out) == [[], [], ["a3", "a4"], ["a1", "a2"]]
+
+
+async def test_n_to_n_join_overlaps_value_sets(stocked):
+    hop = ["hops", {"datasets": ["addresses a"], "where": ["eq", "_S.tags", "a.labels"]}]
+    out, _ = await run(stocked, hop)
+    assert found(out) == [["a1", "a2", "a4"], ["a2"], [], ["a2"]]
+
+
+async def test_join_keys_follow_dtl_equality():
+    assert join_keys(1) == join_keys(1.0) == join_keys(decimal.Decimal("1.00")) == ["n:1"]
+    assert join_keys(0.1) != join_keys(decimal.Decimal("0.1"))  # as DTL: 0.1 as a float is not exactly 0.1
+    assert join_keys("1") != join_keys(1) and join_keys(True) != join_keys(1)
+    assert join_keys([None, "a", ["a", "b"]]) == ["s:a", "s:b"]
+
+
+async def test_typed_join_1_joins_1_0_but_not_string(stocked):
+    hop = ["hops", {"datasets": ["addresses a"], "where": ["eq", "_S.country", "a.country"]}]
+    out, _ = await run(stocked, hop, [{"_id": "x", "country": 1}, {"_id": "y", "country": "1"}])
+    assert found(out) == [["a1", "a3"], ["a4"]]
+
+
+async def test_filters_and_return_alias_and_expression(stocked):
+    hop = ["hops", {"datasets": ["addresses a"],
+                    "where": [["eq", "a.customer_id", "_S._id"], ["neq", "a.street", "Main 1"]],
+                    "return": "a.street"}]
+    out, _ = await run(stocked, hop)
+    assert [o[0]["found"] for o in out] == [["Side 2"], ["Back 3", "Gone 4"], [], []]
+
+
+async def test_two_aliases_chained_and_chained_specs(stocked):
+    two = ["hops", {"datasets": ["addresses a", "customers c"],
+                    "where": [["eq", "_S.address_id", "a._id"], ["eq", "a.customer_id", "c._id"]]}]
+    out, resolver = await run(stocked, two)
+    assert found(out) == [["c1"], ["c1"], [], ["c1", "c2"]]
+    assert resolver.queries == 2  # two join steps: two rounds, one batched query each
+    chained = ["hops", {"datasets": ["addresses a"], "where": ["eq", "_S.address_id", "a._id"]},
+               {"datasets": ["customers c"], "where": ["eq", "_S.customer_id", "c._id"]}]
+    out, _ = await run(stocked, chained)
+    assert found(out) == [["c1"], ["c1"], [], ["c1", "c2"]]
+
+
+async def test_deleted_entity_and_changed_join_key_move_in_the_same_write(stocked):
+    await stocked.write_batch("customers", CUSTOMERS, pipe="p", checkpoint=None)
+    out, _ = await run(stocked, ONE_N)  # builds the index on addresses.customer_id
+    assert found(out)[:2] == [["a1", "a2"], ["a3", "a4"]]
+    await stocked.write_batch("addresses", [{"_id": "a2", "customer_id": "c2"},
+                                            {"_id": "a4", "_deleted": True, "customer_id": "c2"}],
+                              pipe="p", checkpoint=None)
+    rows, key = await index_rows(stocked, "addresses")
+    assert rows == await rebuilt(stocked, key, ['["customer_id"]'])
+    assert ("[\"customer_id\"]", "s:c1", "a2") not in rows and all(r[2] != "a4" for r in rows)
+    out, _ = await run(stocked, ONE_N)
+    assert found(out)[:2] == [["a1"], ["a2", "a3"]]
+
+
+async def test_hopped_to_entity_deleted_after_index_built(stocked):
+    await run(stocked, N1)
+    await stocked.write_batch("addresses", [{"_id": "a1", "_deleted": True}], pipe="p", checkpoint=None)
+    out, _ = await run(stocked, N1)
+    assert found(out) == [[], ["a2"], [], ["a2", "a3"]]
+
+
+async def test_index_follows_breaker_rollback(stocked):
+    await run(stocked, ONE_N)
+    await stocked.write_batch("addresses", [{"_id": "a1", "customer_id": "c9"}, {"_id": "a3", "customer_id": "c9"}],
+                              pipe="p", checkpoint=None, change_limit=1)
+    # the breaker commits a1's change (the limit) and holds a3's: hops see committed versions only
+    out, _ = await run(stocked, ONE_N, [{"_id": "c9"}])
+    assert found(out) == [["a1"]]
+    await stocked.rollback_breaker("addresses")  # a3's held version goes: back under c2
+    rows, key = await index_rows(stocked, "addresses")
+    assert rows == await rebuilt(stocked, key, ['["customer_id"]'])
+    out, _ = await run(stocked, ONE_N)
+    assert found(out)[:2] == [["a2"], ["a3", "a4"]]
+
+
+async def test_recursion_with_max_depth(store):
+    chain = [{"_id": f"n{i}", "parent": f"n{i + 1}"} for i in range(5)]
+    await store.write_batch("nodes", chain, pipe="p", checkpoint=None)
+    spec = {"datasets": ["nodes n"], "where": ["eq", "_S.parent", "n._id"], "recurse": True}
+    out, _ = await run(store, ["hops", {**spec, "max_depth": 2}], [chain[0]])
+    assert found(out) == [["n0", "n1", "n2"]]
+    out, _ = await run(store, ["hops", {**spec, "max_depth": None, "exclude_root": True}], [chain[0]])
+    assert found(out) == [["n1", "n2", "n3", "n4"]]
+
+
+async def test_apply_hops_runs_the_rule_on_each_result(stocked):
+    rs = RuleSet({"default": [["add", "streets", ["apply-hops", "street", ONE_N[1]]]],
+                  "street": [["copy", "street"]]})
+    out = await HopResolver(stocked).apply(rs, CUSTOMERS[:2])
+    assert [o[0]["streets"] for o in out] == [[{"street": "Main 1"}, {"street": "Side 2"}],
+                                              [{"street": "Back 3"}, {"street": "Gone 4"}]]
+    assert rs.hop_indexes == {("addresses", ("customer_id",))}
+
+
+async def test_lookup_uses_the_index_not_a_scan(stocked):
+    await run(stocked, ONE_N)
+    ds_key = (await index_rows(stocked, "addresses"))[1]
+    with sqlite3.connect(stocked.path) as c:
+        ds = type("D", (), {"key": ds_key, "latest": f"latest_{ds_key}", "log": f"log_{ds_key}"})
+        plan = c.execute("EXPLAIN QUERY PLAN " + ixsql.lookup_sql(ds), ('["s:c1"]', '["customer_id"]', 99)).fetchall()
+    details = [row[3] for row in plan]
+    assert any("SEARCH h USING PRIMARY KEY" in d for d in details), details
+    scans = [d for d in details if d.startswith("SCAN")]
+    assert len(scans) == 1 and scans[0].startswith("SCAN j VIRTUAL TABLE"), details  # only the list of keys is walked
+
+
+async def test_index_built_once_for_existing_data_and_absent_dataset(stocked):
+    assert await stocked.ensure_index("nowhere", ["x"]) is False
+    out, _ = await run(stocked, ["hops", {"datasets": ["nowhere n"], "where": ["eq", "_S._id", "n.x"]}])
+    assert found(out) == [[], [], [], []]
+    assert await stocked.ensure_index("addresses", ["customer_id"]) is True
+    assert (await index_rows(stocked, "addresses"))[0] == await rebuilt(stocked, 2, ['["customer_id"]'])
+
+
+async def test_compile_errors_name_the_position():
+    with pytest.raises(DtlCompileError) as err:
+        RuleSet({"default": [["add", "x", ["hops", {"datasets": ["addresses a", "customers c"],
+                                                     "where": ["eq", "_S.a", "a._id"], "bogus": 1}]]]})
+    text = str(err.value)
+    assert "rules.default[0][2][1].bogus" in text and "alias 'c' is not joined" in text
+
+
+async def test_hops_without_a_resolver_fail_clearly():
+    with pytest.raises(FatalError, match="HopResolver"):
+        rules(N1).apply({"_id": "c1"})
