@@ -131,6 +131,8 @@ async def test_deleted_entity_and_changed_join_key_move_in_the_same_write(stocke
 async def test_hopped_to_entity_deleted_after_index_built(stocked):
     await run(stocked, N1)
     await stocked.write_batch("addresses", [{"_id": "a1", "_deleted": True}], pipe="p", checkpoint=None)
+    rows, key = await index_rows(stocked, "addresses")
+    assert rows == await rebuilt(stocked, key, ['["_id"]']) and all(r[2] != "a1" for r in rows)
     out, _ = await run(stocked, N1)
     assert found(out) == [[], ["a2"], [], ["a2", "a3"]]
 
@@ -199,3 +201,15 @@ async def test_compile_errors_name_the_position():
 async def test_hops_without_a_resolver_fail_clearly():
     with pytest.raises(FatalError, match="HopResolver"):
         rules(N1).apply({"_id": "c1"})
+
+
+async def test_write_path_costs_nothing_more_without_a_hop_index(store):
+    statements: list[str] = []
+    await store._w.set_trace_callback(statements.append)  # the writer connection's SQL, as run
+    await store.write_batch("plain", [{"_id": "a", "k": 1}], pipe="p", checkpoint=None)
+    await store.write_batch("plain", [{"_id": "a", "k": 2}], pipe="p", checkpoint=None)
+    assert statements and not any("hix_" in s for s in statements)
+    await store.ensure_index("plain", ["k"])
+    statements.clear()
+    await store.write_batch("plain", [{"_id": "a", "k": 3}], pipe="p", checkpoint=None)
+    assert sum("hix_" in s for s in statements) == 2  # the batch's ids leave their keys, then get the new ones
