@@ -213,3 +213,23 @@ async def test_write_path_costs_nothing_more_without_a_hop_index(store):
     statements.clear()
     await store.write_batch("plain", [{"_id": "a", "k": 3}], pipe="p", checkpoint=None)
     assert sum("hix_" in s for s in statements) == 2  # the batch's ids leave their keys, then get the new ones
+
+
+async def test_a_schema_5_store_is_upgraded_to_hold_hop_indexes(tmp_path):
+    from runtime.store.sqlite import SqliteStore
+
+    path = tmp_path / "old.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.write_batch("addresses", ADDRESSES, pipe="p", checkpoint=None)
+    await s.close()
+    with sqlite3.connect(path) as c:  # back to schema 5: no column for index paths
+        c.execute("ALTER TABLE datasets DROP COLUMN indexes")
+        c.execute("PRAGMA user_version = 5")
+    s = SqliteStore(path)
+    await s.open()
+    try:
+        out = await HopResolver(s).apply(rules(ONE_N), CUSTOMERS[:1])
+        assert found(out) == [["a1", "a2"]]
+    finally:
+        await s.close()
