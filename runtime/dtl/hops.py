@@ -80,11 +80,14 @@ class HopResolver:
     async def apply(self, rule_set: RuleSet, entities: Sequence[dict[str, Any]],
                     namespaces: paths.Namespaces | None = None) -> list[list[dict[str, Any]]]:
         """``rule_set.apply`` over each of ``entities`` (DTL values), hops answered in batched
-        rounds (see the module docstring); one output list per entity, in order.
+        rounds (see the module docstring); one output list per entity, in order. Each call
+        starts with an empty cache, so a resolver reused for the next batch sees the writes made
+        in between.
 
         Raises:
             whatever :meth:`RuleSet.apply` raises for an entity; StoreError from the store.
         """
+        self._found = {}
         out: list[list[dict[str, Any]]] = [[] for _ in entities]
         pending = list(range(len(entities)))
         while pending:

@@ -196,6 +196,10 @@ async def test_compile_errors_name_the_position():
                                                      "where": ["eq", "_S.a", "a._id"], "bogus": 1}]]]})
     text = str(err.value)
     assert "rules.default[0][2][1].bogus" in text and "alias 'c' is not joined" in text
+    with pytest.raises(DtlCompileError, match=r"default\[0\]\[2\]\[1\]\.where\[0\]\[2\]: the 'a' side"):
+        rules(["hops", {"datasets": ["addresses a"], "where": ["eq", "_S.a", ["lower", "a.x"]]}])
+    with pytest.raises(DtlCompileError, match="'return' cannot be combined with 'recurse'"):
+        rules(["hops", {"datasets": ["n n"], "where": ["eq", "_S.p", "n._id"], "recurse": True, "return": "n"}])
 
 
 async def test_hops_without_a_resolver_fail_clearly():
@@ -233,3 +237,10 @@ async def test_a_schema_5_store_is_upgraded_to_hold_hop_indexes(tmp_path):
         assert found(out) == [["a1", "a2"]]
     finally:
         await s.close()
+
+
+async def test_a_resolver_reused_for_the_next_batch_sees_writes_in_between(stocked):
+    resolver, rs = HopResolver(stocked), rules(N1)
+    assert found(await resolver.apply(rs, CUSTOMERS[:1])) == [["a1"]]
+    await stocked.write_batch("addresses", [{"_id": "a1", "_deleted": True}], pipe="p", checkpoint=None)
+    assert found(await resolver.apply(rs, CUSTOMERS[:1])) == [[]]
