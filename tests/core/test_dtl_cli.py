@@ -43,11 +43,14 @@ def test_compile_errors_print_every_position_and_exit_2() -> None:
     assert "expression[2]: unknown function 'lowr'" in result.stderr
 
 
-def test_bad_input_exits_2() -> None:
-    assert sluice("dtl", "_S.a", "--entity", "{bad").exit_code == 2
-    assert sluice("dtl", "--rules", "[1, 2").exit_code == 2
-    assert sluice("dtl", "_S.a", "--entity", "{}", "--dataset", "d", "--id", "a").exit_code == 2
-    assert sluice("dtl", "_S.a", "--dataset", "d").exit_code == 2
+def test_bad_input_exits_2_naming_it() -> None:
+    cases = [(["_S.a", "--entity", "{bad"], "Invalid value for --entity: not JSON"),
+             (["--rules", "[1, 2"], "Invalid value for EXPR: not JSON"),
+             (["_S.a", "--entity", "{}", "--dataset", "d", "--id", "a"], "not both"),
+             (["_S.a", "--dataset", "d"], "--dataset and --id go together")]
+    for args, message in cases:
+        result = sluice("dtl", *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
 def test_fail_exits_1_naming_the_entity() -> None:
