@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from runtime import DtlFailError, DtlTripError, Runtime
+from runtime import DtlFailError, DtlTripError, PipeTrippedError, Runtime
 from runtime.cli.main import cli
 
 COPY = ["copy", "*"]
@@ -104,6 +104,8 @@ async def test_fail_and_trip_fail_the_run_naming_the_entity(tmp_path, write_conf
             assert result.status == "failed"
             assert isinstance(result.error, error) and result.error.entity_id == "b"
             assert "'b'" in str(result.error) and "bad b" in str(result.error)
+            # trip! stops the pipe: a tripped pipe's error, which the pump does not retry
+            assert isinstance(result.error, PipeTrippedError) == (name == "trip!")
             assert await latest(rt) == {}  # nothing of the failed run is committed
 
 
