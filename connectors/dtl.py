@@ -50,14 +50,21 @@ class DtlTransformConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _compiles(self) -> Self:
+        """Every compile error as a problem at its key path (``rules.default[3][2]``), and
+        ``emit_children`` without a ``create-child`` in the rules (it would emit nothing)."""
+        problems: list[tuple[str, str]] = []
         try:
             RuleSet(self.rules, where="rules")
         except DtlCompileError as exc:
+            problems = [(p.key, p.reason) for p in exc.problems]
+        if self.emit_children and not _uses(self.rules, "create-child"):
+            problems.append(("emit_children", "the rules have no 'create-child': nothing to emit"))
+        if problems:
             raise ValidationError.from_exception_data("dtl", [
                 InitErrorDetails(type=PydanticCustomError("dtl_compile", "{reason}",
-                                                          {"reason": p.reason}),
-                                 loc=(p.key,), input=self.rules)
-                for p in exc.problems]) from exc
+                                                          {"reason": reason}),
+                                 loc=(key,), input=self.rules)
+                for key, reason in problems])
         return self
 
 

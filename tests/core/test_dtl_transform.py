@@ -126,3 +126,13 @@ def test_sluice_check_reports_every_compile_error_with_pipe_and_key(tmp_path: Pa
     assert result.exit_code == 2, result.output
     assert "pipes.yaml: out: transform.rules.default[3][2]: unknown function 'concatt'" in result.output
     assert "out: transform.rules.other[0]: unknown transform 'addd'" in result.output
+
+
+def test_emit_children_without_create_child_is_a_config_problem(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    root.mkdir()
+    pipe = dtl_pipe([{"_id": "a"}], {"default": [COPY]}, emit_children=True)
+    (root / "pipes.yaml").write_text(yaml.safe_dump([pipe]))
+    result = CliRunner().invoke(cli, ["check", str(root)])
+    assert result.exit_code == 2
+    assert "out: transform.emit_children: the rules have no 'create-child'" in result.output
