@@ -10,6 +10,7 @@ from runtime.plugins import Registry
 def register(registry: Registry) -> None:
     """Register every built-in component type."""
     from connectors.dataset import DatasetSink, DatasetSource, NullSink
+    from connectors.dtl import DtlTransform
     from connectors.embedded import EmbeddedSource
     from connectors.files import FileSource
     from connectors.http_endpoint import HttpEndpointSink, HttpEndpointSource
@@ -23,6 +24,7 @@ def register(registry: Registry) -> None:
     registry.register("source", "file", FileSource)
     registry.register("source", "http_endpoint", HttpEndpointSource)
     registry.register("source", "rest", RestSource)
+    registry.register("transform", "dtl", DtlTransform)
     registry.register("transform", "python", PythonTransform)
     registry.register("transform", "rest", RestTransform)
     registry.register("sink", "dataset", DatasetSink)

@@ -104,6 +104,8 @@ class ComponentContext:
         system: the system actor named by the component's ``system`` key, or None.
         config_dir: directory of the configuration (relative file paths resolve against it).
         keep_versions: the pipe's ``compaction.keep_versions`` (None keeps every version).
+        writes: the datasets the pipe writes (its sink's; a ``dtl`` transform diffs children
+            against them).
     """
 
     pipe: str
@@ -112,6 +114,7 @@ class ComponentContext:
     system: Any = None
     config_dir: str = "."
     keep_versions: int | None = 2
+    writes: tuple[str, ...] = ()
 
 
 class Component:

@@ -10,9 +10,9 @@ Branches follow what the caller does next::
     ├── FatalError                   stop the pipe: retrying the same input fails the same way
     │   ├── BadDataError             a source returned data that cannot be used (names request/file/record)
     │   ├── PipeTrippedError         the dataset's circuit breaker is tripped; commit or roll back first
+    │   │   └── DtlTripError         a DTL ``trip!`` transform ran: the pipe stops (no retry)
     │   ├── SourceEmptyError         ``if_source_empty: fail`` and the source returned nothing
     │   ├── DtlFailError             a DTL ``fail!`` transform ran (names the entity)
-    │   └── DtlTripError             a DTL ``trip!`` transform ran: trip the dataset's breaker
     │   └── ComponentError           a component raised something unexpected (wrapped, original chained)
     ├── EntityError                  one entity cannot be written; dead-letter it and go on
     └── OperationRefusedError        an operator request is not allowed (e.g. reset of a protected pipe)
@@ -141,9 +141,11 @@ class DtlFailError(FatalError):
         self.entity_id = entity_id
 
 
-class DtlTripError(FatalError):
-    """Raised when a DTL ``["trip!", MESSAGE]`` transform runs (Sesam: the circuit breaker of the
-    pipe's dataset trips; inspect, then commit or roll back).
+class DtlTripError(PipeTrippedError):
+    """Raised when a DTL ``["trip!", MESSAGE]`` transform runs (Sesam: trip! stops the pipe). A
+    :class:`PipeTrippedError`: the run fails with nothing of it past its last committed batch
+    visible, and the pump does not retry it with backoff (only its regular schedule runs it
+    again); fix the data or the rule, then run the pipe.
 
     Attributes:
         entity_id: the ``_id`` of the source entity.

@@ -299,7 +299,7 @@ class PipeRun:
         system_id = getattr(spec.config, "system", None)
         return ComponentContext(
             self.spec.id, self.store, run, self.systems.get(system_id) if system_id else None,
-            self.config_dir, self.spec.model.compaction.keep_versions,
+            self.config_dir, self.spec.model.compaction.keep_versions, tuple(self.spec.writes),
         )
 
     async def _run(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.cli import commands, describe, serve, units
+from runtime.cli import commands, describe, dtl, serve, units
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +19,7 @@ for command in (commands.run, commands.check, commands.pipes, commands.datasets,
 cli.add_command(serve.serve)
 cli.add_command(describe.describe_cmd)
 cli.add_command(units.units_cmd)
+cli.add_command(dtl.dtl_cmd)
 
 
 def main() -> None:

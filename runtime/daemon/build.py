@@ -27,7 +27,7 @@ def build(runtime: Any, pipe: PipeSpec, spec: ComponentSpec, run: RunInfo, *, st
     system = runtime.systems.get(system_id) if system_id else None
     context = ComponentContext(
         pipe.id, store if store is not None else runtime.store, run, system,
-        str(runtime.config_dir), pipe.model.compaction.keep_versions,
+        str(runtime.config_dir), pipe.model.compaction.keep_versions, tuple(pipe.writes),
     )
     return spec.cls(spec.config, context)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runtime.dtl import paths, values
-from runtime.dtl.functions import Expr, FunctionSpec, load
+from runtime.dtl.functions import Env, Expr, FunctionSpec, load
 from runtime.errors import ConfigProblem, DtlCompileError
 
 #: A special form: ``(compiler, raw arguments, position) -> Expr``; it compiles its own arguments.
@@ -119,6 +119,8 @@ class Compiler:
         if not keys:
             return lambda env: env.variables.get(head)
         ns_var = paths.NAMESPACES_VAR
+        if len(keys) == 1:
+            return _path1(head, keys[0], ns_var)
         return lambda env: paths.traverse(env.variables.get(head), keys, env.variables.get(ns_var))
 
 
@@ -137,6 +139,20 @@ def compile_expression(raw: Any, *, where: str = "expression", file: str = "<dtl
 
 def _const(value: Any) -> Expr:
     return lambda env: value
+
+
+def _path1(head: str, key: str, ns_var: str) -> Expr:
+    """A one-key path (``_S.name``, the common case): a dict's key read directly when no
+    namespaces are set, else :func:`paths.traverse`."""
+    keys = [key]
+
+    def path1(env: Env) -> Any:
+        v = env.variables
+        value, ns = v.get(head), v.get(ns_var)
+        if ns is None and type(value) is dict:
+            return value.get(key)
+        return paths.traverse(value, keys, ns)
+    return path1
 
 
 def _literal(compiler: Compiler, args: list[Any], where: str) -> Expr:

@@ -194,6 +194,8 @@ class RuleSet:
         return add_if
 
     def _copy(self, args: list[Any], where: str, *, remove: bool = False) -> Transform:
+        if len(args) == 1 and isinstance(args[0], str) and not any(c in args[0] for c in "*?["):
+            return _copy_key(args[0], remove)
         include = self._patterns(args[0], f"{where}[1]")
         exclude = self._patterns(args[1], f"{where}[2]") if len(args) > 1 else None
 
@@ -349,6 +351,19 @@ class RuleSet:
                                   pipe=self.pipe)
             return k
         return key
+
+
+def _copy_key(key: str, remove: bool) -> Transform:
+    """``copy``/``remove`` of one property named without wildcards: a key lookup, no matching."""
+    def copy_key(env: Env, frame: _Frame) -> bool:
+        src = frame.target if remove else frame.source
+        if isinstance(src, dict) and key in src:
+            if remove:
+                del frame.target[key]
+            else:
+                frame.target[key] = src[key]
+        return True
+    return copy_key
 
 
 def _run_all(transforms: list[Transform], env: Env, frame: _Frame) -> bool:

@@ -37,7 +37,7 @@ def demo(tmp_path: Path) -> Path:
 def test_the_demo_checks_ok(demo: Path) -> None:
     result = sluice("check", demo)
     assert result.exit_code == 0, result.output
-    assert "ok: 3 pipes" in result.stdout and "warning" not in result.output
+    assert "ok: 4 pipes" in result.stdout and "warning" not in result.output
 
 
 def test_a_dataset_no_pipe_writes_is_named_with_the_closest_one(demo: Path) -> None:

@@ -24,7 +24,8 @@ from tests.conftest import REPO
 
 DEMO = REPO / "config" / "demo"
 SLUICE = str(Path(sys.executable).parent / "sluice")
-PIPES = ("iso-countries", "iso-subdivisions", "subdivisions-enriched")
+PIPES = ("iso-countries", "iso-subdivisions", "subdivisions-enriched-dtl", "subdivisions-enriched")
+DERIVED = ("subdivisions-enriched", "subdivisions-enriched-dtl")
 
 
 def _records(name: str, key: str) -> list[dict]:
@@ -34,7 +35,7 @@ def _records(name: str, key: str) -> list[dict]:
 COUNTRIES = _records("iso_3166-1.json", "3166-1")
 SUBDIVISIONS = _records("iso_3166-2.json", "3166-2")
 COUNTS = {"iso-countries": len(COUNTRIES), "iso-subdivisions": len(SUBDIVISIONS),
-          "subdivisions-enriched": len(SUBDIVISIONS)}
+          "subdivisions-enriched": len(SUBDIVISIONS), "subdivisions-enriched-dtl": len(SUBDIVISIONS)}
 
 
 def sluice(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -134,6 +135,21 @@ def test_derived_dataset_is_the_transform_of_every_subdivision(demo: tuple[Path,
     assert got["AD-02"]["level"] == 1 and got["AD-02"]["parent_code"] is None
 
 
+def test_the_dtl_pipe_gives_the_python_pipes_dataset(demo: tuple[Path, str]) -> None:
+    data, _ = demo
+
+    def dataset(name: str) -> dict[str, dict]:
+        proc = sluice("entities", name, "--limit", "100000", data_dir=data)
+        return {e["_id"]: {k: v for k, v in e.items() if not k.startswith("_") or k in ("_id", "_deleted")}
+                for e in map(orjson.loads, proc.stdout.splitlines())}
+
+    python, dtl = dataset("subdivisions-enriched"), dataset("subdivisions-enriched-dtl")
+    assert len(dtl) == len(SUBDIVISIONS)
+    for entity_id, entity in python.items():
+        assert dtl[entity_id] == entity, entity_id
+    assert dtl.keys() == python.keys()
+
+
 def test_second_run_writes_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     sluice("run", str(DEMO), data_dir=data)
@@ -143,9 +159,10 @@ def test_second_run_writes_nothing(tmp_path: Path) -> None:
         s = summary[pipe]
         assert (s["read"], s["unchanged"]) == (COUNTS[pipe], COUNTS[pipe]), pipe
         assert (s["new"], s["changed"], s["deleted"]) == (0, 0, 0), pipe
-    derived = summary["subdivisions-enriched"]
-    assert derived["run"] == "incremental" and derived["read"] == 0
-    assert (derived["new"], derived["changed"], derived["deleted"]) == (0, 0, 0)
+    for pipe in DERIVED:
+        derived = summary[pipe]
+        assert derived["run"] == "incremental" and derived["read"] == 0, pipe
+        assert (derived["new"], derived["changed"], derived["deleted"]) == (0, 0, 0), pipe
     assert sluice("datasets", data_dir=data).stdout == before  # offsets and counts unchanged
     history = sluice("entities", "iso-subdivisions", "--history", "--limit", "100000", data_dir=data)
     assert len(history.stdout.splitlines()) == len(SUBDIVISIONS)  # one version per id
@@ -157,7 +174,7 @@ def test_pipes_reset_and_rerun(tmp_path: Path) -> None:
     table = rows(sluice("pipes", str(DEMO), data_dir=data).stdout)
     assert list(table) == list(PIPES)
     assert table["subdivisions-enriched"][0] == str(len(SUBDIVISIONS) - 1)  # since = last offset read
-    assert [table[p][1] for p in PIPES] == ["completed"] * 3
+    assert [table[p][1] for p in PIPES] == ["completed"] * len(PIPES)
     assert table["iso-countries"][0] == ""  # a file source has no continuation
 
     proc = sluice("reset", "subdivisions-enriched", data_dir=data)
@@ -173,7 +190,7 @@ def test_pipes_reset_and_rerun(tmp_path: Path) -> None:
 def test_check_validates_without_running(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = sluice("check", str(DEMO), data_dir=data)
-    assert proc.stdout.strip() == f"ok: 3 pipes, 0 systems in {DEMO}"
+    assert proc.stdout.strip() == f"ok: 4 pipes, 0 systems in {DEMO}"
     assert not (data / "sluice.db").exists()
 
 
@@ -222,7 +239,7 @@ def test_pipes_shows_when_the_last_run_ended(tmp_path: Path) -> None:
 def _all_unchanged(p: subprocess.CompletedProcess[str]) -> None:
     s = run_summary(p.stdout)
     assert [(s[x]["read"], s[x]["unchanged"]) for x in PIPES[:2]] == [(COUNTS[x], COUNTS[x]) for x in PIPES[:2]]
-    assert s["subdivisions-enriched"]["read"] == 0
+    assert [s[x]["read"] for x in DERIVED] == [0, 0]
     assert all((v["new"], v["changed"], v["deleted"]) == (0, 0, 0) for v in s.values())
 
 
@@ -239,7 +256,7 @@ def _json_lines(n: int) -> Callable[[subprocess.CompletedProcess[str]], None]:
 
 def _pipes(p: subprocess.CompletedProcess[str]) -> None:
     table = rows(p.stdout)
-    assert [table[x][1] for x in PIPES] == ["completed"] * 3 and table["subdivisions-enriched"][0] == "5126"
+    assert [table[x][1] for x in PIPES] == ["completed"] * 4 and table["subdivisions-enriched"][0] == "5126"
 
 
 def _reset(p: subprocess.CompletedProcess[str]) -> None:
@@ -252,12 +269,12 @@ def _rerun(p: subprocess.CompletedProcess[str]) -> None:
 
 
 def _check(p: subprocess.CompletedProcess[str]) -> None:
-    assert p.stdout.startswith("ok: 3 pipes")
+    assert p.stdout.startswith("ok: 4 pipes")
 
 
 COMMANDS_TO_TRY: dict[str, Callable[[subprocess.CompletedProcess[str]], None] | None] = {
     ". .venv/bin/activate                             # puts sluice on PATH": None,
-    "sluice run config/demo                           # the set-up made the first run (249 + 5127 + 5127 new);"
+    "sluice run config/demo                           # the set-up made the first run (249 + 5127 + 5127 + 5127 new);"
     " this one: everything unchanged, nothing written": _all_unchanged,
     "sluice datasets                                  # offsets, ids, deleted, populated": _datasets,
     "sluice entities iso-countries --limit 3          # JSON lines": _json_lines(3),

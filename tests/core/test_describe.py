@@ -55,7 +55,7 @@ def test_readme_generated_blocks_equal_the_generator_output():
 def test_readme_has_a_generated_table_per_documented_target():
     text = README.read_text(encoding="utf-8")
     for args in ("pipe --no-nested", "pump", "source dataset", "source file", "sink dataset", "system rest",
-                 "source rest", "transform rest --no-nested", "sink http_endpoint",
+                 "source rest", "transform rest --no-nested", "transform dtl", "sink http_endpoint",
                  "source http_endpoint"):
         assert f"{reference.START}{args} -->" in text, args
 

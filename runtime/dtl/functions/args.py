@@ -14,6 +14,9 @@ from runtime.errors import FatalError
 def map_typed(values: Any, kind: type | tuple[type, ...], op: Callable[[Any], Any]) -> Any:
     """``op`` over the values of type ``kind`` in VALUES (bool is never an int); other values and
     ``None`` results are dropped. A list input gives a list, a single input one value or null."""
+    if type(values) is kind:  # one value of exactly that type (never bool for int): the common case
+        return op(values)
+
     def take(v: Any) -> Any:
         return None if isinstance(v, bool) or not isinstance(v, kind) else op(v)
     if isinstance(values, list):

@@ -24,6 +24,11 @@ def order_key(value: Any) -> tuple[Any, ...]:
     Datetime < UUID < NI < URI < String < Dict < List < Bytes; numbers by value across int, float
     and Decimal; dicts by their sorted key+value pairs; lists element by element. Equal keys mean
     DTL-equal values (``1 == 1.0``, ``true != 1``)."""
+    kind = type(value)  # the common exact types first (bool is not int here)
+    if kind is str:
+        return (7, value)
+    if kind is int:
+        return (2, value)
     if value is None:
         return (0,)
     if isinstance(value, bool):
@@ -51,6 +56,9 @@ def order_key(value: Any) -> tuple[Any, ...]:
 
 def dtl_equal(a: Any, b: Any) -> bool:
     """``eq``: both sides coerced to lists, compared element by element (:func:`order_key`)."""
+    kind = type(a)
+    if kind is type(b) and (kind is str or kind is int or kind is bool):
+        return bool(a == b)  # two scalars of one exact type: what the lists' keys would give
     return order_key(as_list(a)) == order_key(as_list(b))
 
 

@@ -34,6 +34,11 @@ def sort_key(value: Any) -> tuple[int, Any]:
     Raises:
         TypeError: ``value`` is not a DTL value.
     """
+    kind = type(value)  # the common exact types first (bool is not int here)
+    if kind is str:
+        return (7, value)
+    if kind is int:
+        return (2, value)
     rank = _rank(value)
     if rank == 0:
         return (0, 0)
