@@ -90,6 +90,7 @@ class UnitRunner:
         self.tally = UnitTally()
         self._last_start = 0.0
         self._running = 0
+        self._ended = anyio.Event()  # set when a unit ends; replaced by the claim loop after each wait
 
     async def run(self, emit: Callable[[UnitChunk], Awaitable[None]], stop: anyio.Event) -> UnitTally:
         """Run every unit due, sending each page through ``emit``; returns the tally.
@@ -110,8 +111,12 @@ class UnitRunner:
                 want = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - started)
                 claimed = await self.store.claim_units(self.pipe, self.owner, limit=want, lease_s=LEASE_S)
                 if not claimed:
-                    if self._running or await self._due_soon(wait_until):
-                        await anyio.sleep(0.05)  # units still running may fail and come due again
+                    if self._running:  # claim again when one ends: a failed one may be due again
+                        await self._ended.wait()
+                        self._ended = anyio.Event()
+                        continue
+                    if await self._due_soon(wait_until):
+                        await anyio.sleep(0.05)
                         continue
                     break
                 for unit in claimed:
@@ -168,6 +173,7 @@ class UnitRunner:
         finally:
             self._running -= 1
             limiter.release()
+            self._ended.set()
 
     async def _failed(self, row: WorkUnit, exc: BaseException, emit: Callable[[UnitChunk], Awaitable[None]]) -> None:
         attempts = row.attempts + 1
