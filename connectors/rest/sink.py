@@ -74,6 +74,7 @@ class RestSink(Sink):
         self.gate = ErrorGate(c.max_error_ratio, c.min_attempts, ctx.pipe)
         lookup = self._op(c.lookup_operation) if c.lookup_operation else None
         self.sender = Sender(self.system, self.ledger, self.gate, c, ctx.pipe, ctx.run.run_id, self.allowed, lookup)
+        self._uncounted: dict[str, str] = {}
         self.state_ops = bool(c.insert_operation or c.update_operation or c.delete_operation)
 
     def _op(self, name: str | None) -> Operation:
@@ -113,7 +114,8 @@ class RestSink(Sink):
                 errors.append(exc)
                 continue
             if plan is None or self.sender.done(plan):
-                counts["unchanged"] += 1
+                # sent by a call of this run that raised (its counts were lost): count it now
+                counts[_COUNTER.get(self._uncounted.pop(str(entity["_id"]), ""), "unchanged")] += 1
                 continue
             if plan.previous is not None and plan.previous.run_id == self.context.run.run_id \
                     and plan.previous.payload_hash == plan.payload_hash:
@@ -129,14 +131,14 @@ class RestSink(Sink):
                 continue
             plans.append(plan)
         outcomes = await self._run(plans)
-        for plan, outcome in outcomes:
-            if outcome.state == SENT:
-                counts[_COUNTER[plan.kind]] += 1
-            else:
-                errors.append(entity_error(plan, outcome, self.context.pipe))
+        sent = [(p, o) for p, o in outcomes if o.state == SENT]
+        errors += [entity_error(p, o, self.context.pipe) for p, o in outcomes if o.state != SENT]
         self.gate.check()
-        if errors:
+        if errors:  # the pipe writes the batch again entity by entity: sent ones are counted then
+            self._uncounted.update((p.entity_id, p.kind) for p, _ in sent)
             raise errors[0]
+        for plan, _ in sent:
+            counts[_COUNTER[plan.kind]] += 1
         return WriteResult(**counts)
 
     async def _run(self, plans: list[Plan]) -> list[tuple[Plan, Outcome]]:
