@@ -97,7 +97,7 @@ class Outcome:
 
     @classmethod
     def of(cls, entity: Entity) -> Outcome:
-        return cls(entity["_id"], **{k: entity.get(k) for k in (
+        return cls(entity["_id"], **{k: entity.get(k) for k in (  # type: ignore[arg-type]
             "state", "operation", "payload_hash", "attempt", "status", "error", "generated_id", "response",
             "run_id", "at_us")})
 

@@ -37,6 +37,7 @@ from connectors.rest.ledger import (
     UNKNOWN,
     Ledger,
     Outcome,
+    digest,
     excerpt,
     idempotency_key,
 )
@@ -184,7 +185,7 @@ class Sender:
                     [p.call.payload for p in plans], first.call.payload_type)
         header = self.config.idempotency_key_header
         if header:
-            call.headers[header] = idempotency_key(self.pipe, "batch", [p.payload_hash for p in plans])
+            call.headers[header] = idempotency_key(self.pipe, "batch", digest(*[p.payload_hash for p in plans]))
         try:
             response = await self.system.send(call)
         except (TransientError, BadDataError) as exc:

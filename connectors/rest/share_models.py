@@ -14,52 +14,27 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from connectors.rest.ledger_models import SideEffectConfig
 from connectors.rest.models import _Call
 from runtime.components import ComponentConfig
 from runtime.templates import check_template
 
 
-class LedgerConfig(ComponentConfig):
-    """Keys of every component that sends with side effects and keeps an outcome ledger.
+class GateConfig(ComponentConfig):
+    """The error-ratio gate's keys (DIL).
 
     Attributes:
-        response_dataset: the outcome ledger, also the response dataset (DIL): one entity per
-            entity sent, ``_id`` = the entity's ``_id``, a new version per attempt with
-            ``state`` (``sending``, ``sent``, ``failed``, ``unknown``, ``invalid``,
-            ``modified-in-system``), ``operation``, ``payload_hash``, ``attempt``, ``status``,
-            ``error`` (an excerpt), ``generated_id``, ``at_us`` (microseconds since the epoch),
-            ``run_id`` and ``response`` (status, body excerpt, validation errors of a 4xx);
-            unset: ``<pipe>-responses``.
-        idempotency_key_header: header carrying the deterministic idempotency key (a hash of the
-            pipe, the ``_id`` and the payload hash) on non-idempotent sends (POST, PATCH);
-            ``null``: none.
-        idempotency_key_honoured: the target replays the first response for a repeated key
-            (Stripe, the IETF draft): a send whose response was lost is then retried like an
-            idempotent one, in the run (the system's ``retry_strategy``) and in later runs. False
-            (the default): a lost response leaves the entity ``unknown``; before it is sent
-            again ``lookup_operation`` (if set) asks the target whether the write was applied.
-        lookup_operation: the system operation looking an entity up by its external reference
-            (templates see ``entity``); a 2xx with at least one record at its
-            ``payload_property`` means the write was applied (its ``generated_id_property`` is
-            the generated id), a 404 or no record that it was not.
-        generated_id_property: dotted path of the generated id in an insert's response body
-            (and in a lookup's record).
-        max_error_ratio: the error-ratio gate (DIL's ``InFlowValidationConverter``, applied
-            while sending): once ``min_attempts`` sends were made in a run and rejected /
-            attempted passes this ratio, no more is sent and the run fails.
+        max_error_ratio: once ``min_attempts`` sends were made in a run and rejected /
+            attempted passes this ratio (0..1), no more is sent and the run fails (DIL's
+            ``InFlowValidationConverter`` threshold, applied while sending).
         min_attempts: sends before the gate is evaluated.
     """
 
-    response_dataset: str | None = Field(default=None, min_length=1)
-    idempotency_key_header: str | None = "Idempotency-Key"
-    idempotency_key_honoured: bool = False
-    lookup_operation: str | None = None
-    generated_id_property: str = "id"
     max_error_ratio: float = Field(default=0.1, ge=0, le=1)
     min_attempts: int = Field(default=20, ge=1)
 
 
-class RestSinkConfig(_Call, LedgerConfig):
+class RestSinkConfig(_Call, SideEffectConfig, GateConfig):
     """``{"type": "rest", "system": "crm", "operation": "create"}``: one request per entity (or
     per batch of entities), ``concurrency`` at once.
 
@@ -111,8 +86,8 @@ class RestSinkConfig(_Call, LedgerConfig):
     @classmethod
     def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            from jsonschema import Draft202012Validator
-            from jsonschema.exceptions import SchemaError
+            from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+            from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
             try:
                 Draft202012Validator.check_schema(value)
             except SchemaError as exc:
@@ -121,7 +96,8 @@ class RestSinkConfig(_Call, LedgerConfig):
 
     @model_validator(mode="after")
     def _batch(self) -> RestSinkConfig:
-        if self.batch_size is not None and (self.update_operation or self.delete_operation or self.operation_expression):
+        per_entity = self.update_operation or self.delete_operation or self.operation_expression
+        if self.batch_size is not None and per_entity:
             raise ValueError("batch_size sends one operation for every entity; drop update_operation, "
                              "delete_operation and operation_expression (use separate pipes)")
         return self

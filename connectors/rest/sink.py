@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import anyio
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from connectors.rest.gate import ErrorGate
 from connectors.rest.ledger import INVALID, SENT, Ledger, Outcome, payload_hash
@@ -139,7 +139,7 @@ class RestSink(Sink):
             raise errors[0]
         for plan, _ in sent:
             counts[_COUNTER[plan.kind]] += 1
-        return WriteResult(**counts)
+        return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"])
 
     async def _run(self, plans: list[Plan]) -> list[tuple[Plan, Outcome]]:
         """Send ``plans``, ``concurrency`` at once (each worker takes the next plan, or the next
