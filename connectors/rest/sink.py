@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import anyio
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from connectors.rest.gate import ErrorGate
@@ -26,9 +25,10 @@ from connectors.rest.operation import Operation
 from connectors.rest.sender import Plan, Sender, entity_error, kind_of
 from connectors.rest.share_models import RestSinkConfig
 from connectors.rest.source import rest_system
+from runtime.actors import run_workers
 from runtime.components import ComponentConfig, Sink
 from runtime.entities import Entity
-from runtime.errors import EntityError, first_error
+from runtime.errors import EntityError
 from runtime.store.protocol import Checkpoint, WriteResult
 from runtime.templates import Template
 
@@ -160,12 +160,7 @@ class RestSink(Sink):
                 else:
                     out.append((group[0], await self.sender.send(group[0])))
 
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(self.config.concurrency, len(groups))):
-                    tg.start_soon(worker)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        await run_workers(worker, min(self.config.concurrency, len(groups)))
         return out
 
     def _choose(self, entity: Entity) -> tuple[str | None, bool]:

@@ -183,11 +183,15 @@ class TargetApi(FaultyServer):
             return self.error(412, "precondition_failed", f"If-Match {match} is not the current ETag {self.etag(rid)}")
         return None
 
-    async def _update(self, request: web.Request) -> web.Response:
-        rid = request.match_info["id"]
+    def _refusal(self, request: web.Request, rid: str) -> web.Response | None:
+        """404 for an unknown record, else the If-Match refusal (412/428), else None."""
         if rid not in self.records:
             return self.error(404, "not_found", f"no record {rid}")
-        refused = self._precondition(request, rid)
+        return self._precondition(request, rid)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        refused = self._refusal(request, rid)
         if refused is not None:
             return refused
         body = await self._body(request)
@@ -203,9 +207,7 @@ class TargetApi(FaultyServer):
 
     async def _delete(self, request: web.Request) -> web.Response:
         rid = request.match_info["id"]
-        if rid not in self.records:
-            return self.error(404, "not_found", f"no record {rid}")
-        refused = self._precondition(request, rid)
+        refused = self._refusal(request, rid)
         if refused is not None:
             return refused
         del self.records[rid]
