@@ -34,6 +34,7 @@ from runtime.dtl.hops import HopResolver
 from runtime.dtl.rules import RuleSet
 from runtime.entities import Entity
 from runtime.errors import DtlCompileError, EntityError
+from runtime.store.protocol import Dependency
 
 
 class DtlTransformConfig(ComponentConfig):
@@ -117,8 +118,6 @@ class DtlTransform(Transform):
         if self.hops is not None:  # hops: batched index look-ups between synchronous rounds
             results = [self._check(e, p) for e, p in zip(
                 entities, await self.hops.apply(self.rules, entities), strict=True)]
-            if self.tracks:  # before the outputs commit: a crash in between re-runs the batch
-                await self.context.store.record_dependencies(self.context.pipe, self.hops.dependencies)
         else:
             results = await anyio.to_thread.run_sync(self._apply_all, entities)
         out: list[Entity] = []
@@ -127,6 +126,10 @@ class DtlTransform(Transform):
                 await self._track(entity, produced)
             out.extend(produced)
         return out
+
+    def take_dependencies(self) -> dict[str, set[Dependency]] | None:
+        """See :meth:`Transform.take_dependencies`: the last batch's, when tracking."""
+        return self.hops.dependencies if self.tracks and self.hops is not None else None
 
     def _apply_all(self, entities: list[Entity]) -> list[list[Entity]]:
         return [self._apply(e) for e in entities]
