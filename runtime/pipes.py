@@ -320,8 +320,21 @@ class PipeRun:
             and self.spec.source.cls.tracks_dependencies,
         )
 
+    async def _unpopulated_hops(self) -> list[str]:
+        """The datasets the pipe's transforms hop to that do not exist or are not populated yet
+        (no run of their writer has completed)."""
+        hopped = sorted({ds for t in self.spec.transforms for ds in t.cls.datasets_read(t.config)})
+        return [ds for ds in hopped if not ((info := await self.store.dataset_info(ds)) and info.populated)]
+
     async def _run(self) -> None:
         spec = self.spec
+        if missing := await self._unpopulated_hops():
+            # Sesam: a pipe does not run before the datasets it hops to are populated; joins
+            # against a half-written dataset would write wrong outputs (and, untracked, keep them)
+            log.warning("hops.input_not_populated", datasets=missing,
+                        reason="the pipe runs once a run of each dataset's writer has completed")
+            self._progress.stopped = True
+            return
         state = await self.store.pipe_state(spec.id)
         strategy = strategy_of(spec.source)
         since, sweep = plan_run(state, strategy, self.force_full, self.start_since)

@@ -5,7 +5,7 @@ secondary indexes.
 ``["hops", SPEC, SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]``, each SPEC
 ``{"datasets": ["DATASET ALIAS", ...], "where": EXPR | [EXPR, ...], "return"?: ALIAS | EXPR,
 "recurse"?: bool, "max_depth"?: int | null (10), "exclude_root"?: bool,
-"track-dependencies"?: bool (true)}``:
+"track-dependencies"?: bool (true), "trace"?: bool (false)}``:
 
 * an ``eq`` whose two sides each reference exactly one alias, different ones (``_S`` counts), is a
   **join**; every other expression is a **filter** over the joined aliases. Joins are planned at
@@ -50,6 +50,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import structlog
+
 from runtime.dtl import paths, values
 from runtime.dtl.compiler import Compiler
 from runtime.dtl.functions import Env, Expr, as_list, truthy
@@ -63,7 +66,8 @@ if TYPE_CHECKING:
 #: The :class:`Env` variable holding the :class:`HopResolver` of an evaluation.
 RESOLVER_VAR = "$hops"
 DEFAULT_MAX_DEPTH = 10
-_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root", "track-dependencies"}
+_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root", "track-dependencies", "trace"}
+log = structlog.get_logger("sluice.dtl")
 
 Index = tuple[str, tuple[str, ...]]  # (dataset, property path)
 
@@ -108,19 +112,24 @@ class HopResolver:
             await self._fetch()
         out: list[list[dict[str, Any]]] = [[] for _ in entities]
         pending = list(range(len(entities)))
-        while pending:
-            again = []
-            for i in pending:
-                if self.record:  # a repeated round asks the same again: a set
-                    self._current = self.dependencies.setdefault(str(entities[i].get("_id")), set())
-                try:
-                    out[i] = rule_set.apply(entities[i], namespaces, hops=self)
-                except _NeedLookups:
-                    again.append(i)
-            self._current = None
+        while pending:  # each round in a worker thread: the event loop stays free (and sleep! too)
+            pending = await anyio.to_thread.run_sync(self._round, rule_set, entities, pending, out, namespaces)
             await self._fetch()
-            pending = again
         return out
+
+    def _round(self, rule_set: RuleSet, entities: Sequence[dict[str, Any]], pending: list[int],
+               out: list[list[dict[str, Any]]], namespaces: paths.Namespaces | None) -> list[int]:
+        """Evaluate the ``pending`` entities into ``out``; returns those that need look-ups."""
+        again = []
+        for i in pending:
+            if self.record:  # a repeated round asks the same again: a set
+                self._current = self.dependencies.setdefault(str(entities[i].get("_id")), set())
+            try:
+                out[i] = rule_set.apply(entities[i], namespaces, hops=self)
+            except _NeedLookups:
+                again.append(i)
+        self._current = None
+        return again
 
     def lookup(self, index: Index, keys: list[str], *, track: bool = True) -> list[dict[str, Any]]:
         """The entities of ``index`` matching any of ``keys``, without duplicates, by ``_id``;
@@ -200,6 +209,8 @@ class _Spec:
     max_depth: int | None
     exclude_root: bool
     track: bool
+    where: str = ""
+    trace: bool = False
     #: set when the spec is one join and no filter, returning the joined alias (``[]``) or a
     #: path below it (its keys): evaluated without binding an env per joined entity
     direct: list[str] | None = None
@@ -281,7 +292,11 @@ def _compile_spec(compiler: Compiler, raw: Any, where: str) -> _Spec | None:
     if not isinstance(track, bool):
         compiler.problem(f"{where}.track-dependencies", f"track-dependencies is true or false, got {track!r}")
         track = True
-    spec = _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track)
+    trace = raw.get("trace", False)
+    if not isinstance(trace, bool):
+        compiler.problem(f"{where}.trace", f"trace is true or false, got {trace!r}")
+    spec = _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track,
+                 where, trace is True)
     if len(joins) == 1 and not filters and not recurse:
         spec.direct = _direct_return(ret, joins[0].alias)
     return spec
@@ -337,6 +352,14 @@ def _overlap(a: Expr, b: Expr) -> Expr:
 
 
 def _run_spec(spec: _Spec, resolver: HopResolver, env: Env, source: Any) -> list[Any]:
+    result = _evaluate_spec(spec, resolver, env, source)
+    if spec.trace:  # Sesam's hops "trace": what the hop joined, per source entity
+        log.info("hops.trace", hop=spec.where, source=source.get("_id") if isinstance(source, dict) else source,
+                 found=[r.get("_id") if isinstance(r, dict) else r for r in result])
+    return result
+
+
+def _evaluate_spec(spec: _Spec, resolver: HopResolver, env: Env, source: Any) -> list[Any]:
     if spec.direct is not None:  # one join, no filter: the look-up is the result
         join = spec.joins[0]
         joined = resolver.lookup(join.index, join_keys(join.known(env.bind(source, "_S"))), track=spec.track)

@@ -10,7 +10,7 @@ null), ``copy``/``remove`` PATTERN [EXCLUDE] (fnmatch wildcards; copy reads ``_S
 ``filter`` emits the target with ``_filtered: true``, ``discard`` emits nothing), ``if`` COND THEN
 [ELSE], ``case`` COND T ... [DEFAULT], ``case-eq`` VALUE K T ... [DEFAULT] (THEN/T: one transform or a
 list of them), ``create`` VALUES (extra output entities, each with an ``_id``), ``create-child``
-VALUES (into the target's ``$children``), ``comment`` ..., ``fail!``/``trip!`` MESSAGE (raise),
+VALUES (into the target's ``$children``), ``comment`` ..., ``fail!``/``trip!`` MESSAGE (raise), ``sleep!`` SECONDS,
 ``make-ni`` NS PROP [TARGET] (``PROP-ni``: NIs ``NS:value`` of ``_S``'s string values, a list sorted).
 
 In expressions, ``["hops", SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]`` join other
@@ -23,8 +23,10 @@ inside it ``_P`` is the caller's context and ``_R`` the root's (dicts with ``_S`
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from runtime.dtl import hops as hops_
@@ -314,6 +316,24 @@ class RuleSet:
             raise error(str(first(message(env))), entity_id=entity_id, pipe=pipe)
         return fail
 
+    def _sleep(self, args: list[Any], where: str) -> Transform:
+        """``["sleep!", SECONDS]``: pause the evaluation (Sesam; e.g. to pace a side effect).
+        Evaluation runs in a worker thread, so the pipe's other actors go on meanwhile."""
+        seconds = self.compiler.expr(args[0], f"{where}[1]")
+        pipe = self.pipe
+
+        def sleep(env: Env, frame: _Frame) -> bool:
+            value = first(seconds(env))
+            if value is None:
+                return True
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal) or value < 0:
+                src = frame.source
+                raise EntityError(f"DTL {where}: sleep! takes a number of seconds >= 0, got {value!r}",
+                                  entity_id=src.get("_id") if isinstance(src, dict) else None, pipe=pipe)
+            time.sleep(float(value))
+            return True
+        return sleep
+
     def _make_ni(self, args: list[Any], where: str) -> Transform | None:
         if not all(isinstance(a, str) for a in args):
             self.compiler.problem(where, "'make-ni' takes strings: NAMESPACE PROPERTY [TARGET]")
@@ -397,6 +417,7 @@ _TRANSFORMS: dict[str, Callable[[RuleSet, list[Any], str], Transform | None]] = 
     "fail!": lambda rs, a, w: rs._raise(a, w, trip=False),
     "trip!": lambda rs, a, w: rs._raise(a, w, trip=True),
     "make-ni": RuleSet._make_ni,
+    "sleep!": RuleSet._sleep,
 }
 
 #: (min, max) arguments of each transform (max None: unbounded).
@@ -405,5 +426,5 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "rename": (2, 2), "merge": (1, 1), "merge-union": (1, 1), "filter": (0, 1),
     "discard": (0, 1), "if": (2, 3), "case": (2, None), "case-eq": (3, None), "create": (1, 1),
     "create-child": (1, 1), "comment": (0, None), "fail!": (1, 1), "trip!": (1, 1),
-    "make-ni": (2, 3),
+    "make-ni": (2, 3), "sleep!": (1, 1),
 }

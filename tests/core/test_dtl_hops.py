@@ -244,3 +244,31 @@ async def test_a_resolver_reused_for_the_next_batch_sees_writes_in_between(stock
     assert found(await resolver.apply(rs, CUSTOMERS[:1])) == [["a1"]]
     await stocked.write_batch("addresses", [{"_id": "a1", "_deleted": True}], pipe="p", checkpoint=None)
     assert found(await resolver.apply(rs, CUSTOMERS[:1])) == [[]]
+
+
+async def test_trace_logs_what_each_source_entity_joined(stocked):
+    from structlog.testing import capture_logs
+
+    hop = ["hops", {"datasets": ["addresses a"], "where": ["eq", "a.customer_id", "_S._id"], "trace": True}]
+    with capture_logs() as logs:
+        await run(stocked, hop)
+    traced = {e["source"]: e["found"] for e in logs if e["event"] == "hops.trace"}
+    assert traced == {"c1": ["a1", "a2"], "c2": ["a3", "a4"], "c3": [], "c4": []}
+    assert {e["hop"] for e in logs if e["event"] == "hops.trace"} == {"rules.default[0][2][1]"}
+    with pytest.raises(DtlCompileError, match=r"trace is true or false"):
+        rules(["hops", {"datasets": ["addresses a"], "where": ["eq", "a.customer_id", "_S._id"], "trace": "yes"}])
+
+
+async def test_sleep_pauses_in_the_worker_thread_and_refuses_a_non_number(stocked):
+    import time
+
+    from runtime.errors import EntityError
+
+    slow = RuleSet({"default": [["copy", "_id"], ["sleep!", 0.05],
+                                ["add", "n", ["hops", {"datasets": ["addresses a"],
+                                                       "where": ["eq", "a.customer_id", "_S._id"]}]]]})
+    t0 = time.perf_counter()
+    out = await HopResolver(stocked).apply(slow, CUSTOMERS[:2])
+    assert time.perf_counter() - t0 >= 0.1 and [len(o[0]["n"]) for o in out] == [2, 2]
+    with pytest.raises(EntityError, match=r"sleep! takes a number of seconds"):
+        RuleSet({"default": [["sleep!", "_S.name"]]}).apply({"_id": "x", "name": "soon"})
