@@ -50,14 +50,16 @@ async def record(conn: aiosqlite.Connection, pipe: str, dependencies: Mapping[st
 
 def _matches(pipe: str, ds: DatasetRow, after: int, upto: int) -> tuple[str, tuple[object, ...]]:
     """The ``(src, path, key)`` rows of ``deps`` matched by the ids of ``ds`` changed in
-    ``(after, upto]``, and the statement's parameters."""
+    ``(after, upto]``, and the statement's parameters. CROSS JOIN keeps the changed ids the outer
+    loop: left to itself, SQLite's planner scans every recorded look-up of the dataset (0.5 s at
+    100,000 source entities) instead of searching the few the changes touch."""
     sql = (f"WITH c AS (SELECT DISTINCT id FROM {ds.log} WHERE off > ? AND off <= ?) "
-           f"SELECT d.src, d.path, d.key FROM c JOIN deps d "
+           f"SELECT d.src, d.path, d.key FROM c CROSS JOIN deps d "
            f"ON d.pipe = ? AND d.ds = ? AND d.path = '{FOUND}' AND d.key = c.id")
     args: tuple[object, ...] = (after, upto, pipe, ds.name)
     if ds.indexes:  # ids that now have a looked-up key (deleted ones have none)
-        sql += (f" UNION ALL SELECT d.src, d.path, d.key FROM c JOIN {ixsql.table(ds)} h ON h.id = c.id "
-                "JOIN deps d ON d.pipe = ? AND d.ds = ? AND d.path = h.path AND d.key = h.key")
+        sql += (f" UNION ALL SELECT d.src, d.path, d.key FROM c CROSS JOIN {ixsql.table(ds)} h ON h.id = c.id "
+                "CROSS JOIN deps d ON d.pipe = ? AND d.ds = ? AND d.path = h.path AND d.key = h.key")
         args += (pipe, ds.name)
     return sql, args
 
