@@ -90,7 +90,7 @@ class HopResolver:
     #: per source entity ``_id`` of the last :meth:`apply`, what its tracked hops looked up
     dependencies: dict[str, set[Dependency]] = field(default_factory=dict)
     _current: set[Dependency] | None = None
-    _found: dict[tuple[Index, str], list[dict[str, Any]]] = field(default_factory=dict)
+    _found: dict[Index, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # index -> key -> entities
     _wanted: dict[Index, set[str]] = field(default_factory=dict)
     _ready: set[Index] = field(default_factory=set)
     queries: int = 0  # batched index queries made (one per (dataset, path) per round)
@@ -138,15 +138,15 @@ class HopResolver:
         Raises:
             _NeedLookups: a key is not fetched yet (recorded for the next batched query).
         """
-        fetched = self._found
-        missing = [k for k in keys if (index, k) not in fetched]
+        fetched = self._found.get(index) or {}
+        missing = [k for k in keys if k not in fetched]
         if missing:
             self._wanted.setdefault(index, set()).update(missing)
             raise _NeedLookups
         if len(keys) == 1:  # the common case: one key's entities are distinct and ordered already
-            result = fetched[(index, keys[0])]
+            result = fetched[keys[0]]
         else:
-            found = {e["_id"]: e for k in keys for e in fetched[(index, k)]}
+            found = {e["_id"]: e for k in keys for e in fetched[k]}
             result = [found[i] for i in sorted(found)]
         noted = self._current if track else None
         if noted is not None:  # after the fetch check: a repeated round records nothing twice
@@ -180,8 +180,9 @@ class HopResolver:
                 self._ready.add(index)
             rows = await self.store.index_lookup(dataset, path, sorted(keys)) if index in self._ready else {}
             self.queries += 1
+            fetched = self._found.setdefault(index, {})
             for key in keys:
-                self._found[(index, key)] = [values.decode(e) for e in rows.get(key, [])]
+                fetched[key] = [values.decode(e) for e in rows.get(key, [])]
 
 
 @functools.cache
