@@ -1,4 +1,5 @@
-"""DTL rule sets: ``{"default": [TRANSFORM, ...], "other": [...]}`` compiled once into closures.
+"""DTL rule sets: ``{"default": [TRANSFORM, ...], "other": [...]}`` compiled once into closures
+over generated expression functions.
 
 Each rule builds a target ``_T`` from a source ``_S`` by running its transforms in order
 (Sesam ``hub/dtl/transforms.rst``, ``variables.rst``). Transforms (first element of each list):
@@ -27,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.dtl import codegen, paths
 from runtime.dtl import hops as hops_
-from runtime.dtl import paths
 from runtime.dtl.compiler import Compiler
 from runtime.dtl.functions import Env, Expr, as_list, first, truthy
 from runtime.dtl.functions.core import dtl_equal, order_key
@@ -111,6 +112,10 @@ class RuleSet:
                 break
         return frame
 
+    def _expr(self, raw: Any, where: str) -> Expr:
+        """An expression of a transform, as generated code (:mod:`runtime.dtl.codegen`)."""
+        return codegen.generate(self.compiler, raw, where)
+
     # --- the expression special form ``apply`` -----------------------------------------------
 
     def _apply_form(self, compiler: Compiler, args: list[Any], where: str) -> Expr:
@@ -171,7 +176,7 @@ class RuleSet:
         return build(self, args, where)
 
     def _add(self, args: list[Any], where: str, *, only_new: bool = False) -> Transform:
-        key, value = self._key(args[0], f"{where}[1]"), self.compiler.expr(args[1], f"{where}[2]")
+        key, value = self._key(args[0], f"{where}[1]"), self._expr(args[1], f"{where}[2]")
 
         def add(env: Env, frame: _Frame) -> bool:
             k = key(env, frame)
@@ -182,8 +187,8 @@ class RuleSet:
 
     def _add_if(self, args: list[Any], where: str) -> Transform:
         key = self._key(args[0], f"{where}[1]")
-        cond = self.compiler.expr(args[1], f"{where}[2]") if len(args) == 3 else None
-        value = self.compiler.expr(args[-1], f"{where}[{len(args)}]")
+        cond = self._expr(args[1], f"{where}[2]") if len(args) == 3 else None
+        value = self._expr(args[-1], f"{where}[{len(args)}]")
 
         def add_if(env: Env, frame: _Frame) -> bool:
             v = value(env)
@@ -226,7 +231,7 @@ class RuleSet:
         return rename
 
     def _merge(self, args: list[Any], where: str, *, union: bool = False) -> Transform:
-        value = self.compiler.expr(args[0], f"{where}[1]")
+        value = self._expr(args[0], f"{where}[1]")
 
         def merge(env: Env, frame: _Frame) -> bool:
             for d in as_list(value(env)):
@@ -246,7 +251,7 @@ class RuleSet:
         return merge
 
     def _stop(self, args: list[Any], where: str, *, discard: bool) -> Transform:
-        cond = self.compiler.expr(args[0], f"{where}[1]") if args else None
+        cond = self._expr(args[0], f"{where}[1]") if args else None
 
         def stop(env: Env, frame: _Frame) -> bool:
             if cond is not None and truthy(cond(env)):
@@ -259,16 +264,15 @@ class RuleSet:
         return stop
 
     def _if(self, args: list[Any], where: str) -> Transform:
-        cond = self.compiler.expr(args[0], f"{where}[1]")
+        cond = self._expr(args[0], f"{where}[1]")
         then = self._branch(args[1], f"{where}[2]")
         otherwise = self._branch(args[2], f"{where}[3]") if len(args) > 2 else []
         return lambda env, frame: _run_all(then if truthy(cond(env)) else otherwise, env, frame)
 
     def _case(self, args: list[Any], where: str, *, eq: bool = False) -> Transform:
-        c = self.compiler
-        value = c.expr(args[0], f"{where}[1]") if eq else None
+        value = self._expr(args[0], f"{where}[1]") if eq else None
         rest, start = (args[1:], 2) if eq else (args, 1)
-        pairs = [(c.expr(rest[i], f"{where}[{start + i}]"),
+        pairs = [(self._expr(rest[i], f"{where}[{start + i}]"),
                   self._branch(rest[i + 1], f"{where}[{start + i + 1}]"))
                  for i in range(0, len(rest) - 1, 2)]
         default = self._branch(rest[-1], f"{where}[{start + len(rest) - 1}]") \
@@ -284,7 +288,7 @@ class RuleSet:
         return case
 
     def _create(self, args: list[Any], where: str, *, child: bool = False) -> Transform:
-        value = self.compiler.expr(args[0], f"{where}[1]")
+        value = self._expr(args[0], f"{where}[1]")
 
         def create(env: Env, frame: _Frame) -> bool:
             made = [dict(d) for d in as_list(value(env)) if isinstance(d, dict)]
@@ -301,7 +305,7 @@ class RuleSet:
         return create
 
     def _raise(self, args: list[Any], where: str, *, trip: bool) -> Transform:
-        message = self.compiler.expr(args[0], f"{where}[1]")
+        message = self._expr(args[0], f"{where}[1]")
         error = DtlTripError if trip else DtlFailError
         pipe = self.pipe
 
@@ -334,13 +338,13 @@ class RuleSet:
         expression giving strings (``["list", "a*", "b*"]``)."""
         if isinstance(raw, str):
             return lambda env: raw
-        return self.compiler.expr(raw, where)
+        return self._expr(raw, where)
 
     def _key(self, raw: Any, where: str) -> Callable[[Env, _Frame], str]:
         """A property name: a literal string, or an expression giving one."""
         if isinstance(raw, str):
             return lambda env, frame: raw
-        expr = self.compiler.expr(raw, where)
+        expr = self._expr(raw, where)
 
         def key(env: Env, frame: _Frame) -> str:
             k = first(expr(env))
