@@ -129,10 +129,8 @@ class DtlTransform(Transform):
         return out
 
     def _apply_all(self, entities: list[Entity]) -> list[list[Entity]]:
-        return [self._apply(e) for e in entities]
-
-    def _apply(self, entity: Entity) -> list[Entity]:
-        return self._check(entity, self.rules.apply(entity))
+        apply, check = self.rules.apply, self._check
+        return [check(e, apply(e)) for e in entities]
 
     def _check(self, entity: Entity, produced: list[Entity]) -> list[Entity]:
         """Refuse outputs without ``_id``; a filtered target becomes a deletion."""

@@ -193,6 +193,18 @@ def _direct(impl: Callable[..., Any], *extra: str, kind: type | None = None,
     return inline
 
 
+def _sorted(reverse: bool) -> Inliner:
+    """``sorted``/``sorted-descending`` of one list of strings or of integers: Python's
+    ``sorted`` (DTL order within these types), else :func:`sort_values`."""
+    def inline(gen: Gen, codes: list[Code]) -> Code:
+        f, r = gen.operand(codes[0])
+        k = gen.unit.temp()
+        impl = gen.unit.name(sort_values, "_f")
+        return Code(f"(sorted({r}, reverse={reverse}) if type({f}) is list and len({k} := set(map(type, {r}))) == 1 "
+                    f"and (str in {k} or int in {k}) else {impl}({r}, {reverse}))", list)
+    return inline
+
+
 def _list(gen: Gen, codes: list[Code]) -> Code:
     return Code(f"[{', '.join(c.src for c in codes)}]", list)
 
@@ -229,7 +241,6 @@ LAZY: dict[str, tuple[Callable[[int], bool], Callable[[Gen, list[Code]], Code]]]
     "if": (_short, _if), "case": (_short, _case), "case-eq": (_short, _case_eq),
     "if-null": (_short, _if_null), "coalesce-args": (_short, _coalesce_args),
     "coalesce": (_one, _direct(first_not_null)), "filter": (_one, _direct(not_null, kind=list)),
-    "sorted": (_one, _direct(sort_values, kind=list)),
-    "sorted-descending": (_one, _direct(sort_values, "True", kind=list)),
+    "sorted": (_one, _sorted(False)), "sorted-descending": (_one, _sorted(True)),
     "path": (_short, _direct(path_of, ns=True)),
 }
