@@ -193,7 +193,7 @@ def _direct(impl: Callable[..., Any], *extra: str, kind: type | None = None,
     return inline
 
 
-def _sorted(reverse: bool) -> Inliner:
+def _sorted(reverse: bool) -> Callable[[Gen, list[Code]], Code]:
     """``sorted``/``sorted-descending`` of one list of strings or of integers: Python's
     ``sorted`` (DTL order within these types), else :func:`sort_values`."""
     def inline(gen: Gen, codes: list[Code]) -> Code:
