@@ -129,8 +129,8 @@ class DtlTransform(Transform):
         return out
 
     def _apply_all(self, entities: list[Entity]) -> list[list[Entity]]:
-        apply, check = self.rules.apply, self._check
-        return [check(e, apply(e)) for e in entities]
+        check = self._check
+        return [check(e, p) for e, p in zip(entities, self.rules.apply_batch(entities), strict=True)]
 
     def _check(self, entity: Entity, produced: list[Entity]) -> list[Entity]:
         """Refuse outputs without ``_id``; a filtered target becomes a deletion."""

@@ -44,6 +44,8 @@ def equal(gen: Gen, a: Code, b: Code) -> str:
         if _literal(a, _SCALARS):
             return repr(dtl_equal(ast.literal_eval(a.src), ast.literal_eval(b.src)))  # known now
         fa, ra = gen.operand(a)
+        if b.kind is bool:  # true or false: the value itself, or a list holding it
+            return f"({fa} is {b.src} or {ra} is not None and type({ra}) is not bool and {deq}({ra}, {b.src}))"
         kind = b.kind.__name__  # type: ignore[union-attr]
         return f"({ra} == {b.src} if type({fa}) is {kind} else False if {ra} is None else {deq}({ra}, {b.src}))"
     fa, ra = gen.operand(a)

@@ -35,6 +35,8 @@ from runtime.dtl.transforms import DISCARDED, FILTERED, RuleGen
 #: A generated rule: ``(source, parent context, root context, emitted, namespaces, resolver)
 #: -> (target, status)`` (:mod:`runtime.dtl.transforms`).
 RuleFunction = Callable[..., tuple[dict[str, Any], int]]
+#: The generated ``default`` rule over a batch: ``(entities, namespaces, resolver) -> outputs``.
+BatchFunction = Callable[..., list[list[dict[str, Any]]]]
 
 
 class RuleSet:
@@ -69,8 +71,11 @@ class RuleSet:
         source = "\n".join(generator.rule(functions[name], body, f"{where}.{name}")
                            for name, body in rules.items())
         self.compiler.check()
+        # generated again, in a loop: it compiles as it did, with no problem
+        source += "\n" + generator.batch("_batch", rules["default"], f"{where}.default")
         module = unit.build(source)
         self._rules.update((name, module[f]) for name, f in functions.items())
+        self._batch: BatchFunction = module["_batch"]
 
     def apply(self, entity: dict[str, Any], namespaces: paths.Namespaces | None = None,
               hops: hops_.HopResolver | None = None) -> list[dict[str, Any]]:
@@ -90,6 +95,16 @@ class RuleSet:
         if status == FILTERED:
             target["_filtered"] = True
         return [target, *emitted] if emitted else [target]
+
+    def apply_batch(self, entities: list[dict[str, Any]],
+                    namespaces: paths.Namespaces | None = None) -> list[list[dict[str, Any]]]:
+        """:meth:`apply` (without hops) over each of ``entities``, one output list per entity,
+        in order; the ``default`` rule's code runs in one loop, with no call per entity.
+
+        Raises:
+            as :meth:`apply`, for the first entity that fails.
+        """
+        return self._batch(entities, namespaces, None)
 
     # --- the expression special form ``apply`` -----------------------------------------------
 

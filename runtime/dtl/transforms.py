@@ -67,6 +67,7 @@ class RuleGen:
         self.gen = gen
         self.pipe = pipe
         self._nesting = 0
+        self._exit: dict[int, Lines] = {}  # the statements leaving the rule, by status
         unit = gen.unit
         for helper in (key, matcher, copy_matching, merge, create, children, fail, make_ni):
             unit.names[f"_{helper.__name__}"] = helper
@@ -76,9 +77,32 @@ class RuleGen:
         """The source of ``def name(S, P, R, emitted, ns, hops)`` running the transforms of
         ``body`` (at position ``where``)."""
         self.gen.begin()
-        lines = [*self.block(body, where), "return T, 0"]
+        self._exit = {status: [f"return T, {status}"] for status in (FILTERED, DISCARDED)}
+        lines = [*self.block(body, where), f"return T, {DONE}"]
         first_lines = ["T = {}", *prologue(RULE_PROLOGUE, self.gen.needs)]
         return function(name, "S, P, R, emitted, ns, hops", lines, first_lines)
+
+    def batch(self, name: str, body: Any, where: str) -> str:
+        """The source of ``def name(entities, ns, hops)``: the outputs of ``body`` (a rule run on
+        each entity as :meth:`RuleSet.apply` runs the ``default`` rule), one list per entity.
+        The rule's code is the loop's body: no call per entity."""
+        self.gen.begin()
+        done = "append([T, *emitted] if emitted else [T])"
+        self._exit = {FILTERED: ["T['_filtered'] = True", done, "continue"],
+                      DISCARDED: ["append([])", "continue"]}
+        lines = self.block(body, where)
+        wanted = prologue(RULE_PROLOGUE, self.gen.needs)
+        setup = [line for line in wanted if line.startswith("NF =")]  # ns is the batch's
+        each = ["T = {}", *(line for line in wanted if not line.startswith("NF ="))]
+        if "emitted" in self.gen.needs or "env" in self.gen.needs:  # create, or a closure's apply
+            each.insert(1, "emitted = []")
+        else:
+            each.insert(1, "emitted = None")
+        if {"P", "R", "env"} & self.gen.needs:
+            each.insert(1, "P = R = None")  # the root context: its own
+        loop = ["for S in entities:", *_indent([*each, *lines, done])]
+        return function(name, "entities, ns, hops", [*setup, "out = []", "append = out.append",
+                                                     *loop, "return out"], [])
 
     def block(self, body: Any, where: str) -> Lines:
         """A list of transforms (a rule body, or THEN of ``if``/``case``)."""
@@ -191,9 +215,9 @@ class RuleGen:
     def stop(self, args: list[Any], where: str, *, discard: bool) -> Lines:
         status = DISCARDED if discard else FILTERED
         if not args:
-            return [f"return T, {status}"]
+            return self._exit[status]
         cond = self.expr(args[0], f"{where}[1]")
-        return [f"if not {self.gen.truth(cond)}:", f"    return T, {status}"]
+        return [f"if not {self.gen.truth(cond)}:", *_indent(self._exit[status])]
 
     def if_(self, args: list[Any], where: str) -> Lines:
         cond = self.expr(args[0], f"{where}[1]")
@@ -227,7 +251,7 @@ class RuleGen:
         value = self.expr(args[0], f"{where}[1]").src
         if child:
             return [f"_children(T, {value})"]
-        self.gen.needs.add("S")
+        self.gen.needs.add("emitted")
         return [f"_create({value}, emitted, {where!r}, S, _pipe)"]
 
     def raise_(self, args: list[Any], where: str, *, trip: bool) -> Lines:
