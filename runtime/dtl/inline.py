@@ -179,6 +179,10 @@ def _coalesce_args(gen: Gen, codes: list[Code]) -> Code:
     """``coalesce-args``: each argument evaluated only while the ones before it are null."""
     parts = []
     for code in codes[:-1]:
+        if _literal(code, (type(None),)):
+            continue  # null: the next one
+        if _literal(code, _SCALARS):
+            return Code("(" + " else ".join([*parts, code.src]) + ")")  # never null: the last tried
         f, r = gen.operand(code)
         parts.append(f"{r} if {f} is not None")
     return Code("(" + " else ".join([*parts, codes[-1].src]) + ")")
