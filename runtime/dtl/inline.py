@@ -177,7 +177,7 @@ def _if_null(gen: Gen, codes: list[Code]) -> Code:
 
 def _coalesce_args(gen: Gen, codes: list[Code]) -> Code:
     """``coalesce-args``: each argument evaluated only while the ones before it are null."""
-    parts = []
+    parts: list[str] = []
     for code in codes[:-1]:
         if _literal(code, (type(None),)):
             continue  # null: the next one
