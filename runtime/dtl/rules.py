@@ -72,7 +72,8 @@ class RuleSet:
                            for name, body in rules.items())
         self.compiler.check()
         # generated again, in a loop: it compiles as it did, with no problem
-        source += "\n" + generator.batch("_batch", rules["default"], f"{where}.default")
+        source += "\n" + generator.batch("_batch", rules["default"], f"{where}.default",
+                                         unit.name(self.apply, "_apply"))
         module = unit.build(source)
         self._rules.update((name, module[f]) for name, f in functions.items())
         self._batch: BatchFunction = module["_batch"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from runtime.dtl import paths
@@ -47,6 +48,9 @@ RULE_PROLOGUE: list[tuple[str, str, tuple[str, ...]]] = [
     ("TF", "TF = NF", ("NF",)),
 ]
 RULE_SCOPE = Scope({"_S": "S", "_T": "T", "_P": "P", "_R": "R"}, {"_S": "SF", "_T": "TF"})
+#: The scope of a batch of dict entities without namespaces: a path step of ``_S`` or ``_T`` is
+#: ``.get`` (the other branch, ``if True``, compiled away).
+BATCH_SCOPE = replace(RULE_SCOPE, fast={"_S": "True", "_T": "True"})
 
 Lines = list[str]
 
@@ -68,6 +72,7 @@ class RuleGen:
         self.pipe = pipe
         self._nesting = 0
         self._exit: dict[int, Lines] = {}  # the statements leaving the rule, by status
+        self._scope = RULE_SCOPE
         unit = gen.unit
         for helper in (key, matcher, copy_matching, merge, create, children, fail, make_ni):
             unit.names[f"_{helper.__name__}"] = helper
@@ -77,32 +82,40 @@ class RuleGen:
         """The source of ``def name(S, P, R, emitted, ns, hops)`` running the transforms of
         ``body`` (at position ``where``)."""
         self.gen.begin()
+        self._scope = RULE_SCOPE
         self._exit = {status: [f"return T, {status}"] for status in (FILTERED, DISCARDED)}
         lines = [*self.block(body, where), f"return T, {DONE}"]
         first_lines = ["T = {}", *prologue(RULE_PROLOGUE, self.gen.needs)]
         return function(name, "S, P, R, emitted, ns, hops", lines, first_lines)
 
-    def batch(self, name: str, body: Any, where: str) -> str:
+    def batch(self, name: str, body: Any, where: str, general: str) -> str:
         """The source of ``def name(entities, ns, hops)``: the outputs of ``body`` (a rule run on
         each entity as :meth:`RuleSet.apply` runs the ``default`` rule), one list per entity.
-        The rule's code is the loop's body: no call per entity."""
+        For dict entities without namespaces (a pipe's) the rule's code is the body of one loop,
+        paths are ``.get``: no call per entity; else each entity is given to ``general``
+        (``(entity, ns, hops) -> outputs``)."""
         self.gen.begin()
+        self._scope = BATCH_SCOPE
         done = "append([T, *emitted] if emitted else [T])"
         self._exit = {FILTERED: ["T['_filtered'] = True", done, "continue"],
                       DISCARDED: ["append([])", "continue"]}
         lines = self.block(body, where)
-        wanted = prologue(RULE_PROLOGUE, self.gen.needs)
-        setup = [line for line in wanted if line.startswith("NF =")]  # ns is the batch's
-        each = ["T = {}", *(line for line in wanted if not line.startswith("NF ="))]
-        if "emitted" in self.gen.needs or "env" in self.gen.needs:  # create, or a closure's apply
+        needs = self.gen.needs
+        known = {"NF": "NF = True", "SD": "SD = True"}  # what the test below makes sure of
+        wanted = prologue(RULE_PROLOGUE, needs)
+        each = ["T = {}", *(line for line in wanted if line.split(" =")[0] not in known)]
+        if "emitted" in needs or "env" in needs:  # create, or a closure's apply
             each.insert(1, "emitted = []")
         else:
             each.insert(1, "emitted = None")
-        if {"P", "R", "env"} & self.gen.needs:
+        if {"P", "R", "env"} & needs:
             each.insert(1, "P = R = None")  # the root context: its own
-        loop = ["for S in entities:", *_indent([*each, *lines, done])]
-        return function(name, "entities, ns, hops", [*setup, "out = []", "append = out.append",
-                                                     *loop, "return out"], [])
+        return function(name, "entities, ns, hops", [
+            "if ns is not None or not all(isinstance(S, dict) for S in entities):",
+            f"    return [{general}(S, ns, hops) for S in entities]",
+            *(known[n] for n in known if any(line.startswith(f"{n} =") for line in wanted)),
+            "out = []", "append = out.append",
+            "for S in entities:", *_indent([*each, *lines, done]), "return out"], [])
 
     def block(self, body: Any, where: str) -> Lines:
         """A list of transforms (a rule body, or THEN of ``if``/``case``)."""
@@ -145,8 +158,8 @@ class RuleGen:
 
     # --- pieces ------------------------------------------------------------------------------
 
-    def expr(self, raw: Any, where: str, scope: Scope = RULE_SCOPE) -> Code:
-        return self.gen.expr(raw, where, scope)
+    def expr(self, raw: Any, where: str, scope: Scope | None = None) -> Code:
+        return self.gen.expr(raw, where, scope or self._scope)
 
     def temp(self) -> str:
         return self.gen.unit.temp()
@@ -180,7 +193,7 @@ class RuleGen:
     def add_if(self, args: list[Any], where: str) -> Lines:
         k = self.key(args[0], f"{where}[1]")
         v = self.temp()
-        cond = self.expr(args[1], f"{where}[2]", RULE_SCOPE.bind(v)) if len(args) == 3 else None
+        cond = self.expr(args[1], f"{where}[2]", self._scope.bind(v)) if len(args) == 3 else None
         value = self.expr(args[-1], f"{where}[{len(args)}]")
         test = f"{v} is not None" if cond is None else self.gen.truth(cond)
         return [f"{v} = {value.src}", f"if {test}:", f"    T[{k}] = {v}"]
