@@ -19,7 +19,7 @@ from runtime.dtl import paths, values
 from runtime.dtl.compiler import Compiler
 from runtime.dtl.functions import Env, Expr
 from runtime.dtl.rules import RuleSet
-from runtime.errors import SluiceError
+from runtime.errors import DtlCompileError, SluiceError
 
 _SHARED = Path(os.environ.get("SLUICE_SHARED_DIR") or Path(__file__).resolve().parents[2].parent / "shared")
 _FILE = _SHARED / "conformance" / "dtl" / "vectors.json"
@@ -85,3 +85,17 @@ def test_filter_discard_and_create_leave_the_rule_alike_one_by_one_and_in_a_batc
                 [{"_id": "c", "shown": True, "after": 1}, {"_id": "c-x"}, {"_id": "c-y"}]]
     assert [rules.apply(e) for e in copy.deepcopy(entities)] == expected
     assert rules.apply_batch(copy.deepcopy(entities)) == expected
+
+
+def test_transforms_nest_40_levels_deep_and_deeper_is_a_compile_error() -> None:
+    def nested(depth: int) -> list[Any]:
+        rule: list[Any] = ["add", "deep", True]
+        for _ in range(depth):
+            rule = ["if", True, rule]
+        return [["copy", "_id"], rule]
+
+    rules = RuleSet({"default": nested(40)})
+    assert rules.apply_batch([{"_id": "a"}]) == [[{"_id": "a", "deep": True}]] == [rules.apply({"_id": "a"})]
+    with pytest.raises(DtlCompileError) as caught:
+        RuleSet({"default": nested(41)})
+    assert [p.reason for p in caught.value.problems] == ["transforms nested deeper than 40 levels"]
