@@ -34,6 +34,7 @@ from runtime.dtl.hops import HopResolver
 from runtime.dtl.rules import RuleSet
 from runtime.entities import Entity
 from runtime.errors import DtlCompileError, EntityError
+from runtime.store.protocol import Dependency
 
 
 class DtlTransformConfig(ComponentConfig):
@@ -116,8 +117,6 @@ class DtlTransform(Transform):
         """
         if self.hops is not None:  # hops: batched index look-ups between synchronous rounds
             results = self._checked(entities, await self.hops.apply(self.rules, entities))
-            if self.tracks:  # before the outputs commit: a crash in between re-runs the batch
-                await self.context.store.record_dependencies(self.context.pipe, self.hops.dependencies)
         else:
             results = await anyio.to_thread.run_sync(self._apply_all, entities)
         if not self.tracks_children:
@@ -128,6 +127,10 @@ class DtlTransform(Transform):
                 await self._track(entity, produced)
             out.extend(produced)
         return out
+
+    def take_dependencies(self) -> dict[str, set[Dependency]] | None:
+        """See :meth:`Transform.take_dependencies`: the last batch's, when tracking."""
+        return self.hops.dependencies if self.tracks and self.hops is not None else None
 
     def _apply_all(self, entities: list[Entity]) -> list[list[Entity]]:
         return self._checked(entities, self.rules.apply_batch(entities))

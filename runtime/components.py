@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from runtime.entities import Entity
-from runtime.store.protocol import Checkpoint, StateStore, WriteResult
+from runtime.store.protocol import Checkpoint, Dependency, StateStore, WriteResult
 from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
 
 
@@ -232,6 +232,12 @@ class Transform(Component, ABC):
     @abstractmethod
     async def transform(self, entities: list[Entity]) -> list[Entity]:
         """Return the transformed entities, in order."""
+
+    def take_dependencies(self) -> dict[str, set[Dependency]] | None:
+        """What the last :meth:`transform` call's hops looked up, per source ``_id``, when the
+        transform tracks dependencies (Sesam); the pipe commits them with the batch's checkpoint
+        (:attr:`Checkpoint.dependencies`). None by default."""
+        return None
 
 
 class Sink(Component, ABC):

@@ -24,7 +24,7 @@ import time
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate, pairwise
 from typing import Any, Literal
 
@@ -49,7 +49,7 @@ from runtime.errors import (
     first_error,
 )
 from runtime.sinces import since_order
-from runtime.store.protocol import Checkpoint, PipeState, StateStore, UnitProgress, WriteResult
+from runtime.store.protocol import Checkpoint, Dependency, PipeState, StateStore, UnitProgress, WriteResult
 from runtime.workunits.executor import UnitChunk, UnitRunner, merge_progress
 
 log = structlog.get_logger("sluice.pipe")
@@ -491,10 +491,22 @@ class PipeRun:
                     await outbox.send(Batch(batch.entities, batch.checkpoint, batch.read, prepared))
                     continue
                 out = await transform.transform(batch.entities) if batch.entities else []
-                await outbox.send(Batch(out, batch.checkpoint, batch.read))
+                await outbox.send(Batch(out, await self._with_dependencies(transform, batch.checkpoint), batch.read))
 
         await self._guard("transform", transform, body)
         await outbox.close()
+
+    async def _with_dependencies(self, transform: Transform, checkpoint: Checkpoint | None) -> Checkpoint | None:
+        """``checkpoint`` carrying the dependencies ``transform`` just recorded, so they commit
+        with the outputs; a batch without a checkpoint gets them committed here, before its
+        outputs are passed on (a crash in between re-runs the batch)."""
+        found = transform.take_dependencies()
+        if not found:
+            return checkpoint
+        if checkpoint is None:
+            await self.store.record_dependencies(self.spec.id, found)
+            return None
+        return replace(checkpoint, dependencies={**(checkpoint.dependencies or {}), **found})
 
     async def _sink_actor(
         self, sink: Sink, inbox: Mailbox, run: RunInfo, strategy: Strategy,
@@ -607,12 +619,14 @@ def _last_checkpoint(batches: list[Batch]) -> Checkpoint | None:
     if not found:
         return None
     last = found[-1]
-    if not any(c.units for c in found[:-1]):
+    if not any(c.units or c.dependencies for c in found[:-1]):
         return last
     units: dict[str, UnitProgress] = {}
+    dependencies: dict[str, set[Dependency]] = {}
     for c in found:
         merge_progress(units, c.units or {})
-    return Checkpoint(last.since, last.sweep, units)
+        dependencies.update(c.dependencies or {})
+    return Checkpoint(last.since, last.sweep, units or None, last.tracking, dependencies or None)
 
 
 class _Cutter:

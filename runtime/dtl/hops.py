@@ -103,6 +103,9 @@ class HopResolver:
         """
         self._found = {}
         self.dependencies = {}
+        if rule_set.hop_prefetch:
+            self._prefetch(rule_set.hop_prefetch, entities, namespaces)
+            await self._fetch()
         out: list[list[dict[str, Any]]] = [[] for _ in entities]
         pending = list(range(len(entities)))
         while pending:
@@ -126,18 +129,39 @@ class HopResolver:
         Raises:
             _NeedLookups: a key is not fetched yet (recorded for the next batched query).
         """
-        noted = self._current if track else None
-        if noted is not None:
-            name = _path_name(index[1])
-            noted.update((index[0], name, k) for k in keys)
-        missing = [k for k in keys if (index, k) not in self._found]
+        fetched = self._found
+        missing = [k for k in keys if (index, k) not in fetched]
         if missing:
             self._wanted.setdefault(index, set()).update(missing)
             raise _NeedLookups
-        found = {e["_id"]: e for k in keys for e in self._found[(index, k)]}
-        if noted is not None:
-            noted.update((index[0], FOUND, i) for i in found)
-        return [found[i] for i in sorted(found)]
+        if len(keys) == 1:  # the common case: one key's entities are distinct and ordered already
+            result = fetched[(index, keys[0])]
+        else:
+            found = {e["_id"]: e for k in keys for e in fetched[(index, k)]}
+            result = [found[i] for i in sorted(found)]
+        noted = self._current if track else None
+        if noted is not None:  # after the fetch check: a repeated round records nothing twice
+            dataset, name = index[0], _path_name(index[1])
+            for k in keys:
+                noted.add((dataset, name, k))
+            for e in result:
+                noted.add((dataset, FOUND, e["_id"]))
+        return list(result)
+
+    def _prefetch(self, joins: list[tuple[Index, Expr]], entities: Sequence[dict[str, Any]],
+                  namespaces: paths.Namespaces | None) -> None:
+        """Ask, before the first round, the keys the first join of each hop of the ``default``
+        rule computes from the source entity alone. A guess: where it is wrong (the join value
+        needs ``_T``, or the hop runs inside an ``apply`` with another ``_S``) the rounds fetch
+        what is missing, as without it; where it is right (almost always) no entity is evaluated
+        twice. Look-ups are noted for dependency tracking only when an evaluation makes them."""
+        for index, known in joins:
+            wanted = self._wanted.setdefault(index, set())
+            for entity in entities:
+                try:
+                    wanted.update(join_keys(known(Env({"_S": entity, paths.NAMESPACES_VAR: namespaces}))))
+                except Exception:  # a guess only: the evaluation itself reports errors
+                    continue
 
     async def _fetch(self) -> None:
         wanted, self._wanted = self._wanted, {}
@@ -176,6 +200,9 @@ class _Spec:
     max_depth: int | None
     exclude_root: bool
     track: bool
+    #: set when the spec is one join and no filter, returning the joined alias (``[]``) or a
+    #: path below it (its keys): evaluated without binding an env per joined entity
+    direct: list[str] | None = None
 
 
 class _AliasCompiler(Compiler):
@@ -254,7 +281,23 @@ def _compile_spec(compiler: Compiler, raw: Any, where: str) -> _Spec | None:
     if not isinstance(track, bool):
         compiler.problem(f"{where}.track-dependencies", f"track-dependencies is true or false, got {track!r}")
         track = True
-    return _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track)
+    spec = _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track)
+    if len(joins) == 1 and not filters and not recurse:
+        spec.direct = _direct_return(ret, joins[0].alias)
+    return spec
+
+
+def _direct_return(ret: Any, alias: str) -> list[str] | None:
+    """The path keys below ``alias`` that a spec's ``return`` names (``[]`` for the alias itself
+    or no ``return``); None for any other expression."""
+    if ret is None or ret == alias:
+        return []
+    if isinstance(ret, str) and ret.startswith(f"{alias}."):
+        try:
+            return paths.parse(ret)[1]
+        except ValueError:
+            return None  # reported by the alias compiler
+    return None
 
 
 def _plan(compiler: _AliasCompiler, datasets: dict[str, str], edges: list[tuple[int, Any, Any]],
@@ -294,6 +337,13 @@ def _overlap(a: Expr, b: Expr) -> Expr:
 
 
 def _run_spec(spec: _Spec, resolver: HopResolver, env: Env, source: Any) -> list[Any]:
+    if spec.direct is not None:  # one join, no filter: the look-up is the result
+        join = spec.joins[0]
+        joined = resolver.lookup(join.index, join_keys(join.known(env.bind(source, "_S"))), track=spec.track)
+        if not spec.direct:
+            return joined
+        keys, ns = spec.direct, env.variables.get(paths.NAMESPACES_VAR)
+        return [r for e in joined if (r := paths.traverse(e, keys, ns)) is not None]
     combos = [env.bind(source, "_S")]
     for join in spec.joins:
         grown: list[Env] = []
@@ -359,6 +409,8 @@ def forms(rule_set: RuleSet) -> dict[str, Callable[[Compiler, list[Any], str], E
         if not specs:
             return lambda env: None
         rule_set.hop_indexes.update(j.index for s in specs for j in s.joins)
+        if where.startswith(f"{rule_set.where}.default[") and specs[0].joins:
+            rule_set.hop_prefetch.append((specs[0].joins[0].index, specs[0].joins[0].known))
         for i, s in enumerate(specs, start):
             for j in s.joins if s.track else []:
                 rule_set.tracked_hops.setdefault(j.index, f"{where}[{i}]")

@@ -56,6 +56,8 @@ class RuleSet:
         #: (dataset, property path) of every hop join, for the indexes the store must hold
         self.hop_indexes: set[hops_.Index] = set()
         self.tracked_hops: dict[hops_.Index, str] = {}  # joins dependency tracking follows -> first position
+        self.hop_prefetch: list[tuple[hops_.Index, Expr]] = []  # see HopResolver.apply
+        self.where = where
         self.compiler = Compiler(file=file, pipe=pipe, special={"apply": self._apply_form, **hops_.forms(self)})
         self.pipe = pipe
         self._rules: dict[str, RuleFunction] = {}
@@ -71,12 +73,14 @@ class RuleSet:
         source = "\n".join(generator.rule(functions[name], body, f"{where}.{name}")
                            for name, body in rules.items())
         self.compiler.check()
-        # generated again, in a loop: it compiles as it did, with no problem
-        source += "\n" + generator.batch("_batch", rules["default"], f"{where}.default",
-                                         unit.name(self.apply, "_apply"))
+        if not self.hop_indexes:  # generated again, in a loop (it compiles as it did: no problem)
+            source += "\n" + generator.batch("_batch", rules["default"], f"{where}.default",
+                                             unit.name(self.apply, "_apply"))
         module = unit.build(source)
         self._rules.update((name, module[f]) for name, f in functions.items())
-        self._batch: BatchFunction = module["_batch"]
+        #: with hops (evaluated through HopResolver.apply), entity by entity
+        self._batch: BatchFunction = module.get("_batch") or (
+            lambda entities, ns, hops: [self.apply(e, ns, hops) for e in entities])
 
     def apply(self, entity: dict[str, Any], namespaces: paths.Namespaces | None = None,
               hops: hops_.HopResolver | None = None) -> list[dict[str, Any]]:
@@ -100,7 +104,8 @@ class RuleSet:
     def apply_batch(self, entities: list[dict[str, Any]],
                     namespaces: paths.Namespaces | None = None) -> list[list[dict[str, Any]]]:
         """:meth:`apply` (without hops) over each of ``entities``, one output list per entity,
-        in order; the ``default`` rule's code runs in one loop, with no call per entity.
+        in order; without hops in the rules the ``default`` rule's code runs in one loop, with no
+        call per entity.
 
         Raises:
             as :meth:`apply`, for the first entity that fails.

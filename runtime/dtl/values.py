@@ -100,17 +100,33 @@ class NI:
 
 
 def decode(value: Any) -> Any:
-    """Transit JSON -> DTL values, recursively (lists and dict values).
+    """Transit JSON -> DTL values, recursively (lists and dict values). A list or dict holding
+    no transit string is returned itself, not copied (most stored entities hold none).
 
     Raises:
         ValueError: a transit string of a known type that does not parse.
     """
     if isinstance(value, str):
-        return _decode_str(value)
-    if isinstance(value, list):
-        return [decode(v) for v in value]
+        return _decode_str(value) if value[:1] == "~" else value
     if isinstance(value, dict):
-        return {k: decode(v) for k, v in value.items()}
+        out = value
+        for k, v in value.items():
+            if isinstance(v, str):
+                if v[:1] != "~":
+                    continue
+                new = _decode_str(v)
+            elif isinstance(v, dict | list):
+                new = decode(v)
+            else:
+                continue
+            if new is not v:
+                if out is value:
+                    out = dict(value)
+                out[k] = new
+        return out
+    if isinstance(value, list):
+        decoded = [decode(v) for v in value]
+        return value if all(a is b for a, b in zip(decoded, value, strict=True)) else decoded
     return value
 
 

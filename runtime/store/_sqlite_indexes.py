@@ -92,7 +92,9 @@ async def save_indexes(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
                        (orjson.dumps(list(ds.indexes)).decode(), ds.key))
 
 
-LOOKUP = ("SELECT h.key, l.body FROM json_each(?) j JOIN {hix} h ON h.path = ? AND h.key = j.value "
+# CROSS JOIN keeps the keys the outer loop: left to itself, SQLite's planner searches the index
+# by path alone and scans the key list per row (1.1 s instead of 9 ms for 1,000 keys of 7,500 rows)
+LOOKUP = ("SELECT h.key, l.body FROM json_each(?) j CROSS JOIN {hix} h ON h.path = ? AND h.key = j.value "
           "JOIN {latest} x ON x.id = h.id JOIN {log} l ON l.off = x.off "
           "WHERE x.deleted = 0 AND x.off <= ? ORDER BY h.id")
 

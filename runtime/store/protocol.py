@@ -50,12 +50,17 @@ class Checkpoint:
         tracking: dependency-tracking offsets (Sesam), hopped-to dataset -> the offset up to which
             its changes have been tracked: their dependent source entities were put through the
             pipe. None (or a dataset left out) leaves the stored offset as it is.
+        dependencies: what the hops of the covered source entities looked up, source ``_id`` ->
+            its :data:`Dependency` set (replacing that id's earlier ones, as
+            :meth:`StateStore.record_dependencies` does), committed in the same transaction: a
+            source entity is never passed by the since before its dependencies are durable.
     """
 
     since: Any = None
     sweep: int | None = None
     units: dict[str, UnitProgress] | None = None
     tracking: dict[str, int] | None = None
+    dependencies: dict[str, set[Dependency]] | None = None
 
 
 @dataclass(frozen=True)

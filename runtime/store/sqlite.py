@@ -460,6 +460,8 @@ class SqliteStore:
             await usql.apply(conn, pipe, cp.units)
         if cp.tracking:
             await tsql.put_offsets(conn, pipe, cp.tracking)
+        if cp.dependencies:
+            await tsql.record(conn, pipe, cp.dependencies)
 
     @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
