@@ -82,19 +82,30 @@ def _compare(op: str, name: str) -> Inliner:
     return inline
 
 
+def _typed(gen: Gen, codes: list[Code], kind: type) -> tuple[list[str], list[str]] | None:
+    """``(checks, refs)`` for a fast path over operands of type ``kind``: a test of each operand
+    that is not a literal (evaluating it, in order), and how to read each again; None when a
+    literal is of another type (the fast path would never run)."""
+    checks, refs = [], []
+    for code in codes:
+        if code.simple and code.kind is not None:  # a literal
+            if code.kind is not kind:
+                return None
+            refs.append(code.src)
+            continue
+        f, r = gen.operand(code)
+        checks.append(f"(type({f}) is {kind.__name__})")
+        refs.append(r)
+    return checks, refs
+
+
 def _arithmetic(op: str) -> Inliner:
     """``+`` ``-`` ``*``: two integers computed directly."""
     def inline(gen: Gen, codes: list[Code]) -> Code | None:
-        checks, refs = [], []
-        for code in codes:
-            if code.simple and code.kind is not None:  # a literal
-                if code.kind is not int:
-                    return None
-                refs.append(code.src)
-                continue
-            f, r = gen.operand(code)
-            checks.append(f"(type({f}) is int)")
-            refs.append(r)
+        typed = _typed(gen, codes, int)
+        if typed is None:
+            return None
+        checks, refs = typed
         a, b = refs
         if not checks:
             return Code(f"({a} {op} {b})", int)
@@ -119,16 +130,10 @@ def _concat(gen: Gen, codes: list[Code]) -> Code | None:
     """``concat`` of strings: ``+``."""
     if len(codes) > MAX_CHAIN:
         return None
-    checks, refs = [], []
-    for code in codes:
-        if code.simple and code.kind is not None:  # a literal
-            if code.kind is not str:
-                return None
-            refs.append(code.src)
-            continue
-        f, r = gen.operand(code)
-        checks.append(f"(type({f}) is str)")
-        refs.append(r)
+    typed = _typed(gen, codes, str)
+    if typed is None:
+        return None
+    checks, refs = typed
     joined = " + ".join(refs)
     if not checks:
         return Code(f"({joined})", str)
