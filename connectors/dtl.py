@@ -116,13 +116,14 @@ class DtlTransform(Transform):
             DtlFailError, DtlTripError: a ``fail!``/``trip!`` ran.
         """
         if self.hops is not None:  # hops: batched index look-ups between synchronous rounds
-            results = [self._check(e, p) for e, p in zip(
-                entities, await self.hops.apply(self.rules, entities), strict=True)]
+            results = self._checked(entities, await self.hops.apply(self.rules, entities))
         else:
             results = await anyio.to_thread.run_sync(self._apply_all, entities)
+        if not self.tracks_children:
+            return [out for produced in results for out in produced]
         out: list[Entity] = []
         for entity, produced in zip(entities, results, strict=True):
-            if produced and self.tracks_children:
+            if produced:
                 await self._track(entity, produced)
             out.extend(produced)
         return out
@@ -132,21 +133,24 @@ class DtlTransform(Transform):
         return self.hops.dependencies if self.tracks and self.hops is not None else None
 
     def _apply_all(self, entities: list[Entity]) -> list[list[Entity]]:
-        return [self._apply(e) for e in entities]
+        return self._checked(entities, self.rules.apply_batch(entities))
 
-    def _apply(self, entity: Entity) -> list[Entity]:
-        return self._check(entity, self.rules.apply(entity))
+    def _checked(self, entities: list[Entity], results: list[list[Entity]]) -> list[list[Entity]]:
+        """``results`` (the outputs of each of ``entities``), each filtered target made a
+        deletion.
 
-    def _check(self, entity: Entity, produced: list[Entity]) -> list[Entity]:
-        """Refuse outputs without ``_id``; a filtered target becomes a deletion."""
-        for out in produced:
-            if "_id" not in out:
-                raise EntityError(f"DTL output of entity {entity.get('_id')!r} has no '_id' "
-                                  "(copy or add it in the rule)",
-                                  entity_id=entity.get("_id"), pipe=self.context.pipe)
-        if produced and produced[0].pop("_filtered", False):
-            produced[0]["_deleted"] = True
-        return produced
+        Raises:
+            EntityError: an output has no ``_id`` (naming its source entity).
+        """
+        for entity, produced in zip(entities, results, strict=True):
+            for out in produced:
+                if "_id" not in out:
+                    raise EntityError(f"DTL output of entity {entity.get('_id')!r} has no '_id' "
+                                      "(copy or add it in the rule)",
+                                      entity_id=entity.get("_id"), pipe=self.context.pipe)
+            if produced and produced[0].pop("_filtered", False):
+                produced[0]["_deleted"] = True
+        return results
 
     async def _track(self, entity: Entity, produced: list[Entity]) -> None:
         """Add tombstones for removed children; with ``emit_children`` move them out."""

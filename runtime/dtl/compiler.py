@@ -20,7 +20,7 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runtime.dtl import paths, values
+from runtime.dtl import codegen, paths, values
 from runtime.dtl.functions import Env, Expr, FunctionSpec, load
 from runtime.errors import ConfigProblem, DtlCompileError
 
@@ -42,7 +42,7 @@ class Compiler:
         self.file = file
         self.pipe = pipe
         self.functions: dict[str, FunctionSpec] = load()
-        self.special: dict[str, SpecialForm] = {"literal": _literal, **(special or {})}
+        self.special: dict[str, SpecialForm] = dict(special or {})
         self.problems: list[ConfigProblem] = []
 
     def problem(self, where: str, reason: str) -> None:
@@ -60,21 +60,54 @@ class Compiler:
         closure returning null (so that compiling can go on and find the other problems)."""
         if isinstance(raw, list):
             return self._call(raw, where)
-        if isinstance(raw, str):
-            if paths.is_path(raw):
-                return self._path(raw, where)
-            try:
-                return _const(values.decode(raw))
-            except ValueError as exc:
-                self.problem(where, f"bad typed literal {raw!r}: {exc}")
-                return _const(None)
-        if isinstance(raw, dict):
-            try:
-                return _const(values.decode(raw))
-            except ValueError as exc:
-                self.problem(where, f"bad typed literal in dict: {exc}")
-                return _const(None)
-        return _const(raw)
+        if isinstance(raw, str) and paths.is_path(raw):
+            return self._path(raw, where)
+        return _const(self.constant(raw, where))
+
+    def constant(self, raw: Any, where: str) -> Any:
+        """The value of a constant expression (a transit string or a dict is decoded); null,
+        with a problem recorded, for a bad typed literal."""
+        if not isinstance(raw, str | dict):
+            return raw
+        try:
+            return values.decode(raw)
+        except ValueError as exc:
+            self.problem(where, f"bad typed literal {raw!r}: {exc}" if isinstance(raw, str)
+                         else f"bad typed literal in dict: {exc}")
+            return None
+
+    def callee(self, raw: list[Any], where: str) -> FunctionSpec | SpecialForm | str | None:
+        """What a call ``[name, ...]`` names: a special form, a registered function, or
+        ``"literal"``; None (a problem recorded) for an empty list, a name that is not a string
+        or an unknown function."""
+        if not raw:
+            self.problem(where, 'an empty list is not an expression (write ["list"])')
+            return None
+        name = raw[0]
+        if not isinstance(name, str):
+            self.problem(where, f"a call starts with a function name, got {name!r}")
+            return None
+        if name == "literal" and "literal" not in self.special:
+            return "literal"
+        if name in self.special:
+            return self.special[name]
+        spec = self.functions.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, [*self.functions, *self.special, "literal"], 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.problem(where, f"unknown function {name!r}{hint}")
+        return spec
+
+    def literal(self, args: list[Any], where: str) -> Any:
+        """The value of ``["literal", X]``: X unevaluated (typed transit literals decoded); null,
+        with a problem recorded, for a wrong arity or a bad typed literal."""
+        if not self.arity("literal", args, where, 1, 1):
+            return None
+        try:
+            return values.decode(args[0])
+        except ValueError as exc:
+            self.problem(f"{where}[1]", f"bad typed literal: {exc}")
+            return None
 
     def arity(self, name: str, args: list[Any], where: str, lo: int, hi: int | None) -> bool:
         """Check ``lo <= len(args) <= hi`` (``hi`` None: no maximum), recording a problem if not."""
@@ -90,25 +123,18 @@ class Compiler:
         return [self.expr(a, f"{where}[{i}]") for i, a in enumerate(args, start)]
 
     def _call(self, raw: list[Any], where: str) -> Expr:
-        if not raw:
-            self.problem(where, 'an empty list is not an expression (write ["list"])')
+        callee = self.callee(raw, where)
+        if callee is None:
             return _const(None)
-        name, args = raw[0], raw[1:]
-        if not isinstance(name, str):
-            self.problem(where, f"a call starts with a function name, got {name!r}")
-            return _const(None)
-        if name in self.special:
-            return self.special[name](self, args, where)
-        spec = self.functions.get(name)
-        if spec is None:
-            close = difflib.get_close_matches(name, list(self.functions) + list(self.special), 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.problem(where, f"unknown function {name!r}{hint}")
-            return _const(None)
+        args = raw[1:]
+        if isinstance(callee, str):  # "literal"
+            return _const(self.literal(args, where))
+        if not isinstance(callee, FunctionSpec):
+            return callee(self, args, where)
         compiled = self.args(args, where)
-        if not self.arity(name, args, where, spec.min_args, spec.max_args):
+        if not self.arity(callee.name, args, where, callee.min_args, callee.max_args):
             return _const(None)
-        return _bind(spec, compiled)
+        return _bind(callee, compiled)
 
     def _path(self, raw: str, where: str) -> Expr:
         try:
@@ -126,13 +152,14 @@ class Compiler:
 
 def compile_expression(raw: Any, *, where: str = "expression", file: str = "<dtl>",
                        pipe: str | None = None) -> Expr:
-    """Compile one expression.
+    """Compile one expression into a generated function ``(env) -> value``
+    (:mod:`runtime.dtl.codegen`).
 
     Raises:
         DtlCompileError: every problem in it, each with its position under ``where``.
     """
     compiler = Compiler(file=file, pipe=pipe)
-    compiled = compiler.expr(raw, where)
+    compiled = codegen.generate(compiler, raw, where)
     compiler.check()
     return compiled
 
@@ -153,17 +180,6 @@ def _path1(head: str, key: str, ns_var: str) -> Expr:
             return value.get(key)
         return paths.traverse(value, keys, ns)
     return path1
-
-
-def _literal(compiler: Compiler, args: list[Any], where: str) -> Expr:
-    """``["literal", X]``: X unevaluated (typed transit literals decoded)."""
-    if not compiler.arity("literal", args, where, 1, 1):
-        return _const(None)
-    try:
-        return _const(values.decode(args[0]))
-    except ValueError as exc:
-        compiler.problem(f"{where}[1]", f"bad typed literal: {exc}")
-        return _const(None)
 
 
 def _bind(spec: FunctionSpec, args: list[Expr]) -> Expr:

@@ -67,6 +67,16 @@ def is_null(value: Any) -> bool:
     return value is None or (isinstance(value, list) and (not value or value[0] is None))
 
 
+def first_not_null(values: Any) -> Any:
+    """``["coalesce", VALUES]``: the first value of VALUES that is not null (null if none)."""
+    return next((v for v in as_list(values) if v is not None), None)
+
+
+def not_null(values: Any) -> list[Any]:
+    """``["filter", VALUES]``: the values of VALUES that are not null."""
+    return [v for v in as_list(values) if v is not None]
+
+
 # --- boolean logic ----------------------------------------------------------------------------
 
 @function("and", min_args=1, lazy=True)
@@ -197,7 +207,7 @@ def _coalesce(env: Env, *exprs: Expr) -> Any:
     """``["coalesce", VALUES]``: the first non-null value; ``["coalesce", FUNCTION, VALUES]``:
     the first value for which FUNCTION (``_`` bound to it) is true; null if none."""
     if len(exprs) == 1:
-        return next((v for v in as_list(exprs[0](env)) if v is not None), None)
+        return first_not_null(exprs[0](env))
     func, vals = exprs
     return next((v for v in as_list(vals(env)) if truthy(func(env.bind(v)))), None)
 
@@ -223,8 +233,12 @@ def _list(*items: Any) -> list[Any]:
 def _path(env: Env, path: Expr, value: Expr) -> Any:
     """``["path", PATH, VALUE]``: PATH a key or a list of keys (non-strings ignored), followed
     from VALUE with :func:`paths.traverse` (flattening at each step)."""
-    keys = [k for k in as_list(path(env)) if isinstance(k, str)]
-    return paths.traverse(value(env), keys, env.variables.get(paths.NAMESPACES_VAR))
+    return path_of(path(env), value(env), env.variables.get(paths.NAMESPACES_VAR))
+
+
+def path_of(path: Any, value: Any, namespaces: paths.Namespaces | None) -> Any:
+    """``["path", PATH, VALUE]`` of the values PATH and VALUE."""
+    return paths.traverse(value, [k for k in as_list(path) if isinstance(k, str)], namespaces)
 
 
 @function("map", min_args=2, max_args=2, lazy=True)
@@ -237,7 +251,7 @@ def _filter(env: Env, *exprs: Expr) -> list[Any]:
     """``["filter", FUNCTION, VALUES]``: the values for which FUNCTION is true;
     ``["filter", VALUES]``: the non-null values."""
     if len(exprs) == 1:
-        return [v for v in as_list(exprs[0](env)) if v is not None]
+        return not_null(exprs[0](env))
     func, vals = exprs
     return [v for v in as_list(vals(env)) if truthy(func(env.bind(v)))]
 

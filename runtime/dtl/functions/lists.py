@@ -114,15 +114,21 @@ def _keyed(env: Env, exprs: tuple[Expr, ...]) -> list[tuple[Any, Any]]:
     return [(exprs[0](env.bind(v)), v) for v in values]
 
 
+def sort_values(values: Any, reverse: bool = False) -> list[Any]:
+    """``["sorted", VALUES]`` (``reverse``: ``sorted-descending``): VALUES in DTL order, stable."""
+    items = as_list(values)
+    kinds = {type(v) for v in items}
+    if kinds == {str} or kinds == {int}:  # DTL order is Python's within these types
+        return sorted(items, reverse=reverse)
+    return sorted(items, key=sort_key, reverse=reverse)
+
+
 def _ordered(name: str, reverse: bool) -> None:
     @function(name, min_args=1, max_args=2, lazy=True)
     def ordered(env: Env, *exprs: Expr) -> list[Any]:
         """``[NAME, FUNCTION?, VALUES]``: a stable sort by DTL order of FUNCTION's result."""
         if len(exprs) == 1:
-            values = as_list(exprs[0](env))
-            kinds = {type(v) for v in values}
-            if kinds == {str} or kinds == {int}:  # DTL order is Python's within these types
-                return sorted(values, reverse=reverse)
+            return sort_values(exprs[0](env), reverse)
         pairs = sorted(_keyed(env, exprs), key=lambda p: sort_key(p[0]), reverse=reverse)
         return [v for _, v in pairs]
 
