@@ -86,6 +86,15 @@ class DtlTransform(Transform):
         return sorted({dataset for dataset, _ in rules.hop_indexes})
 
     @classmethod
+    def datasets_required(cls, config: Any) -> list[str]:
+        """The datasets of its hops, but those of hops with ``"require-populated": false``."""
+        try:
+            rules = RuleSet(config.rules, where="rules")
+        except DtlCompileError:
+            return []
+        return sorted(rules.required_hops)
+
+    @classmethod
     def datasets_tracked(cls, config: Any) -> dict[str, str]:
         """The datasets of the hops with dependency tracking (all but ``"track-dependencies":
         false``), each with its first hop spec's position (``rules.default[2][1]``)."""

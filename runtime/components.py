@@ -141,6 +141,12 @@ class Component:
         return []
 
     @classmethod
+    def datasets_required(cls, config: Any) -> list[str]:
+        """Datasets that must be populated before a run of a pipe with this component (a
+        transform's hopped-to datasets, Sesam). None by default."""
+        return []
+
+    @classmethod
     def datasets_written(cls, config: Any, pipe: str) -> list[str]:
         """Datasets this component writes."""
         return []

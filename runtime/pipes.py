@@ -321,9 +321,9 @@ class PipeRun:
         )
 
     async def _unpopulated_hops(self) -> list[str]:
-        """The datasets the pipe's transforms hop to that do not exist or are not populated yet
-        (no run of their writer has completed)."""
-        hopped = sorted({ds for t in self.spec.transforms for ds in t.cls.datasets_read(t.config)})
+        """The datasets the pipe's transforms hop to (but with ``require-populated: false``) that
+        do not exist or are not populated yet (no run of their writer has completed)."""
+        hopped = sorted({ds for t in self.spec.transforms for ds in t.cls.datasets_required(t.config)})
         return [ds for ds in hopped if not ((info := await self.store.dataset_info(ds)) and info.populated)]
 
     async def _run(self) -> None:

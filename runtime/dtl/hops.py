@@ -5,7 +5,7 @@ secondary indexes.
 ``["hops", SPEC, SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]``, each SPEC
 ``{"datasets": ["DATASET ALIAS", ...], "where": EXPR | [EXPR, ...], "return"?: ALIAS | EXPR,
 "recurse"?: bool, "max_depth"?: int | null (10), "exclude_root"?: bool,
-"track-dependencies"?: bool (true), "trace"?: bool (false)}``:
+"track-dependencies"?: bool (true), "trace"?: bool (false), "require-populated"?: bool (true)}``:
 
 * an ``eq`` whose two sides each reference exactly one alias, different ones (``_S`` counts), is a
   **join**; every other expression is a **filter** over the joined aliases. Joins are planned at
@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 #: The :class:`Env` variable holding the :class:`HopResolver` of an evaluation.
 RESOLVER_VAR = "$hops"
 DEFAULT_MAX_DEPTH = 10
-_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root", "track-dependencies", "trace"}
+_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root", "track-dependencies", "trace",
+              "require-populated"}
 log = structlog.get_logger("sluice.dtl")
 
 Index = tuple[str, tuple[str, ...]]  # (dataset, property path)
@@ -212,6 +213,7 @@ class _Spec:
     track: bool
     where: str = ""
     trace: bool = False
+    require_populated: bool = True
     #: set when the spec is one join and no filter, returning the joined alias (``[]``) or a
     #: path below it (its keys): evaluated without binding an env per joined entity
     direct: list[str] | None = None
@@ -293,11 +295,14 @@ def _compile_spec(compiler: Compiler, raw: Any, where: str) -> _Spec | None:
     if not isinstance(track, bool):
         compiler.problem(f"{where}.track-dependencies", f"track-dependencies is true or false, got {track!r}")
         track = True
-    trace = raw.get("trace", False)
-    if not isinstance(trace, bool):
-        compiler.problem(f"{where}.trace", f"trace is true or false, got {trace!r}")
+    flags = {}
+    for key, default in (("trace", False), ("require-populated", True)):
+        flags[key] = raw.get(key, default)
+        if not isinstance(flags[key], bool):
+            compiler.problem(f"{where}.{key}", f"{key} is true or false, got {flags[key]!r}")
+            flags[key] = default
     spec = _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track,
-                 where, trace is True)
+                 where, flags["trace"], flags["require-populated"])
     if len(joins) == 1 and not filters and not recurse:
         spec.direct = _direct_return(ret, joins[0].alias)
     return spec
@@ -433,6 +438,7 @@ def forms(rule_set: RuleSet) -> dict[str, Callable[[Compiler, list[Any], str], E
         if not specs:
             return lambda env: None
         rule_set.hop_indexes.update(j.index for s in specs for j in s.joins)
+        rule_set.required_hops.update(j.index[0] for s in specs if s.require_populated for j in s.joins)
         if where.startswith(f"{rule_set.where}.default[") and specs[0].joins:
             rule_set.hop_prefetch.append((specs[0].joins[0].index, specs[0].joins[0].known))
         for i, s in enumerate(specs, start):

@@ -56,6 +56,7 @@ class RuleSet:
         #: (dataset, property path) of every hop join, for the indexes the store must hold
         self.hop_indexes: set[hops_.Index] = set()
         self.tracked_hops: dict[hops_.Index, str] = {}  # joins dependency tracking follows -> first position
+        self.required_hops: set[str] = set()  # hopped-to datasets that must be populated before a run
         self.hop_prefetch: list[tuple[hops_.Index, Expr]] = []  # see HopResolver.apply
         self.where = where
         self.compiler = Compiler(file=file, pipe=pipe, special={"apply": self._apply_form, **hops_.forms(self)})

@@ -185,3 +185,14 @@ async def test_a_pipe_does_not_run_before_the_datasets_it_hops_to_are_populated(
         assert (await rt.run_pipe("addresses")).ok
         assert (await rt.run_pipe("enriched")).status == "completed"
         assert [e["city"] for e in await rt.entities("enriched")] == [["Oslo"]]
+
+
+async def test_require_populated_false_lets_a_hop_run_before_its_dataset_is_populated(tmp_path, write_config):
+    """For cycles such as a share pattern's collect hopping back to the insert pipe's responses."""
+    rules = {"default": [["copy", "_id"], ["add", "city", ["hops", {
+        "datasets": ["addresses a"], "where": [["eq", "_S.address_id", "a._id"]], "return": "a.city",
+        "require-populated": False}]]]}
+    pipe = dtl_pipe([{"_id": "c1", "address_id": "a1"}], rules)
+    async with Runtime(write_config([pipe]), data_dir=tmp_path / "state") as rt:
+        assert (await rt.run_pipe("out")).status == "completed"
+        assert (await latest(rt))["c1"] == {"city": []}
