@@ -76,6 +76,8 @@ class Outcome:
             and ``"errors"`` of a 4xx validation body.
         run_id: the run that recorded it.
         at_us: when, microseconds since the epoch.
+        collected_hash: with optimistic locking, the state hash (decimal) of the last collected
+            version the update was compared with.
     """
 
     entity_id: str
@@ -89,6 +91,7 @@ class Outcome:
     response: dict[str, Any] | None = None
     run_id: str = ""
     at_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+    collected_hash: str | None = None
 
     def entity(self) -> Entity:
         out = {k: v for k, v in self.__dict__.items() if k != "entity_id"}
@@ -99,7 +102,7 @@ class Outcome:
     def of(cls, entity: Entity) -> Outcome:
         return cls(entity["_id"], **{k: entity.get(k) for k in (  # type: ignore[arg-type]
             "state", "operation", "payload_hash", "attempt", "status", "error", "generated_id", "response",
-            "run_id", "at_us")})
+            "run_id", "at_us", "collected_hash")})
 
 
 class Ledger:
