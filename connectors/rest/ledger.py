@@ -94,8 +94,14 @@ class Outcome:
     collected_hash: str | None = None
 
     def entity(self) -> Entity:
+        """The ledger entity; with a generated id also Sesam's ``$generated_id`` and ``$origin``
+        (the originating ``_id``: the collect pipe hops from a collected record to it, see
+        "Establish origin" in sesam.md §8)."""
         out = {k: v for k, v in self.__dict__.items() if k != "entity_id"}
         out["_id"] = self.entity_id
+        if self.generated_id is not None:
+            out["$generated_id"] = self.generated_id
+            out["$origin"] = self.entity_id
         return out
 
     @classmethod

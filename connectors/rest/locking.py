@@ -5,7 +5,8 @@ operation and compares its state hash (:func:`runtime.entities.state_hash`: the 
 starting with ``_`` or ``$``, MurmurHash3-128 of canonical JSON, the same integer as DTL's
 ``hash128`` over a dict) with the hash of the last version collected from the target, which the
 pipe's DTL put on the entity with a hop to the collect dataset (``collected_property``). Equal:
-the update goes, with ``If-Match`` set to the record's ``ETag`` when the response has one, so a
+the update goes (unless the record already holds the payload: then nothing is sent, Sesam's
+optional no-op check), with ``If-Match`` set to the record's ``ETag`` when the response has one, so a
 change between the read and the write is refused by the target (``412``). Different, ``404`` or
 no collected version: the update is discarded as ``modified-in-system``; once the next collect
 brings the target's new state, dependency tracking puts the entity through the pipe again with a
@@ -38,6 +39,7 @@ class Verdict:
         status: the look-up's HTTP status, None without a response.
         etag: the current record's ``ETag``, sent as ``If-Match``.
         current_hash: the current record's state hash (decimal), None without one.
+        record: the current record, None without one.
     """
 
     conflict: str | None = None
@@ -45,6 +47,16 @@ class Verdict:
     status: int | None = None
     etag: str | None = None
     current_hash: str | None = None
+    record: dict[str, Any] | None = None
+
+    def applied(self, method: str, payload: Any) -> bool:
+        """Whether the record already holds ``payload`` (a ``PUT``: the same state; a
+        ``PATCH``: every key of the payload equal), so the update would change nothing."""
+        if self.record is None or not isinstance(payload, dict):
+            return False
+        if method == "PATCH":
+            return all(self.record.get(k) == v for k, v in payload.items())
+        return state_hash(payload) == state_hash(self.record)
 
 
 def collected_hash(entity: Entity, config: OptimisticLockingConfig) -> str | None:
@@ -111,4 +123,4 @@ class Locking:
             return Verdict(conflict=f"modified-in-system: the target's record changed since the last collect "
                            f"(state hash {current}, collected {expected})", status=response.status, etag=etag,
                            current_hash=current)
-        return Verdict(status=response.status, etag=etag, current_hash=current)
+        return Verdict(status=response.status, etag=etag, current_hash=current, record=record)

@@ -174,6 +174,9 @@ class Sender:
                 return await self._final(self._outcome(
                     plan, state, attempt, verdict.status, verdict.conflict or verdict.failure, None,
                     {"status": verdict.status, "lookup": True, "current_hash": verdict.current_hash}), attempt)
+            if verdict.applied(call.method, call.payload):  # nothing to change: not sent
+                return await self._final(self._outcome(plan, SENT, attempt, verdict.status, None, None, {
+                    "status": verdict.status, "lookup": True, "unchanged": True}), attempt)
             if verdict.etag:
                 call.headers["If-Match"] = verdict.etag
         non_idempotent = call.method in NON_IDEMPOTENT

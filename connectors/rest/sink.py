@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import structlog
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from connectors.rest.gate import ErrorGate
@@ -32,6 +33,8 @@ from runtime.entities import Entity
 from runtime.errors import EntityError
 from runtime.store.protocol import Checkpoint, WriteResult
 from runtime.templates import Template
+
+log = structlog.get_logger("sluice.rest.share")
 
 _COUNTER = {"insert": "new", "update": "changed", "delete": "deleted"}
 
@@ -120,7 +123,7 @@ class RestSink(Sink):
             if plan is not None and self.sender.held(plan):  # waits for the next collect
                 counts["conflicted"] += 1
                 continue
-            if plan is None or self.sender.done(plan):
+            if plan is None or self.sender.done(plan) or self._inserted(plan):
                 # sent by a call of this run that raised (its counts were lost): count it now
                 counts[_COUNTER.get(self._uncounted.pop(str(entity["_id"]), ""), "unchanged")] += 1
                 continue
@@ -144,8 +147,8 @@ class RestSink(Sink):
         if errors:  # the pipe writes the batch again entity by entity: sent ones are counted then
             self._uncounted.update((p.entity_id, p.kind) for p, _ in sent)
             raise errors[0]
-        for plan, _ in sent:
-            counts[_COUNTER[plan.kind]] += 1
+        for plan, o in sent:
+            counts["unchanged" if (o.response or {}).get("unchanged") else _COUNTER[plan.kind]] += 1
         counts["conflicted"] += sum(o.state == CONFLICT for _, o in outcomes)
         return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"],
                            conflicted=counts["conflicted"])
@@ -171,6 +174,18 @@ class RestSink(Sink):
 
         await run_workers(worker, min(self.config.concurrency, len(groups)))
         return out
+
+    def _inserted(self, plan: Plan) -> bool:
+        """An insert of an entity the target already created (a ``sent`` outcome with a generated
+        id) is never sent again, whatever its payload now (Sesam's first cause of duplicate
+        inserts: reprocessing); its changes are the update pipe's. The ledger commits each
+        outcome before the next batch is planned, so this reads the pipe's own writes."""
+        prev = plan.previous
+        if plan.kind != "insert" or prev is None or prev.state != SENT or prev.generated_id is None:
+            return False
+        if prev.payload_hash != plan.payload_hash:
+            log.info("share.already_inserted", entity=plan.entity_id, generated_id=prev.generated_id)
+        return True
 
     def _choose(self, entity: Entity) -> tuple[str | None, bool]:
         """(operation name or None for the inline keys, whether to send at all)."""
