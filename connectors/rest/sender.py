@@ -265,7 +265,8 @@ class Sender:
 
     def _answered(self, plan: Plan, response: Response, attempt: int) -> Outcome:
         record = response_record(response)
-        if response.status in self.allowed:
+        if response.status in self.allowed or (response.status == 404 and plan.call.method == "DELETE"):
+            # a DELETE answered 404: the record is gone (deleted by an earlier try whose response was lost)
             body = record["body"] if isinstance(record["body"], dict) else None
             return self._outcome(plan, SENT, attempt, response.status, None,
                                  _generated(body, self.config, plan), record)

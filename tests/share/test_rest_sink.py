@@ -166,3 +166,17 @@ async def test_transient_5xx_are_retried_later_not_counted_by_the_gate(target: T
         target.faults = []
         up = await r.run_pipe("share")
     assert up.ok and up.new == 30 and len(target.creates()) == 30
+
+
+async def test_an_entity_already_inserted_is_not_inserted_again_when_it_changes(target: TargetApi, write_config,
+                                                                              tmp_path) -> None:
+    """Reprocessing (Sesam's first cause of duplicate inserts): a changed payload of an entity the
+    ledger knows as inserted is the update pipe's, never a second create."""
+    cfg = write_config([target_system(target.url), share_pipe("share", entities(10), insert_operation="insert")])
+    async with rt(cfg, tmp_path) as r:
+        assert (await r.run_pipe("share")).new == 10
+    cfg = write_config([target_system(target.url),
+                        share_pipe("share", entities(10, amount=99), insert_operation="insert")])
+    async with rt(cfg, tmp_path) as r:
+        again = await r.run_pipe("share")
+    assert again.ok and again.unchanged == 10 and len(target.creates()) == 10
