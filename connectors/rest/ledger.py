@@ -3,7 +3,9 @@ side-effecting ``rest`` transform): one entity per entity sent, in a dataset of 
 (the *response dataset*, DIL), a new version per change of its outcome.
 
 An outcome is committed on its own, not with the batch around it: :meth:`Ledger.record` returns
-once the outcome is durable, while other requests of the batch are still in flight. Concurrent
+once the outcome is durable, while other requests of the batch are still in flight;
+:meth:`Ledger.record_soon` commits a final outcome in the background while its sender goes on
+(the pipe's checkpoint waits for :meth:`Ledger.drain`). Concurrent
 callers share transactions (group commit: whoever takes the store's turn writes every outcome
 waiting, so N requests in flight cost far fewer than N transactions).
 
@@ -17,6 +19,7 @@ sorted keys), 32 hex characters.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -130,6 +133,7 @@ class Ledger:
         self._lock = anyio.Lock()
         self._indexed = False
         self._failure: BaseException | None = None
+        self._pending: set[asyncio.Future[None]] = set()
 
     async def load(self, ids: list[str]) -> dict[str, Outcome]:
         """The latest committed outcome of each of ``ids`` that has one (one batched query)."""
@@ -143,6 +147,23 @@ class Ledger:
                 for key, entities in found.items():
                     self.latest[keys[key]] = Outcome.of(entities[0])
         return {i: self.latest[i] for i in ids if i in self.latest}
+
+    def record_soon(self, outcome: Outcome) -> None:
+        """Commit ``outcome`` in the background (the same group commits as :meth:`record`), so
+        the sender goes on with its next request while it commits; :meth:`drain` waits for it."""
+        future = asyncio.ensure_future(self.record(outcome))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait until every outcome of :meth:`record_soon` is committed.
+
+        Raises:
+            StoreError: a commit failed.
+        """
+        with anyio.CancelScope(shield=True):
+            while self._pending:
+                await asyncio.gather(*list(self._pending))
 
     async def record(self, outcome: Outcome) -> None:
         """Commit ``outcome``; returns once it is durable (group commit, see the module).

@@ -9,8 +9,11 @@ Per send (one entity, :meth:`Sender.send`):
    after a lost response) is looked up first with ``lookup_operation`` when the target does not
    honour idempotency keys: found means applied (recorded ``sent`` with the id found), nothing is
    sent twice.
-3. A non-idempotent send (POST, PATCH) commits ``sending`` first and carries the deterministic
-   idempotency key (:func:`~connectors.rest.ledger.idempotency_key`).
+3. A non-idempotent send (POST, PATCH) carries the deterministic idempotency key
+   (:func:`~connectors.rest.ledger.idempotency_key`). An insert that a later run would look up
+   (``lookup_operation`` set, keys not honoured) commits ``sending`` first, so a process killed
+   before its outcome leaves it *unknown*; any other send commits one outcome only (after a crash
+   it has none and is sent again: with honoured keys the target replays it, else at least once).
 4. The response decides: a status in ``allowed`` is ``sent`` (the generated id taken from the body),
    any other ``failed``; no response (connection lost, every attempt spent) ``unknown`` for a
    non-idempotent send, else ``failed``. Each is committed at once and counted by the
@@ -181,7 +184,8 @@ class Sender:
                 call.headers["If-Match"] = verdict.etag
         non_idempotent = call.method in NON_IDEMPOTENT
         if non_idempotent:
-            await self.ledger.record(self._outcome(plan, SENDING, attempt))
+            if plan.kind == "insert" and self.lookup is not None and not self.config.idempotency_key_honoured:
+                await self.ledger.record(self._outcome(plan, SENDING, attempt))  # a crash leaves it unknown
             header = self.config.idempotency_key_header
             if header:
                 call.headers[header] = idempotency_key(self.pipe, plan.entity_id, plan.payload_hash)
@@ -197,12 +201,13 @@ class Sender:
         return await self._final(outcome, attempt)
 
     async def _final(self, outcome: Outcome, attempt: int) -> Outcome:
-        """Commit a send's final outcome, count it and log what was not sent.
+        """Commit a send's final outcome (in the background, see :meth:`Ledger.record_soon`),
+        count it and log what was not sent.
 
         Raises:
             ConfigError: the target answered 428 (it requires ``If-Match``).
         """
-        await self.ledger.record(outcome)
+        self.ledger.record_soon(outcome)  # committed while the next request goes (the sink drains it)
         if outcome.status == 428:
             raise ConfigError([ConfigProblem("<config>", self.pipe, "optimistic_locking", (
                 f"system {self.system.id!r} answered 428 Precondition Required to the update of entity "

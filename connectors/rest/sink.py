@@ -172,7 +172,10 @@ class RestSink(Sink):
                 else:
                     out.append((group[0], await self.sender.send(group[0])))
 
-        await run_workers(worker, min(self.config.concurrency, len(groups)))
+        try:
+            await run_workers(worker, min(self.config.concurrency, len(groups)))
+        finally:
+            await self.ledger.drain()  # every outcome committed before the checkpoint
         return out
 
     def _inserted(self, plan: Plan) -> bool:
