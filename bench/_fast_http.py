@@ -11,7 +11,9 @@ connection closed), responses with ``Content-Length``, answered in request order
 (pipelining safe). Every response is sent ``latency`` seconds after its request arrived.
 
 Endpoints (same shapes as the test API): ``GET /items/page?page=P&per_page=N`` ->
-``{"data": [...], "total": T}`` and ``GET /items/<id>`` -> the record or 404.
+``{"data": [...], "total": T}`` and ``GET /items/<id>`` -> the record or 404; for the share bench
+``POST /records`` (the body is not read) -> 201 ``{"id": "rN"}``, as the target API
+(tests/servers/target_api.py) answers a create.
 
 Run: ``python bench/_fast_http.py --items N --latency S``: prints its base URL, serves until killed.
 """
@@ -38,12 +40,16 @@ class Items:
     def __init__(self, items: int) -> None:
         self.records = [record(n) for n in range(items)]
         self.bodies = {r["id"]: orjson.dumps(r) for r in self.records}
+        self.created = 0
 
     def answer(self, method: bytes, target: bytes) -> tuple[int, bytes]:
         """(status, JSON body) for a request."""
+        parts = urlsplit(target.decode("latin-1"))
+        if method == b"POST" and parts.path == "/records":
+            self.created += 1
+            return 201, b'{"id": "r%d"}' % self.created
         if method != b"GET":
             return 405, b'{"error": "method not allowed"}'
-        parts = urlsplit(target.decode("latin-1"))
         if parts.path == "/items/page":
             query = dict(parse_qsl(parts.query))
             size = int(query.get("per_page", 100))
@@ -55,7 +61,7 @@ class Items:
         return 404, b'{"error": "not found"}'
 
 
-_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 400: b"Bad Request",
+_REASONS = {200: b"OK", 201: b"Created", 404: b"Not Found", 405: b"Method Not Allowed", 400: b"Bad Request",
             501: b"Not Implemented"}
 
 

@@ -95,7 +95,8 @@ class DeadLetters:
                     await self._failed(key, entity, str(exc), replay)
                 continue
             total = WriteResult(total.new + r.new, total.changed + r.changed, total.deleted + r.deleted,
-                                total.unchanged + r.unchanged, total.tripped or r.tripped)
+                                total.unchanged + r.unchanged, total.tripped or r.tripped,
+                                total.conflicted + r.conflicted)
             written.append(key)
         await self.forget(written)
         return total

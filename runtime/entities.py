@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import mmh3
 import orjson
 
 from runtime.errors import EntityError
@@ -73,6 +74,23 @@ def content_hash(entity: Entity) -> str:
     latest version's hash for that ``_id`` is a no-op (Sesam's change tracking).
     """
     return hashlib.blake2b(canonical_json(entity), digest_size=_HASH_BYTES).hexdigest()
+
+
+def state_json(record: dict[str, Any]) -> bytes:
+    """Canonical JSON (sorted keys, as :func:`canonical_json`) of a record's *state*: its root keys
+    not starting with ``_`` (the dataset's metadata) or ``$`` (Sluice's links such as ``$ids`` and
+    ``$origin``), so a record as a system returns it and its collected entity give the same bytes.
+
+    Raises:
+        TypeError: the record holds a value JSON cannot represent.
+    """
+    return orjson.dumps({k: v for k, v in record.items() if k[:1] not in ("_", "$")}, option=_SORTED)
+
+
+def state_hash(record: dict[str, Any]) -> int:
+    """The hash optimistic locking compares (Sesam's ``hash128``): the unsigned 128-bit MurmurHash3
+    (x64, seed 0) of :func:`state_json`, the same integer as DTL's ``["hash128", "murmur3", RECORD]``."""
+    return int(mmh3.hash128(state_json(record), 0, signed=False))
 
 
 def is_deleted(entity: Entity) -> bool:

@@ -74,6 +74,7 @@ class RunResult:
             included).
         tracked: source entities put through again by dependency tracking.
         new, changed, deleted, unchanged: what the sink did (deletion tracking included).
+        conflicted: updates a share sink discarded as ``modified-in-system`` (optimistic locking).
         seconds: wall time of the run.
         started_us: when the run started, integer microseconds since the Unix epoch (the pump
             reads it back after a restart, see :mod:`runtime.pump.schedule`).
@@ -91,6 +92,7 @@ class RunResult:
     changed: int = 0
     deleted: int = 0
     unchanged: int = 0
+    conflicted: int = 0
     seconds: float = 0.0
     started_us: int = field(default_factory=lambda: time.time_ns() // 1000)
     error: SluiceError | None = None
@@ -114,6 +116,7 @@ class RunResult:
         self.changed += result.changed
         self.deleted += result.deleted
         self.unchanged += result.unchanged
+        self.conflicted += result.conflicted
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (execution log, pipe state)."""
@@ -124,6 +127,8 @@ class RunResult:
             out["units"] = self.units
         if self.tracked:
             out["tracked"] = self.tracked
+        if self.conflicted:
+            out["conflicted"] = self.conflicted
         if self.error is not None:
             out["error"] = str(self.error)
         return out

@@ -3,7 +3,9 @@ side-effecting ``rest`` transform): one entity per entity sent, in a dataset of 
 (the *response dataset*, DIL), a new version per change of its outcome.
 
 An outcome is committed on its own, not with the batch around it: :meth:`Ledger.record` returns
-once the outcome is durable, while other requests of the batch are still in flight. Concurrent
+once the outcome is durable, while other requests of the batch are still in flight;
+:meth:`Ledger.record_soon` commits a final outcome in the background while its sender goes on
+(the pipe's checkpoint waits for :meth:`Ledger.drain`). Concurrent
 callers share transactions (group commit: whoever takes the store's turn writes every outcome
 waiting, so N requests in flight cost far fewer than N transactions).
 
@@ -17,6 +19,7 @@ sorted keys), 32 hex characters.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -76,6 +79,8 @@ class Outcome:
             and ``"errors"`` of a 4xx validation body.
         run_id: the run that recorded it.
         at_us: when, microseconds since the epoch.
+        collected_hash: with optimistic locking, the state hash (decimal) of the last collected
+            version the update was compared with.
     """
 
     entity_id: str
@@ -89,17 +94,24 @@ class Outcome:
     response: dict[str, Any] | None = None
     run_id: str = ""
     at_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+    collected_hash: str | None = None
 
     def entity(self) -> Entity:
+        """The ledger entity; with a generated id also Sesam's ``$generated_id`` and ``$origin``
+        (the originating ``_id``: the collect pipe hops from a collected record to it, see
+        "Establish origin" in sesam.md §8)."""
         out = {k: v for k, v in self.__dict__.items() if k != "entity_id"}
         out["_id"] = self.entity_id
+        if self.generated_id is not None:
+            out["$generated_id"] = self.generated_id
+            out["$origin"] = self.entity_id
         return out
 
     @classmethod
     def of(cls, entity: Entity) -> Outcome:
         return cls(entity["_id"], **{k: entity.get(k) for k in (  # type: ignore[arg-type]
             "state", "operation", "payload_hash", "attempt", "status", "error", "generated_id", "response",
-            "run_id", "at_us")})
+            "run_id", "at_us", "collected_hash")})
 
 
 class Ledger:
@@ -121,6 +133,7 @@ class Ledger:
         self._lock = anyio.Lock()
         self._indexed = False
         self._failure: BaseException | None = None
+        self._pending: set[asyncio.Future[None]] = set()
 
     async def load(self, ids: list[str]) -> dict[str, Outcome]:
         """The latest committed outcome of each of ``ids`` that has one (one batched query)."""
@@ -134,6 +147,23 @@ class Ledger:
                 for key, entities in found.items():
                     self.latest[keys[key]] = Outcome.of(entities[0])
         return {i: self.latest[i] for i in ids if i in self.latest}
+
+    def record_soon(self, outcome: Outcome) -> None:
+        """Commit ``outcome`` in the background (the same group commits as :meth:`record`), so
+        the sender goes on with its next request while it commits; :meth:`drain` waits for it."""
+        future = asyncio.ensure_future(self.record(outcome))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait until every outcome of :meth:`record_soon` is committed.
+
+        Raises:
+            StoreError: a commit failed.
+        """
+        with anyio.CancelScope(shield=True):
+            while self._pending:
+                await asyncio.gather(*list(self._pending))
 
     async def record(self, outcome: Outcome) -> None:
         """Commit ``outcome``; returns once it is durable (group commit, see the module).

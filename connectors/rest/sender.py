@@ -9,8 +9,11 @@ Per send (one entity, :meth:`Sender.send`):
    after a lost response) is looked up first with ``lookup_operation`` when the target does not
    honour idempotency keys: found means applied (recorded ``sent`` with the id found), nothing is
    sent twice.
-3. A non-idempotent send (POST, PATCH) commits ``sending`` first and carries the deterministic
-   idempotency key (:func:`~connectors.rest.ledger.idempotency_key`).
+3. A non-idempotent send (POST, PATCH) carries the deterministic idempotency key
+   (:func:`~connectors.rest.ledger.idempotency_key`). An insert that a later run would look up
+   (``lookup_operation`` set, keys not honoured) commits ``sending`` first, so a process killed
+   before its outcome leaves it *unknown*; any other send commits one outcome only (after a crash
+   it has none and is sent again: with honoured keys the target replays it, else at least once).
 4. The response decides: a status in ``allowed`` is ``sent`` (the generated id taken from the body),
    any other ``failed``; no response (connection lost, every attempt spent) ``unknown`` for a
    non-idempotent send, else ``failed``. Each is committed at once and counted by the
@@ -31,6 +34,7 @@ import structlog
 
 from connectors.rest.gate import ErrorGate
 from connectors.rest.ledger import (
+    CONFLICT,
     FAILED,
     SENDING,
     SENT,
@@ -41,12 +45,13 @@ from connectors.rest.ledger import (
     excerpt,
     idempotency_key,
 )
+from connectors.rest.locking import Locking
 from connectors.rest.operation import Operation
 from connectors.rest.paging import dig
 from connectors.rest.retry import NON_IDEMPOTENT
 from connectors.rest.system import Call, Response, RestSystem
 from runtime.entities import Entity
-from runtime.errors import BadDataError, EntityError, TransientError
+from runtime.errors import BadDataError, ConfigError, ConfigProblem, EntityError, TransientError
 
 log = structlog.get_logger("sluice.rest.share")
 
@@ -64,6 +69,8 @@ class Plan:
         payload_hash: see :func:`~connectors.rest.ledger.payload_hash`.
         kind: ``insert``, ``update`` or ``delete`` (from the method), for the pipe's counters.
         target_id: the target's id of the record when the entity has one (``primary_key``).
+        collected_hash: with optimistic locking, the state hash of the last collected version
+            (:func:`~connectors.rest.locking.collected_hash`).
     """
 
     entity: Entity
@@ -72,6 +79,7 @@ class Plan:
     payload_hash: str
     kind: str
     target_id: Any = None
+    collected_hash: str | None = None
     previous: Outcome | None = field(default=None, repr=False)
 
     @property
@@ -110,17 +118,36 @@ class Sender:
         run_id: the run.
         allowed: statuses that count as sent.
         lookup: the compiled ``lookup_operation``, or None.
+        locking: optimistic locking of updates (:mod:`connectors.rest.locking`), or None.
     """
 
     def __init__(self, system: RestSystem, ledger: Ledger, gate: ErrorGate, config: Any, pipe: str, run_id: str,
-                 allowed: frozenset[int], lookup: Operation | None) -> None:
+                 allowed: frozenset[int], lookup: Operation | None, locking: Locking | None = None) -> None:
         self.system, self.ledger, self.gate, self.config = system, ledger, gate, config
         self.pipe, self.run_id, self.allowed, self.lookup = pipe, run_id, allowed, lookup
+        self.locking = locking
 
     def done(self, plan: Plan) -> bool:
         """Whether the entity was already sent with this payload (nothing to do)."""
         prev = plan.previous
         return prev is not None and prev.state == SENT and prev.payload_hash == plan.payload_hash
+
+    def held(self, plan: Plan) -> bool:
+        """Whether the entity's update was discarded as ``modified-in-system`` against the same
+        collected version: it waits for the next collect (nothing is sent nor looked up)."""
+        prev = plan.previous
+        return (prev is not None and prev.state == CONFLICT and prev.payload_hash == plan.payload_hash
+                and prev.collected_hash == plan.collected_hash)
+
+    def _count(self, outcome: Outcome) -> None:
+        """Count a final outcome in the gate: a rejection is a refusal of the data (a 4xx other
+        than a 412 conflict, a failed look-up, an unknown operation); a transient failure (429,
+        5xx or no response, after the system's ``retry_strategy``) is not counted at all: it
+        says nothing about the data, and the entity is retried on a later run."""
+        if outcome.state in (UNKNOWN, FAILED) and (outcome.status is None or outcome.status == 429
+                                                   or outcome.status >= 500):
+            return
+        self.gate.count(outcome.state not in (SENT, CONFLICT))
 
     def _attempt(self, plan: Plan) -> int:
         prev = plan.previous
@@ -143,9 +170,22 @@ class Sender:
             if found is not None:
                 return found
         call = plan.call
+        if self.locking is not None and plan.kind == "update":
+            verdict = await self.locking.check(plan.entity, plan.collected_hash)
+            if verdict.conflict is not None or verdict.failure is not None:
+                state = CONFLICT if verdict.conflict is not None else FAILED
+                return await self._final(self._outcome(
+                    plan, state, attempt, verdict.status, verdict.conflict or verdict.failure, None,
+                    {"status": verdict.status, "lookup": True, "current_hash": verdict.current_hash}), attempt)
+            if verdict.applied(call.method, call.payload):  # nothing to change: not sent
+                return await self._final(self._outcome(plan, SENT, attempt, verdict.status, None, None, {
+                    "status": verdict.status, "lookup": True, "unchanged": True}), attempt)
+            if verdict.etag:
+                call.headers["If-Match"] = verdict.etag
         non_idempotent = call.method in NON_IDEMPOTENT
         if non_idempotent:
-            await self.ledger.record(self._outcome(plan, SENDING, attempt))
+            if plan.kind == "insert" and self.lookup is not None and not self.config.idempotency_key_honoured:
+                await self.ledger.record(self._outcome(plan, SENDING, attempt))  # a crash leaves it unknown
             header = self.config.idempotency_key_header
             if header:
                 call.headers[header] = idempotency_key(self.pipe, plan.entity_id, plan.payload_hash)
@@ -158,10 +198,27 @@ class Sender:
             outcome = self._outcome(plan, state, attempt, error=excerpt(str(exc)))
         else:
             outcome = self._answered(plan, response, attempt)
-        await self.ledger.record(outcome)
-        self.gate.count(outcome.state != SENT)
-        if outcome.state != SENT:
-            log.warning("share.rejected", entity=plan.entity_id, state=outcome.state, status=outcome.status,
+        return await self._final(outcome, attempt)
+
+    async def _final(self, outcome: Outcome, attempt: int) -> Outcome:
+        """Commit a send's final outcome (in the background, see :meth:`Ledger.record_soon`),
+        count it and log what was not sent.
+
+        Raises:
+            ConfigError: the target answered 428 (it requires ``If-Match``).
+        """
+        self.ledger.record_soon(outcome)  # committed while the next request goes (the sink drains it)
+        if outcome.status == 428:
+            raise ConfigError([ConfigProblem("<config>", self.pipe, "optimistic_locking", (
+                f"system {self.system.id!r} answered 428 Precondition Required to the update of entity "
+                f"{outcome.entity_id!r}: it requires If-Match; set the sink's optimistic_locking (an operation "
+                "reading the record, whose ETag becomes the If-Match)"))])
+        self._count(outcome)
+        if outcome.state == CONFLICT:
+            log.warning("share.modified_in_system", entity=outcome.entity_id, status=outcome.status,
+                        error=outcome.error)
+        elif outcome.state != SENT:
+            log.warning("share.rejected", entity=outcome.entity_id, state=outcome.state, status=outcome.status,
                         attempt=attempt, error=outcome.error)
         return outcome
 
@@ -208,16 +265,19 @@ class Sender:
     async def _settle(self, outcomes: list[Outcome]) -> list[Outcome]:
         for o in outcomes:
             await self.ledger.record(o)
-            self.gate.count(o.state != SENT)
+            self._count(o)
         return outcomes
 
     def _answered(self, plan: Plan, response: Response, attempt: int) -> Outcome:
         record = response_record(response)
-        if response.status in self.allowed:
+        if response.status in self.allowed or (response.status == 404 and plan.call.method == "DELETE"):
+            # a DELETE answered 404: the record is gone (deleted by an earlier try whose response was lost)
             body = record["body"] if isinstance(record["body"], dict) else None
             return self._outcome(plan, SENT, attempt, response.status, None,
                                  _generated(body, self.config, plan), record)
         error = f"HTTP {response.status} from {response.location}: {excerpt(response.body, 300)}"
+        if response.status == 412 and "If-Match" in plan.call.headers:  # changed between the read and the write
+            return self._outcome(plan, CONFLICT, attempt, 412, f"modified-in-system: {error}", None, record)
         return self._outcome(plan, FAILED, attempt, response.status, error, None, record)
 
     async def _look_up(self, plan: Plan) -> Outcome | None:
@@ -247,7 +307,7 @@ class Sender:
         if generated is None and plan.previous is not None:
             generated = plan.previous.generated_id
         return Outcome(plan.entity_id, state, plan.operation, plan.payload_hash, attempt, status, error,
-                       generated, response, self.run_id)
+                       generated, response, self.run_id, collected_hash=plan.collected_hash)
 
 
 def _records(response: Response, operation: Operation) -> list[Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.rest.ledger_models import SideEffectConfig
 from connectors.rest.models import _Call
@@ -32,6 +32,27 @@ class GateConfig(ComponentConfig):
 
     max_error_ratio: float = Field(default=0.1, ge=0, le=1)
     min_attempts: int = Field(default=20, ge=1)
+
+
+class OptimisticLockingConfig(BaseModel):
+    """``{"operation": "get"}``: before an update the target's current record is looked up and
+    its state hash compared with the last version collected from the target (seed 001/002).
+
+    Attributes:
+        operation: the system operation reading the target's current record (templates see
+            ``entity``; the record is at its ``payload_property``, default the body). A 2xx whose
+            state hash (:func:`runtime.entities.state_hash`: fields not starting with ``_`` or
+            ``$``) equals the collected one lets the update go, with ``If-Match`` set to the
+            response's ``ETag`` when it has one; any other hash, a 404 or an entity without a
+            collected version discards the update as ``modified-in-system``.
+        collected_property: the entity property holding the last collected version, put there by
+            a hop to the collect dataset: the collected entity (hashed like the record), or its
+            hash (DTL ``["hash128", "murmur3", ENTITY]``, an integer or its decimal string).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    operation: str = Field(min_length=1)
+    collected_property: str = Field(default="$collected", min_length=1)
 
 
 class RestSinkConfig(_Call, SideEffectConfig, GateConfig):
@@ -64,6 +85,11 @@ class RestSinkConfig(_Call, SideEffectConfig, GateConfig):
         batch_size: entities per request to a batch endpoint (the operation receives a JSON list
             of payloads and answers 2xx for all or a 4xx for the batch); a rejected batch is split
             in halves until the rejected entities are found. Unset: one request per entity.
+        optimistic_locking: look the target's record up before each update and discard the
+            update (``modified-in-system``) when it changed since the last collect
+            (:class:`OptimisticLockingConfig`); a ``412`` to the ``If-Match`` counts the same.
+            Unset: updates are sent without a look-up (a ``428`` fails the run as a config
+            error naming the system).
     """
 
     type: Literal["rest"]
@@ -76,6 +102,7 @@ class RestSinkConfig(_Call, SideEffectConfig, GateConfig):
     allowed_status_codes: str = "200-299"
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     batch_size: int | None = Field(default=None, ge=1, le=10_000)
+    optimistic_locking: OptimisticLockingConfig | None = None
 
     @field_validator("operation_expression")
     @classmethod
@@ -96,16 +123,20 @@ class RestSinkConfig(_Call, SideEffectConfig, GateConfig):
 
     @model_validator(mode="after")
     def _batch(self) -> RestSinkConfig:
-        per_entity = self.update_operation or self.delete_operation or self.operation_expression
+        per_entity = (self.update_operation or self.delete_operation or self.operation_expression
+                      or self.optimistic_locking)
         if self.batch_size is not None and per_entity:
             raise ValueError("batch_size sends one operation for every entity; drop update_operation, "
-                             "delete_operation and operation_expression (use separate pipes)")
+                             "delete_operation, operation_expression and optimistic_locking (use separate pipes)")
         return self
 
     def operation_names(self) -> list[tuple[str, str]]:
         """(key, operation name) of every named operation the sink may call."""
         keys = ("operation", "insert_operation", "update_operation", "delete_operation", "lookup_operation")
-        return [(k, getattr(self, k)) for k in keys if getattr(self, k)]
+        names = [(k, getattr(self, k)) for k in keys if getattr(self, k)]
+        if self.optimistic_locking is not None:
+            names.append(("optimistic_locking.operation", self.optimistic_locking.operation))
+        return names
 
     def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
         """The system must be a ``system:rest`` having every operation the sink names."""

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import structlog
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from connectors.rest.gate import ErrorGate
-from connectors.rest.ledger import INVALID, SENT, Ledger, Outcome, payload_hash
+from connectors.rest.ledger import CONFLICT, INVALID, SENT, Ledger, Outcome, payload_hash
+from connectors.rest.locking import Locking, collected_hash
 from connectors.rest.models import parse_codes
 from connectors.rest.operation import Operation
 from connectors.rest.sender import Plan, Sender, entity_error, kind_of
@@ -31,6 +33,8 @@ from runtime.entities import Entity
 from runtime.errors import EntityError
 from runtime.store.protocol import Checkpoint, WriteResult
 from runtime.templates import Template
+
+log = structlog.get_logger("sluice.rest.share")
 
 _COUNTER = {"insert": "new", "update": "changed", "delete": "deleted"}
 
@@ -73,7 +77,10 @@ class RestSink(Sink):
         self.ledger = Ledger(ctx.store, response_dataset(c, ctx.pipe), ctx.pipe, ctx.keep_versions)
         self.gate = ErrorGate(c.max_error_ratio, c.min_attempts, ctx.pipe)
         lookup = self._op(c.lookup_operation) if c.lookup_operation else None
-        self.sender = Sender(self.system, self.ledger, self.gate, c, ctx.pipe, ctx.run.run_id, self.allowed, lookup)
+        lock = c.optimistic_locking
+        locking = Locking(self.system, self._op(lock.operation), c.properties, ctx.pipe) if lock else None
+        self.sender = Sender(self.system, self.ledger, self.gate, c, ctx.pipe, ctx.run.run_id, self.allowed, lookup,
+                             locking)
         self._uncounted: dict[str, str] = {}
         self.state_ops = bool(c.insert_operation or c.update_operation or c.delete_operation)
 
@@ -104,7 +111,7 @@ class RestSink(Sink):
     async def _send(self, entities: list[Entity]) -> WriteResult:
         ids = [e["_id"] for e in entities if isinstance(e.get("_id"), str)]
         previous = await self.ledger.load(ids)
-        counts = {"new": 0, "changed": 0, "deleted": 0, "unchanged": 0}
+        counts = {"new": 0, "changed": 0, "deleted": 0, "unchanged": 0, "conflicted": 0}
         errors: list[EntityError] = []
         plans: list[Plan] = []
         for entity in entities:
@@ -113,7 +120,10 @@ class RestSink(Sink):
             except EntityError as exc:
                 errors.append(exc)
                 continue
-            if plan is None or self.sender.done(plan):
+            if plan is not None and self.sender.held(plan):  # waits for the next collect
+                counts["conflicted"] += 1
+                continue
+            if plan is None or self.sender.done(plan) or self._inserted(plan):
                 # sent by a call of this run that raised (its counts were lost): count it now
                 counts[_COUNTER.get(self._uncounted.pop(str(entity["_id"]), ""), "unchanged")] += 1
                 continue
@@ -132,14 +142,16 @@ class RestSink(Sink):
             plans.append(plan)
         outcomes = await self._run(plans)
         sent = [(p, o) for p, o in outcomes if o.state == SENT]
-        errors += [entity_error(p, o, self.context.pipe) for p, o in outcomes if o.state != SENT]
+        errors += [entity_error(p, o, self.context.pipe) for p, o in outcomes if o.state not in (SENT, CONFLICT)]
         self.gate.check()
         if errors:  # the pipe writes the batch again entity by entity: sent ones are counted then
             self._uncounted.update((p.entity_id, p.kind) for p, _ in sent)
             raise errors[0]
-        for plan, _ in sent:
-            counts[_COUNTER[plan.kind]] += 1
-        return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"])
+        for plan, o in sent:
+            counts["unchanged" if (o.response or {}).get("unchanged") else _COUNTER[plan.kind]] += 1
+        counts["conflicted"] += sum(o.state == CONFLICT for _, o in outcomes)
+        return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"],
+                           conflicted=counts["conflicted"])
 
     async def _run(self, plans: list[Plan]) -> list[tuple[Plan, Outcome]]:
         """Send ``plans``, ``concurrency`` at once (each worker takes the next plan, or the next
@@ -160,8 +172,23 @@ class RestSink(Sink):
                 else:
                     out.append((group[0], await self.sender.send(group[0])))
 
-        await run_workers(worker, min(self.config.concurrency, len(groups)))
+        try:
+            await run_workers(worker, min(self.config.concurrency, len(groups)))
+        finally:
+            await self.ledger.drain()  # every outcome committed before the checkpoint
         return out
+
+    def _inserted(self, plan: Plan) -> bool:
+        """An insert of an entity the target already created (a ``sent`` outcome with a generated
+        id) is never sent again, whatever its payload now (Sesam's first cause of duplicate
+        inserts: reprocessing); its changes are the update pipe's. The ledger commits each
+        outcome before the next batch is planned, so this reads the pipe's own writes."""
+        prev = plan.previous
+        if plan.kind != "insert" or prev is None or prev.state != SENT or prev.generated_id is None:
+            return False
+        if prev.payload_hash != plan.payload_hash:
+            log.info("share.already_inserted", entity=plan.entity_id, generated_id=prev.generated_id)
+        return True
 
     def _choose(self, entity: Entity) -> tuple[str | None, bool]:
         """(operation name or None for the inline keys, whether to send at all)."""
@@ -212,5 +239,8 @@ class RestSink(Sink):
         elif call.payload is None and call.method != "DELETE":
             call.payload = {k: v for k, v in entity.items()
                             if k[:1] not in ("_", "$") and k not in ("operation", "properties")}
+        kind = kind_of(call.method)
+        lock = c.optimistic_locking
+        collected = collected_hash(entity, lock) if lock is not None and kind == "update" else None
         return Plan(entity, name or "", call, payload_hash(name or "", call.method, call.url, call.payload),
-                    kind_of(call.method), entity.get(c.primary_key), previous.get(eid))
+                    kind, entity.get(c.primary_key), collected, previous.get(eid))

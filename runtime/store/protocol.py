@@ -95,6 +95,8 @@ class WriteResult:
         deleted: deletion versions written (``_deleted: true``).
         unchanged: entities whose hash equalled the latest version: no-op writes.
         tripped: True when the dataset's circuit breaker is tripped after this batch.
+        conflicted: a share sink's updates discarded as ``modified-in-system`` (optimistic
+            locking); 0 for a dataset.
     """
 
     new: int = 0
@@ -102,6 +104,7 @@ class WriteResult:
     deleted: int = 0
     unchanged: int = 0
     tripped: bool = False
+    conflicted: int = 0
 
     @property
     def changes(self) -> int:

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "examples"
 SLUICE = str(Path(sys.executable).parent / "sluice")
 ENV = {name: "http://127.0.0.1:9" for name in
-       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL", "SURVEYS_URL", "BULK_URL")} | {
+       ("CRM_URL", "LEDGER_URL", "HR_URL", "SHOP_URL", "PRICES_URL", "CMS_URL", "SURVEYS_URL", "BULK_URL",
+        "TARGET_URL")} | {
        "CRM_TOKEN": "t", "LEDGER_CLIENT_SECRET": "s", "HR_API_KEY": "k"}
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.glob("rest-*"))
 #: dataset -> (ids, of which deleted) after one run of the example, from the seeded records
@@ -45,6 +46,8 @@ EXPECTED = {
     "rest-async-job": {"accounts": (2500, 0)},  # the bulk API started with --rows 2500
     "rest-raw-reshape": {"cms-article-raw": (len(seed("rest-raw-reshape")["articles"]), 0),
                          "cms-article": (len(seed("rest-raw-reshape")["articles"]), 0)},
+    "rest-share-insert-update": {"people": (8, 0), "insert-responses": (8, 0), "target-records": (8, 0),
+                                 "update-responses": (8, 0)},  # the target API empty at start
     "rest-two-step": {"surveys": (len(SurveyApi().surveys), 0),
                       "survey-responses": (sum(map(len, SurveyApi().responses.values())), 0)},
 }
@@ -56,8 +59,8 @@ def test_example_validates(example: str) -> None:
     assert config.pipes and any(s.cls.__name__ == "RestSystem" for s in config.systems.values())
 
 
-def test_there_is_one_example_per_collect_pattern_2_step_and_asynchronous_ingestion() -> None:
-    assert len(EXAMPLE_NAMES) == 8
+def test_there_is_one_example_per_collect_pattern_2_step_asynchronous_ingestion_and_share() -> None:
+    assert len(EXAMPLE_NAMES) == 9
 
 
 def readme_lines() -> dict[str, tuple[str, str]]:

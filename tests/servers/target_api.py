@@ -21,7 +21,9 @@ order, also when its response was then lost.
 ``GET /_log``                       the write log, ``GET /_records`` every record (for tests run
                                     in another process)
 ``POST /_control/touch/{id}``       change a record as another writer would (``touched`` + 1, new
-                                    version)
+                                    version); ``?after_read=1``: do so right after the record's
+                                    next ``GET`` is answered (a write between a client's read and
+                                    its write, :attr:`touch_after_read`)
 ==================================  ==============================================================
 
 Validation (creates and updates): ``name`` must be a non-empty string and ``amount``, when
@@ -78,6 +80,7 @@ class TargetApi(FaultyServer):
         self.honour_idempotency = True
         self.require_if_match = False
         self.replays = 0  # requests answered from the idempotency store
+        self.touch_after_read: set[str] = set()  # ids touched once right after their next GET
         self._saved: dict[str, tuple[bytes, int, bytes, dict[str, str]]] = {}  # key -> body, status, response
         self._ids = itertools.count(1)
 
@@ -121,6 +124,9 @@ class TargetApi(FaultyServer):
         rid = request.match_info["id"]
         if rid not in self.records:
             return self.error(404, "not_found", f"no record {rid}")
+        if request.query.get("after_read"):
+            self.touch_after_read.add(rid)
+            return _json({"after_read": rid}, 202)
         return _json(self.touch(rid), headers={"ETag": self.etag(rid)})
 
     async def _body(self, request: web.Request) -> Any:
@@ -171,7 +177,11 @@ class TargetApi(FaultyServer):
         rid = request.match_info["id"]
         if rid not in self.records:
             return self.error(404, "not_found", f"no record {rid}")
-        return _json(self.records[rid], headers={"ETag": self.etag(rid)})
+        response = _json(self.records[rid], headers={"ETag": self.etag(rid)})
+        if rid in self.touch_after_read:  # the answer was read; another writer comes before the client's write
+            self.touch_after_read.discard(rid)
+            self.touch(rid)
+        return response
 
     def _precondition(self, request: web.Request, rid: str) -> web.Response | None:
         match = request.headers.get("If-Match")

@@ -28,10 +28,12 @@ def target_system(url: str, **extra: Any) -> dict[str, Any]:
         "operations": {
             "insert": {"method": "POST", "url": "/records"},
             "update": {"method": "PUT", "url": "/records/{{ entity.id }}"},
+            "patch": {"method": "PATCH", "url": "/records/{{ entity.id }}"},
             "delete": {"method": "DELETE", "url": "/records/{{ entity.id }}"},
             "lookup": {"method": "GET", "url": "/records", "params": {"ref": "{{ entity._id }}"},
                        "payload_property": "data"},
             "get": {"method": "GET", "url": "/records/{{ entity.id }}"},
+            "list": {"method": "GET", "url": "/records", "payload_property": "data", "id_expression": "{{ id }}"},
             "insert-batch": {"method": "POST", "url": "/records/batch"},
         },
         **extra,

@@ -62,3 +62,53 @@ async def test_sigkill_between_the_write_and_its_commit_creates_nothing_twice(ta
         outcomes = {o["_id"]: o for o in await r.entities("share-responses", limit=1000)}
     assert {o["state"] for o in outcomes.values()} == {"sent"} and len(outcomes) == 60
     assert {k: o["generated_id"] for k, o in outcomes.items()} == {r["ref"]: k for k, r in target.records.items()}
+
+
+def updates(target: TargetApi) -> list[dict]:
+    return [w for w in target.log if w["op"] == "update"]
+
+
+async def test_sigkill_during_inserts_and_updates_of_the_share_pipes(target: TargetApi, write_config,
+                                                                    tmp_path) -> None:
+    """The insert, collect, update and delete pipes (tests/share/patterns.py) run by `sluice run`
+    against a target losing 10 % of the responses, SIGKILLed while creates are held, at full speed,
+    and while updates are held: one create per entity, no update based on a stale read."""
+    from tests.share.patterns import share_pipes
+    from tests.share.test_locking import stale_updates
+    from tests.share.test_patterns import converge, person
+
+    target.honour_idempotency = False
+    target.latency = 0.01
+    target.chaos(0.1, seed=5, kinds=({"lost": True},))
+    data = tmp_path / "data"
+
+    def config(people: list[dict]) -> Path:
+        return write_config([target_system(target.url),
+                             {"_id": "people", "type": "pipe", "source": {"type": "embedded", "entities": people}},
+                             *share_pipes()])
+
+    people = [person(i) for i in range(40)]
+    cfg = config(people)
+    target.faults = [{"delay_after": 3, "method": "POST", "path": "/records", "repeat": True}]
+    await kill_when(await start(cfg, data), target, 3)
+    target.faults = []
+    await kill_when(await start(cfg, data), target, len(target.creates()) + 12)
+    async with Runtime(cfg, data_dir=data) as r:
+        await converge(r, "insert", "target-records", "update")
+    people[:20] = [person(i, f"renamed {i}") for i in range(20)]
+    cfg = config(people)
+    target.touch(next(rid for rid, rec in target.records.items() if rec["ref"] == "p03"))
+    target.faults = [{"delay_after": 3, "method": "PATCH", "repeat": True}]
+    process = await start(cfg, data)
+    for _ in range(600):
+        if len(updates(target)) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    target.faults = []
+    async with Runtime(cfg, data_dir=data) as r:
+        await converge(r, "people", "insert", "target-records", "update")
+    assert sorted(target.records[w["id"]]["ref"] for w in target.creates()) == [p["_id"] for p in people]
+    assert {rec["ref"]: rec["name"] for rec in target.records.values()} == {p["_id"]: p["name"] for p in people}
+    assert stale_updates(target) == [] and len(updates(target)) >= 20

@@ -150,3 +150,33 @@ async def test_a_rejected_batch_is_split_until_the_bad_entity_is_found(target: T
     assert len(batches) <= 13  # 2 * log2(64) + 1
     assert outcomes["e037"]["state"] == "failed" and outcomes["e037"]["status"] == 422
     assert len(target.records) == 63
+
+
+async def test_transient_5xx_are_retried_later_not_counted_by_the_gate(target: TargetApi, write_config,
+                                                                       tmp_path) -> None:
+    """A target down (503 to every send; a POST is not retried in the run) refuses no data: the gate
+    stays open, every entity is tried, each is left for a later run, which sends it."""
+    target.faults = [{"status": 503, "method": "POST", "repeat": True}]
+    cfg = write_config([target_system(target.url), share_pipe("share", entities(30))])
+    async with rt(cfg, tmp_path) as r:
+        down = await r.run_pipe("share")
+        assert down.ok and down.new == 0, down.summary()  # entity errors, retried on the next run
+        assert {o["state"] for o in (await ledger(r, "share")).values()} == {"failed"}
+        assert len([q for q in target.requests if q.startswith("POST")]) == 30  # all tried (a POST once)
+        target.faults = []
+        up = await r.run_pipe("share")
+    assert up.ok and up.new == 30 and len(target.creates()) == 30
+
+
+async def test_an_entity_already_inserted_is_not_inserted_again_when_it_changes(target: TargetApi, write_config,
+                                                                              tmp_path) -> None:
+    """Reprocessing (Sesam's first cause of duplicate inserts): a changed payload of an entity the
+    ledger knows as inserted is the update pipe's, never a second create."""
+    cfg = write_config([target_system(target.url), share_pipe("share", entities(10), insert_operation="insert")])
+    async with rt(cfg, tmp_path) as r:
+        assert (await r.run_pipe("share")).new == 10
+    cfg = write_config([target_system(target.url),
+                        share_pipe("share", entities(10, amount=99), insert_operation="insert")])
+    async with rt(cfg, tmp_path) as r:
+        again = await r.run_pipe("share")
+    assert again.ok and again.unchanged == 10 and len(target.creates()) == 10

@@ -14,6 +14,7 @@ import mmh3
 
 from runtime.dtl.functions import first, function
 from runtime.dtl.functions.args import map_typed, str_arg
+from runtime.entities import state_hash
 from runtime.errors import FatalError
 
 
@@ -69,7 +70,10 @@ _HASHES: dict[str, Callable[[bytes], int]] = {
 @function("hash128", min_args=2, max_args=2)
 def hash128(algorithm: Any, values: Any) -> Any:
     """``[hash128, "murmur3", VALUES]``: the unsigned 128-bit MurmurHash3 (x64, seed 0) of each
-    string (as UTF-8) or bytes value, as an integer.
+    string (as UTF-8) or bytes value, as an integer. A dict (an entity, ``"_S."``) is hashed over
+    its fields not starting with ``_`` or ``$``, as canonical JSON
+    (:func:`runtime.entities.state_hash`): the value the ``rest`` sink's optimistic locking
+    compares, for users who write the comparison themselves (Sesam's optimistic locking pattern).
 
     Raises:
         FatalError: ALGORITHM is not ``murmur3``.
@@ -78,4 +82,7 @@ def hash128(algorithm: Any, values: Any) -> Any:
     if name not in _HASHES:
         raise FatalError(f"DTL function hash128: unknown algorithm {name!r}; use one of {sorted(_HASHES)}")
     digest = _HASHES[name]
-    return map_typed(values, (str, bytes), lambda v: digest(v.encode() if isinstance(v, str) else v))
+
+    def one(v: Any) -> int:
+        return state_hash(v) if isinstance(v, dict) else digest(v.encode() if isinstance(v, str) else v)
+    return map_typed(values, (str, bytes, dict), one)
