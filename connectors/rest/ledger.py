@@ -165,6 +165,12 @@ class Ledger:
             while self._pending:
                 await asyncio.gather(*list(self._pending))
 
+    async def mark_populated(self) -> None:
+        """Mark the ledger dataset populated (a run of its pipe has completed), so pipes that
+        hop to it (the share patterns' update and delete pipes, sesam.md §8) may run."""
+        await self.drain()
+        await self.store.write_batch(self.dataset, [], pipe=f"{self.pipe}#responses", checkpoint=None, populate=True)
+
     async def record(self, outcome: Outcome) -> None:
         """Commit ``outcome``; returns once it is durable (group commit, see the module).
 

@@ -94,6 +94,12 @@ class RestSink(Sink):
     async def write(self, entities: list[Entity]) -> WriteResult:
         return await self.write_batch(entities, None)
 
+    async def finish(self, checkpoint: Checkpoint) -> WriteResult:
+        """The final checkpoint, then the outcome ledger dataset marked populated."""
+        result = await super().finish(checkpoint)
+        await self.ledger.mark_populated()
+        return result
+
     async def write_batch(self, entities: Any, checkpoint: Checkpoint | None) -> WriteResult:
         """Send the entities (see the module), then commit the checkpoint.
 

@@ -38,7 +38,7 @@ async def converge(r: Runtime, *pipes: str, rounds: int = 6) -> None:
         results = [await r.run_pipe(p) for p in pipes]
         states = {o["state"] for p in pipes if p != "target-records"
                   for o in await r.entities(f"{p}-responses", limit=10_000)}
-        if all(x.ok for x in results) and states <= {"sent"}:
+        if all(x.status == "completed" for x in results) and states <= {"sent"}:
             return
     raise AssertionError(f"not converged: {[x.summary() for x in results]}, states {states}")
 
