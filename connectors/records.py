@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import zlib
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -144,7 +145,7 @@ class Records:
                 pairs = self._csv() if c.format == "csv" else self._json()
                 while block := list(islice(pairs, size)):
                     yield [n for n, _ in block], [r for _, r in block], None
-        except OSError as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a truncated gzip file
             raise BadDataError(f"cannot read file: {exc}", location=str(self.name)) from exc
 
     def _csv(self) -> Iterator[tuple[int, Any]]:

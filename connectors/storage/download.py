@@ -14,7 +14,10 @@ Rules (every run reads every listed unit; there is no timestamp cursor):
 - a unit whose listed fingerprint equals its watermark's is not downloaded, whatever its mtime;
   a pending post-action is finished (a crash between the commit and the post-action);
 - a new or changed file (``ready`` in the listing) is downloaded into a temporary local file
-  (memory holds one chunk), checked whole (a malformed file commits nothing: its unit fails
+  (memory holds one chunk); a download whose size differs from the listed one (the file changed
+  since the listing) fails the unit transiently. The file is checked whole (a malformed file, or
+  a new version with no records where the earlier gave entities (``if_file_empty: fail``),
+  commits nothing: its unit fails
   naming the file and line, or with ``on_malformed: dead_letter`` it is recorded in
   ``dead_letter_dataset`` and skipped until it changes), then parsed in batches, each committed
   with the unit's checkpoint; a unit resumed after a crash skips the records already committed;
@@ -44,7 +47,7 @@ from connectors.storage.listing import file_system
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
-from runtime.errors import BadDataError
+from runtime.errors import BadDataError, TransientError
 from runtime.templates import Template, check_template
 from runtime.workunits import Unit, UnitPage, WorkUnitsConfig
 
@@ -94,6 +97,9 @@ class FilesSourceConfig(SourceConfig):
             and not read again until it changes.
         dead_letter_dataset: where ``on_malformed: dead_letter`` records files:
             ``{"_id": "<pipe>:<path>", "pipe", "path", "version", "error"}``.
+        if_file_empty: a new version of a file with no records, where the earlier version gave
+            entities: ``fail`` (like a malformed file: the entities are kept; Sesam's
+            ``if_source_empty`` per file) or ``delete`` (they get ``_deleted``).
         after_ingest: post-action (``delete`` or ``move_to``), after the file's data is
             committed; recorded in the ledger, so done once.
         concurrency: files downloaded and parsed at the same time.
@@ -115,6 +121,7 @@ class FilesSourceConfig(SourceConfig):
     file_property: str | None = Field(default="source_file", min_length=1)
     on_malformed: Literal["fail", "dead_letter"] = "fail"
     dead_letter_dataset: str | None = Field(default=None, min_length=1)
+    if_file_empty: Literal["fail", "delete"] = "fail"
     after_ingest: AfterIngest | None = None
     concurrency: int = Field(default=4, ge=1)
     max_attempts: int = Field(default=5, ge=1)
@@ -207,10 +214,19 @@ class FilesSource(Source):
         fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
         os.close(fd)
         try:
-            await self.system.download(path, Path(name))
+            written = await self.system.download(path, Path(name))
+            if listed.get("size") is not None and written != listed["size"]:
+                raise TransientError(f"{self.system.where(path)} changed since it was listed (listed "
+                                     f"{listed['size']} bytes, downloaded {written}); read again after the next "
+                                     "listing")
             records = self._records(name, path, fp)
             try:
-                await anyio.to_thread.run_sync(_check, records)
+                total = await anyio.to_thread.run_sync(_check, records)
+                if total == 0 and before and self.config.if_file_empty == "fail":
+                    raise BadDataError(
+                        f"this version of the file has no records, its earlier one gave {len(before)} entities; "
+                        "they are kept (if_file_empty: fail). Set if_file_empty: delete to delete them",
+                        location=self.system.where(path))
             except BadDataError as exc:
                 if self.config.on_malformed == "fail":
                     raise
@@ -291,10 +307,10 @@ class FilesSource(Source):
         log.warning("files.dead_lettered", system=self.system.id, path=path, error=str(exc))
 
 
-def _check(records: Records | _Tagged) -> None:
-    """Parse the whole file, keeping nothing (raises its first :class:`BadDataError`)."""
-    for _ in records.batches():
-        pass
+def _check(records: Records | _Tagged) -> int:
+    """Parse the whole file, keeping nothing; returns the number of records (raises its first
+    :class:`BadDataError`)."""
+    return sum(len(batch) for batch in records.batches())
 
 
 class _Tagged:

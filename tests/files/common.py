@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,5 +42,5 @@ def write(path: Path, text: str, mtime: float | None = None) -> Path:
     return path
 
 
-def csv_rows(ids: range | list[int], prefix: str = "v") -> str:
+def csv_rows(ids: Iterable[object], prefix: str = "v") -> str:
     return "id,value\n" + "".join(f"{i},{prefix}{i}\n" for i in ids)

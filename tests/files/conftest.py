@@ -43,28 +43,44 @@ class Backend:
         raise NotImplementedError
 
 
-class SftpBackend(Backend):
-    name, sets_mtime = "sftp", True
+class LocalBackend(Backend):
+    """``system:local``: a directory (no server, so no request counts)."""
 
-    def __init__(self, server: SftpServer) -> None:
-        self.server = server
+    name, sets_mtime = "local", True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def system(self) -> dict[str, Any]:
-        return {"type": "system:sftp", "host": "127.0.0.1", "port": self.server.port, "username": "sluice",
-                "private_key": _secret("SFTP_KEY", self.server.client_key), "known_hosts": self.server.known_hosts}
+        return {"type": "system:local", "root": str(self.root)}
 
     def put(self, path: str, data: bytes, mtime: float | None = None) -> None:
-        target = self.server.root / path
+        target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         if mtime is not None:
             os.utime(target, (mtime, mtime))
 
     def remove(self, path: str) -> None:
-        (self.server.root / path).unlink()
+        (self.root / path).unlink()
 
     def exists(self, path: str) -> bool:
-        return (self.server.root / path).exists()
+        return (self.root / path).exists()
+
+    def downloads(self) -> int:
+        raise NotImplementedError("a local directory counts no requests")
+
+
+class SftpBackend(LocalBackend):
+    name, sets_mtime = "sftp", True
+
+    def __init__(self, server: SftpServer) -> None:
+        super().__init__(server.root)
+        self.server = server
+
+    def system(self) -> dict[str, Any]:
+        return {"type": "system:sftp", "host": "127.0.0.1", "port": self.server.port, "username": "sluice",
+                "private_key": _secret("SFTP_KEY", self.server.client_key), "known_hosts": self.server.known_hosts}
 
     def downloads(self) -> int:
         return sum(self.server.counters.reads.values())
@@ -145,9 +161,12 @@ def azurite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture(params=["sftp", "s3", "azure"])
+@pytest.fixture(params=["local", "sftp", "s3", "azure"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sftp":
+    if request.param == "local":
+        (tmp_path / "local").mkdir()
+        yield LocalBackend(tmp_path / "local")
+    elif request.param == "sftp":
         root = tmp_path / "sftp"
         root.mkdir()
         async with sftp_server(root) as server:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import threading
 import time
 import urllib.request
@@ -43,6 +44,8 @@ class SftpCounters:
     removes: Counter[str] = field(default_factory=Counter)
     read_delay_s: float = 0.0
     rename_delay_s: float = 0.0
+    fail_listing: set[str] = field(default_factory=set)
+    """Directories (relative to the root) whose listing fails with ``SSH_FX_FAILURE``."""
 
 
 @dataclass
@@ -74,9 +77,14 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
             super().__init__(chan, chroot=str(root).encode())
 
         def open(self, path: bytes, pflags: int, attrs: Any) -> Any:
-            name = self.reverse_map_path(path).decode()
-            (counters.writes if pflags & asyncssh.FXF_WRITE else counters.reads)[name.lstrip("/")] += 1
+            (counters.writes if pflags & asyncssh.FXF_WRITE else counters.reads)[_client_path(path)] += 1
             return super().open(path, pflags, attrs)
+
+        async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+            if _client_path(path) in {d.strip("/") for d in counters.fail_listing}:
+                raise asyncssh.SFTPFailure(f"listing of {path.decode()} failed (injected)")
+            async for name in super().scandir(path):
+                yield name
 
         async def read(self, file_obj: Any, offset: int, size: int) -> bytes:
             if counters.read_delay_s:
@@ -87,11 +95,11 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
             if counters.rename_delay_s:
                 await asyncio.sleep(counters.rename_delay_s)
             super().posix_rename(oldpath, newpath)
-            counters.renames[self.reverse_map_path(oldpath).decode().lstrip("/")] += 1
+            counters.renames[_client_path(oldpath)] += 1
 
         def remove(self, path: bytes) -> None:
             super().remove(path)
-            counters.removes[self.reverse_map_path(path).decode().lstrip("/")] += 1
+            counters.removes[_client_path(path)] += 1
 
     class Auth(asyncssh.SSHServer):
         def begin_auth(self, user: str) -> bool:
@@ -113,6 +121,12 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
     finally:
         acceptor.close()
         await acceptor.wait_closed()
+
+
+def _client_path(path: bytes) -> str:
+    """A path as the client sent it (before the chroot maps it), relative to the root:
+    ``b"/in/a.csv"`` and ``b"in/./a.csv"`` are ``in/a.csv``."""
+    return posixpath.normpath("/" + path.decode()).lstrip("/")
 
 
 class S3Server:
@@ -160,7 +174,7 @@ def azurite(workdir: Path) -> Server:
         raise RuntimeError(f"{AZURITE} is missing; run scripts/setup.d/40-files.sh")
     port = free_port()
     cmd = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-           "--disableTelemetry", "--skipApiVersionCheck", "--silent", "--location", str(workdir)]
+           "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
     url = f"http://127.0.0.1:{port}/devstoreaccount1"
     server = _start(cmd, url, "?comp=list", workdir)
     return server
