@@ -79,7 +79,7 @@ async def test_growing_file_waits_for_minimum_age(tmp_path: Path, backend: Backe
         await run_both(rt)
         time.sleep(1.1)
         assert await live(rt, "ingest") == {}
-        lr, fr = await run_both(rt)  # same size and mtime as the last listing, and a second old
+        _, fr = await run_both(rt)  # same size and mtime as the last listing, and a second old
         assert fr.status == "completed", fr.error
         assert set(await live(rt, "ingest")) == {"1", "2", "3"}
 
@@ -93,7 +93,7 @@ async def test_done_marker(tmp_path: Path, backend: Backend) -> None:
         await run_both(rt)
         assert (await live(rt, "listing"))["a.ndjson"]["ready"] is False and await live(rt, "ingest") == {}
         backend.put("a.ndjson.done", b"")
-        lr, fr = await run_both(rt)
+        _, fr = await run_both(rt)
         assert fr.status == "completed", fr.error
         assert set(await live(rt, "listing")) == {"a.ndjson"}
         assert set(await live(rt, "ingest")) == {"1"}
@@ -107,7 +107,7 @@ async def test_malformed_file_dead_lettered(tmp_path: Path, backend: Backend) ->
     backend.put("bad.ndjson", b'{"id": 2}\n{"id": \n')
     cfg = config(tmp_path, backend, files={"on_malformed": "dead_letter", "dead_letter_dataset": "bad-files"})
     async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
-        lr, fr = await run_both(rt)
+        _, fr = await run_both(rt)
         assert fr.status == "completed", fr.error
         assert set(await live(rt, "ingest")) == {"1"}  # nothing of the bad file, not even its line 1
         letters = await live(rt, "bad-files")
@@ -134,7 +134,7 @@ async def test_truncated_or_empty_version_keeps_the_files_entities(tmp_path: Pat
         assert len(await live(rt, "ingest")) == 51
         backend.put("a.csv.gz", whole[: len(whole) // 2], mtime=1_700_000_100)
         backend.put("b.csv", b"", mtime=1_700_000_100)
-        lr, fr = await run_both(rt)
+        _, fr = await run_both(rt)
         assert fr.status == "completed", fr.error
         assert len(await live(rt, "ingest")) == 51
         units = {u.key: u for u in await rt.store.work_units("ingest")}
@@ -153,7 +153,7 @@ async def test_empty_listing_deletes_nothing(tmp_path: Path, backend: Backend) -
         await run_both(rt)
         for i in range(3):
             backend.remove(f"f{i}.csv")
-        lr, fr = await run_both(rt)
+        lr, _ = await run_both(rt)
         assert lr.status == "failed" and "circuit breaker" in str(lr.error)
         assert set(await live(rt, "listing")) == {"f0.csv", "f1.csv", "f2.csv"}
         assert set(await live(rt, "ingest")) == {"0", "1", "2"}
