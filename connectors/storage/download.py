@@ -24,7 +24,9 @@ Rules (every run reads every listed unit; there is no timestamp cursor):
 - per-file deletion tracking: when a file that was ingested before comes in a new version, the
   ids its previous version gave (found through a hop index on ``file_property.path`` of the
   dataset the pipe writes) that the new version lacks get ``_deleted``;
-- after the last batch, the post-action (``after_ingest``) runs, then is recorded as done.
+- after the last batch is committed (the source waits until the ledger shows it), the
+  post-action (``after_ingest``) runs, then is recorded as done; a crash between the two finishes
+  the post-action on the next run without downloading the file again.
 
 A file that leaves the listing retires its unit; the entities it gave stay.
 """
@@ -52,6 +54,7 @@ from runtime.templates import Template, check_template
 from runtime.workunits import Unit, UnitPage, WorkUnitsConfig
 
 log = structlog.get_logger("sluice.files")
+COMMIT_WAIT_S = 120.0
 
 
 class AfterIngest(BaseModel):
@@ -249,11 +252,31 @@ class FilesSource(Source):
         finally:
             os.unlink(name)
         gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
-        post = "pending" if self.config.after_ingest else "done"
-        yield UnitPage(gone, {"fingerprint": fp, "records": count}, {"fingerprint": fp, "post_action": post})
-        if self.config.after_ingest:
+        cp = {"fingerprint": fp, "records": count}
+        if not self.config.after_ingest:
+            yield UnitPage(gone, cp, {"fingerprint": fp, "post_action": "done"})
+            return
+        pending = {"fingerprint": fp, "post_action": "pending"}
+        yield UnitPage(gone, cp, pending)
+        yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
+        if await self._committed(unit.key, pending):
             await self._post_action(path)
             yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+
+    async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
+        """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the
+        file's last batch), at most ``COMMIT_WAIT_S`` seconds; False if it did not come (the next
+        run finishes the post-action then)."""
+        deadline = anyio.current_time() + COMMIT_WAIT_S
+        delay = 0.005
+        while anyio.current_time() < deadline:
+            for row in await self.context.store.work_units(self.context.pipe, status="running"):
+                if row.key == key and row.watermark == watermark:
+                    return True
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        log.warning("files.post_action_deferred", path=key, reason=f"commit not seen within {COMMIT_WAIT_S} s")
+        return False
 
     def _records(self, local: str, path: str, fp: str) -> Records | _Tagged:
         c = self.config

@@ -17,8 +17,8 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,13 @@ class SftpCounters:
     reads: Counter[str] = field(default_factory=Counter)
     writes: Counter[str] = field(default_factory=Counter)
     renames: Counter[str] = field(default_factory=Counter)
+    rename_requests: Counter[str] = field(default_factory=Counter)
+    """Renames asked for, counted before ``rename_delay_s`` (``renames``: those done)."""
     removes: Counter[str] = field(default_factory=Counter)
     read_delay_s: float = 0.0
     rename_delay_s: float = 0.0
+    on_rename: Callable[[str], None] | None = None
+    """Called with the path at each rename request, before it is done."""
     fail_listing: set[str] = field(default_factory=set)
     """Directories (relative to the root) whose listing fails with ``SSH_FX_FAILURE``."""
 
@@ -92,6 +96,9 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
             return super().read(file_obj, offset, size)
 
         async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+            counters.rename_requests[_client_path(oldpath)] += 1
+            if counters.on_rename is not None:
+                counters.on_rename(_client_path(oldpath))
             if counters.rename_delay_s:
                 await asyncio.sleep(counters.rename_delay_s)
             super().posix_rename(oldpath, newpath)
@@ -121,6 +128,24 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
     finally:
         acceptor.close()
         await acceptor.wait_closed()
+
+
+@contextmanager
+def threaded_sftp_server(root: Path) -> Iterator[SftpServer]:
+    """:func:`sftp_server` on its own event loop in a thread, for tests that block (waiting on a
+    ``sluice run`` subprocess); its counters may be read and its delays set from the test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    manager = sftp_server(root)
+    server = asyncio.run_coroutine_threadsafe(manager.__aenter__(), loop).result(30)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(manager.__aexit__(None, None, None), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def _client_path(path: bytes) -> str:
