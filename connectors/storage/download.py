@@ -33,6 +33,7 @@ A file that leaves the listing retires its unit; the entities it gave stay.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Generator
@@ -40,12 +41,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.records import Records, format_of, known_encoding
 from connectors.storage.base import FileSystem, join, temp_dir
-from connectors.storage.listing import file_system
+from connectors.storage.listing import ListingConfig, file_system, refresh_listing
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
@@ -86,6 +88,12 @@ class FilesSourceConfig(SourceConfig):
     Attributes:
         system: the file system the listing came from.
         listing_dataset: the dataset a ``file_listing`` pipe writes (one unit per entity).
+        listing: the one-pipe form, instead of ``listing_dataset``: the ``file_listing`` keys
+            (``path``, ``recursive``, ``include``, ``exclude``, ``done_marker``,
+            ``minimum_age_s``); each run lists first, into an internal listing dataset
+            (``files-listing-<hash of system and listing>``, or ``listing_dataset`` when set),
+            with the same ledger and semantics. A listing that fails fails the run before any
+            file is read; files that left the listing retire their units (their entities stay).
         format: ``csv``, ``json`` (an array, streamed) or ``ndjson``; unset: from each file's
             suffix (``.csv``, ``.json``, ``.ndjson``, ``.jsonl``, each optionally ``.gz``).
         compression: ``gzip``, ``none``, or ``auto`` (gzip when the name ends in ``.gz``).
@@ -111,7 +119,8 @@ class FilesSourceConfig(SourceConfig):
 
     type: Literal["files"]
     system: str = Field(min_length=1)
-    listing_dataset: str = Field(min_length=1)
+    listing_dataset: str | None = Field(default=None, min_length=1)
+    listing: ListingConfig | None = None
     format: Literal["csv", "json", "ndjson"] | None = None
     compression: Literal["auto", "gzip", "none"] = "auto"
     payload_property: str | None = None
@@ -149,6 +158,11 @@ class FilesSourceConfig(SourceConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> FilesSourceConfig:
+        if self.listing is None and self.listing_dataset is None:
+            raise ValueError("set listing_dataset (the dataset of a file_listing pipe) or a listing block")
+        if self.listing is not None and self.listing_dataset is None:
+            key = orjson.dumps([self.system, self.listing.model_dump()], option=orjson.OPT_SORT_KEYS)
+            self.listing_dataset = f"files-listing-{hashlib.sha1(key).hexdigest()[:12]}"
         if self.primary_key is not None and self.id_expression is not None:
             raise ValueError("set primary_key or id_expression, not both")
         if self.on_malformed == "dead_letter" and self.dead_letter_dataset is None:
@@ -171,6 +185,7 @@ class FilesSource(Source):
 
     @classmethod
     def work_units(cls, config: Any) -> WorkUnitsConfig | None:
+        assert config.listing_dataset is not None  # set by the config's validator
         return WorkUnitsConfig(dataset=config.listing_dataset, key_property="_id",
                                max_concurrent_units=config.concurrency, max_attempts=config.max_attempts,
                                retry_backoff_s=config.retry_backoff_s)
@@ -187,7 +202,10 @@ class FilesSource(Source):
         self.system: FileSystem = file_system(self.context, "files source")
         c = self.config
         self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
-        self.indexed = False
+        if c.listing is not None:
+            assert c.listing_dataset is not None  # set by the config's validator
+            await refresh_listing(self.system, c.listing, self.context.store, c.listing_dataset, pipe=self.context.pipe,
+                                  batch_size=self.context.run.batch_size)
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         raise NotImplementedError("the files source reads work units")

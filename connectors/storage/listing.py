@@ -31,6 +31,7 @@ from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
 from runtime.errors import FatalError
+from runtime.store.protocol import StateStore
 
 
 class ListingConfig(BaseModel):
@@ -146,6 +147,44 @@ class Lister:
                 "version": f.version, "ready": ready}
 
 
+async def previous_listing(store: StateStore, dataset: str, paths: list[str]) -> dict[str, tuple[int, str]]:
+    """``{path: (size, mtime)}`` the listing dataset holds for ``paths``: one batched index look-up."""
+    out: dict[str, tuple[int, str]] = {}
+    if not await store.ensure_index(dataset, ["path"]):
+        return out
+    found = await store.index_lookup(dataset, ["path"], [join_key(p) for p in paths])
+    for rows in found.values():
+        for e in rows:
+            out[e["path"]] = (e["size"], e["mtime"])
+    return out
+
+
+async def refresh_listing(system: FileSystem, config: ListingConfig, store: StateStore, dataset: str, *, pipe: str,
+                          batch_size: int) -> int:
+    """List into ``dataset`` (the ``files`` source's one-pipe form): the listed files' entities,
+    then ``_deleted`` for the paths listed before and not now, only once the whole listing
+    succeeded. Memory: one batch plus the set of listed paths. Returns the files listed.
+
+    Raises:
+        NotFound, FatalError, TransientError: the listing could not be made; nothing is deleted.
+    """
+    lister = Lister(system, config, lambda paths: previous_listing(store, dataset, paths))
+    listed: set[str] = set()
+    async for batch in lister.batches(batch_size):
+        await store.write_batch(dataset, batch, pipe=pipe, checkpoint=None, keep_versions=1)
+        listed.update(e["_id"] for e in batch)
+    since: int | None = None
+    while True:
+        entities, end = await store.read(dataset, since=since, limit=batch_size)
+        gone = [{"_id": e["_id"], "_deleted": True} for e in entities
+                if not e.get("_deleted") and e["_id"] not in listed]
+        if gone:
+            await store.write_batch(dataset, gone, pipe=pipe, checkpoint=None, keep_versions=1)
+        if end is None or end == since or not entities:
+            return len(listed)
+        since = end
+
+
 class FileListingSource(Source):
     """See the module docstring."""
 
@@ -157,16 +196,9 @@ class FileListingSource(Source):
         self.lister = Lister(self.system, self.config, self._previous)
 
     async def _previous(self, paths: list[str]) -> dict[str, tuple[int, str]]:
-        """(size, mtime) the listing dataset holds for ``paths``: one batched index look-up."""
-        store = self.context.store
         out: dict[str, tuple[int, str]] = {}
         for dataset in self.context.writes:
-            if not await store.ensure_index(dataset, ["path"]):
-                continue
-            found = await store.index_lookup(dataset, ["path"], [join_key(p) for p in paths])
-            for rows in found.values():
-                for e in rows:
-                    out[e["path"]] = (e["size"], e["mtime"])
+            out.update(await previous_listing(self.context.store, dataset, paths))
         return out
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
