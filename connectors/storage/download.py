@@ -97,9 +97,15 @@ class FilesSourceConfig(SourceConfig):
         format: ``csv``, ``json`` (an array, streamed) or ``ndjson``; unset: from each file's
             suffix (``.csv``, ``.json``, ``.ndjson``, ``.jsonl``, each optionally ``.gz``).
         compression: ``gzip``, ``none``, or ``auto`` (gzip when the name ends in ``.gz``).
-        payload_property, primary_key, id_expression, delimiter, quotechar, encoding,
-            missing_fields: as the ``file`` source's; ``id_expression`` also sees ``file``
-            (``{"path", "version"}``).
+        payload_property: JSON only: dotted path to the array inside the document.
+        primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
+        id_expression: Jinja2 template giving ``_id`` (Sesam); sees the record's fields and
+            ``file`` (``{"path", "version"}``).
+        delimiter: CSV field delimiter (one character).
+        quotechar: CSV quote character (one character).
+        encoding: text encoding of CSV files (JSON and NDJSON are read as UTF-8).
+        missing_fields: CSV only: a row with fewer fields than the header is malformed
+            (``fail``), or its missing fields are null (``null``).
         file_property: the property each entity gets with ``{"path", "version"}`` of its file
             (``version``: the fingerprint); per-file deletion tracking needs it; null: none (and no
             per-file deletion tracking).
@@ -114,7 +120,9 @@ class FilesSourceConfig(SourceConfig):
         after_ingest: post-action (``delete`` or ``move_to``), after the file's data is
             committed; recorded in the ledger, so done once.
         concurrency: files downloaded and parsed at the same time.
-        max_attempts, retry_backoff_s: as ``work_units``'.
+        max_attempts: failed attempts after which a file's unit is ``dead`` (``sluice units
+            retry`` puts it back).
+        retry_backoff_s: seconds before a failed file is tried again, doubled per failed attempt.
     """
 
     type: Literal["files"]

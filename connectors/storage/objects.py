@@ -68,8 +68,10 @@ class S3SystemConfig(_RemoteConfig):
     Attributes:
         bucket: the bucket.
         region: its region.
-        access_key_id, secret_access_key, session_token: credentials (secrets); unset: obstore's
-            usual environment (``AWS_*`` variables, instance metadata).
+        access_key_id: the access key id (may be a secret); unset: obstore's usual environment
+            (``AWS_*`` variables, instance metadata).
+        secret_access_key: the secret access key (a secret).
+        session_token: a session token of temporary credentials (a secret).
         virtual_hosted_style: address the bucket as ``bucket.endpoint`` (AWS) instead of
             ``endpoint/bucket`` (path style, what most S3-compatible servers expect).
     """

@@ -39,7 +39,8 @@ class SftpSystemConfig(FileSystemConfig):
     "private_key": "$SECRET(partner-key)", "known_hosts": "known_hosts"}``.
 
     Attributes:
-        host, port: the server.
+        host: the server's name or address.
+        port: its SSH port.
         username: the user (may be a secret).
         password: password authentication (a secret).
         private_key: an OpenSSH or PEM private key, the key's text (a secret).

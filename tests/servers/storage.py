@@ -68,9 +68,10 @@ class SftpServer:
 
 
 @asynccontextmanager
-async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[SftpServer]:
+async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> AsyncIterator[SftpServer]:
     """An asyncssh SFTP server chrooted to ``root`` accepting ``username`` with the generated
-    client key (``client_key``, OpenSSH text); ``known_hosts`` pins its generated host key."""
+    client key (``client_key``, OpenSSH text); ``known_hosts`` pins its generated host key.
+    ``port`` 0: an ephemeral one."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
@@ -118,7 +119,7 @@ async def sftp_server(root: Path, username: str = "sluice") -> AsyncIterator[Sft
         def validate_public_key(self, user: str, key: asyncssh.SSHKey) -> bool:
             return user == username and authorized.validate(key, "127.0.0.1", "127.0.0.1") is not None
 
-    acceptor = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[host_key], server_factory=Auth,
+    acceptor = await asyncssh.listen("127.0.0.1", port, server_host_keys=[host_key], server_factory=Auth,
                                      sftp_factory=Counting, allow_scp=False)
     port = acceptor.sockets[0].getsockname()[1]
     known = f"[127.0.0.1]:{port} {host_key.export_public_key().decode().strip()}\n"
@@ -155,9 +156,10 @@ def _client_path(path: bytes) -> str:
 
 
 class S3Server:
-    """moto's S3 in a thread (werkzeug), counting requests as ``(method, path)``."""
+    """moto's S3 in a thread (werkzeug) on ``port`` (0: an ephemeral one), counting requests as
+    ``(method, path)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
@@ -168,7 +170,7 @@ class S3Server:
             self.requests[(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))] += 1
             return app(environ, start_response)
 
-        self.server = make_server("127.0.0.1", 0, counting, threaded=True)
+        self.server = make_server("127.0.0.1", port, counting, threaded=True)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
