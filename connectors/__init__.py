@@ -23,6 +23,7 @@ def register(registry: Registry) -> None:
     from connectors.storage.listing import FileListingSource
     from connectors.storage.objects import AzureSystem, GcsSystem, LocalSystem, S3System
     from connectors.storage.sftp import SftpSystem
+    from connectors.storage.sink import FilesSink
 
     registry.register("source", "dataset", DatasetSource)
     registry.register("source", "embedded", EmbeddedSource)
@@ -37,6 +38,7 @@ def register(registry: Registry) -> None:
     registry.register("sink", "dataset", DatasetSink)
     registry.register("sink", "http_endpoint", HttpEndpointSink)
     registry.register("sink", "null", NullSink)
+    registry.register("sink", "files", FilesSink)
     registry.register("sink", "rest", RestSink)
     registry.register("system", "system:rest", RestSystem)
     registry.register("system", "system:local", LocalSystem)

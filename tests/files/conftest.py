@@ -42,6 +42,10 @@ class Backend:
     def downloads(self) -> int:
         raise NotImplementedError
 
+    def files(self) -> dict[str, bytes]:
+        """Every file's path and content."""
+        raise NotImplementedError
+
 
 class LocalBackend(Backend):
     """``system:local``: a directory (no server, so no request counts)."""
@@ -69,6 +73,9 @@ class LocalBackend(Backend):
 
     def downloads(self) -> int:
         raise NotImplementedError("a local directory counts no requests")
+
+    def files(self) -> dict[str, bytes]:
+        return {str(p.relative_to(self.root)): p.read_bytes() for p in self.root.rglob("*") if p.is_file()}
 
 
 class SftpBackend(LocalBackend):
@@ -110,6 +117,10 @@ class S3Backend(Backend):
     def downloads(self) -> int:
         return self.server.gets(self.bucket)
 
+    def files(self) -> dict[str, bytes]:
+        keys = [o["Key"] for o in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
+        return {k: self.client.get_object(Bucket=self.bucket, Key=k)["Body"].read() for k in keys}
+
 
 class AzureBackend(Backend):
     name = "azure"
@@ -133,6 +144,9 @@ class AzureBackend(Backend):
 
     def downloads(self) -> int:
         raise NotImplementedError("Azurite does not count requests")
+
+    def files(self) -> dict[str, bytes]:
+        return {b.name: self.container.download_blob(b.name).readall() for b in self.container.list_blobs()}
 
 
 @pytest.fixture

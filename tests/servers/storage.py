@@ -48,6 +48,8 @@ class SftpCounters:
     rename_delay_s: float = 0.0
     on_rename: Callable[[str], None] | None = None
     """Called with the path at each rename request, before it is done."""
+    fail_renames: bool = False
+    """Every rename fails with ``SSH_FX_FAILURE`` while set."""
     fail_listing: set[str] = field(default_factory=set)
     """Directories (relative to the root) whose listing fails with ``SSH_FX_FAILURE``."""
 
@@ -98,6 +100,8 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
 
         async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
             counters.rename_requests[_client_path(oldpath)] += 1
+            if counters.fail_renames:
+                raise asyncssh.SFTPFailure(f"rename of {oldpath.decode()} failed (injected)")
             if counters.on_rename is not None:
                 counters.on_rename(_client_path(oldpath))
             if counters.rename_delay_s:
