@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.rest.test_examples import SLUICE, counts
@@ -23,6 +24,7 @@ EXAMPLE_NAMES = sorted(p.name for p in (REPO / "config" / "examples").glob("file
 EXPECTED = {
     "files-sftp-drop": {"partner-files": (3, 0), "partner-orders": (3 * ORDERS_PER_FILE, 0)},
     "files-s3-prefix": {"landing-events": (2 * EVENTS_PER_FILE, 0)},
+    "files-s3-export": {"customers": (5, 0)},
 }
 
 
@@ -63,12 +65,27 @@ def test_file_example_runs_as_the_readme_says(example: str, tmp_path: Path) -> N
         ready = Path(workdir) / "secrets.json" if "sftp" in serve_line else None
         wait_listening(int(port), server, ready)
         done = subprocess.run(run_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        if example == "files-s3-export":
+            files = exported_files(f"http://127.0.0.1:{port}")
+            assert len(files) == 3 and all(k.startswith("customers/customers-") for k in files)
+            assert sorted(orjson.loads(line)["_id"] for body in files.values() for line in body.splitlines()) == [
+                "c1", "c2", "c3", "c4", "c5"]
     finally:
         server.terminate()
         server.wait(15)
     assert done.returncode == 0, done.stderr[-3000:]
     got = counts(tmp_path / "data")
     assert {k: v for k, v in got.items() if not k.startswith("files-listing-")} == EXPECTED[example]
+
+
+def exported_files(url: str) -> dict[str, bytes]:
+    """The objects of the bucket ``outgoing`` on the example's S3 server."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="outgoing").get("Contents", [])]
+    return {k: client.get_object(Bucket="outgoing", Key=k)["Body"].read() for k in keys}
 
 
 def wait_listening(port: int, server: subprocess.Popen[bytes], ready: Path | None, timeout_s: float = 40.0) -> None:
