@@ -26,9 +26,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime import Runtime  # noqa: E402
-from runtime.metrics import REGISTRY  # noqa: E402
-from tests.servers.real import free_port  # noqa: E402
+from runtime import Runtime
+from runtime.metrics import REGISTRY
+from tests.servers.real import free_port
 
 
 def requests(system: str) -> float:
