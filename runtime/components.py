@@ -290,9 +290,14 @@ class Sink(Component, ABC):
 
 
 class System:
-    """A long-lived resource shared by the pipes that name it (connection pool, auth, limits)."""
+    """A long-lived resource shared by the pipes that name it (connection pool, auth, limits).
+
+    ``config_dir`` (the configuration's directory, set by the runtime before :meth:`open`) is what
+    relative paths in the system's config resolve against.
+    """
 
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    config_dir: str = "."
 
     def __init__(self, config: Any, system_id: str) -> None:
         self.config = config

@@ -91,6 +91,7 @@ class Runtime:
             await self._record_config(self.config)
             for spec in self.config.systems.values():
                 system = spec.cls(spec.config, spec.id)
+                system.config_dir = str(self.config_dir)
                 await system.open()
                 self.systems[spec.id] = system
         except BaseException:

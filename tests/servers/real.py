@@ -65,6 +65,10 @@ def _start(cmd: list[str], url: str, probe: str, workdir: Path, timeout: float =
             with urllib.request.urlopen(url + probe, timeout=2) as resp:
                 if resp.status < 500:
                     return server
+        except urllib.error.HTTPError as exc:  # an answer, even a 4xx, means it is up
+            if exc.code < 500:
+                return server
+            time.sleep(0.1)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     server.stop()

@@ -1,0 +1,375 @@
+"""The ``files`` source: step 2 of DIL's two-step file download (dil.md §5.3), each listed file a
+work unit (:mod:`runtime.workunits`) with its row in the ledger.
+
+Planning makes one unit per entity of the listing dataset (key: the path; variables: the listing
+entity). A unit's **watermark** is ``{"fingerprint", "post_action"}`` of the version it committed,
+the fingerprint being ``size:mtime:etag:version`` from the listing; its **checkpoint** while it
+runs is ``{"fingerprint", "records"}``, the records of that version committed so far. So the
+ledger states of anchors-wave2 §B.3 are: listed (``pending``, no watermark), fetching
+(``running`` with a checkpoint), committed (watermark with ``post_action: "pending"``), post-action
+done (``post_action: "done"``, or no post-action configured).
+
+Rules (every run reads every listed unit; there is no timestamp cursor):
+
+- a unit whose listed fingerprint equals its watermark's is not downloaded, whatever its mtime;
+  a pending post-action is finished (a crash between the commit and the post-action);
+- a new or changed file (``ready`` in the listing) is downloaded into a temporary local file
+  (memory holds one chunk); a download whose size differs from the listed one (the file changed
+  since the listing) fails the unit transiently. The file is checked whole (a malformed file, or
+  a new version with no records where the earlier gave entities (``if_file_empty: fail``),
+  commits nothing: its unit fails
+  naming the file and line, or with ``on_malformed: dead_letter`` it is recorded in
+  ``dead_letter_dataset`` and skipped until it changes), then parsed in batches, each committed
+  with the unit's checkpoint; a unit resumed after a crash skips the records already committed;
+- per-file deletion tracking: when a file that was ingested before comes in a new version, the
+  ids its previous version gave (found through a hop index on ``file_property.path`` of the
+  dataset the pipe writes) that the new version lacks get ``_deleted``;
+- after the last batch is committed (the source waits until the ledger shows it), the
+  post-action (``after_ingest``) runs, then is recorded as done; a crash between the two finishes
+  the post-action on the next run without downloading the file again.
+
+A file that leaves the listing retires its unit; the entities it gave stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import anyio
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.records import Records, format_of, known_encoding
+from connectors.storage.base import FileSystem, join, temp_dir
+from connectors.storage.listing import ListingConfig, file_system, refresh_listing
+from runtime.components import ComponentConfig, Source, SourceConfig
+from runtime.dtl.joinkeys import join_key
+from runtime.entities import Entity
+from runtime.errors import BadDataError, TransientError
+from runtime.templates import Template, check_template
+from runtime.workunits import Unit, UnitPage, WorkUnitsConfig
+
+log = structlog.get_logger("sluice.files")
+COMMIT_WAIT_S = 120.0
+
+
+class AfterIngest(BaseModel):
+    """``after_ingest``: what happens to a file once its data is committed.
+
+    Attributes:
+        delete: delete the file.
+        move_to: move it into this directory or prefix (relative to the system's root), under
+            its own path (``in/a.csv`` -> ``archive/in/a.csv``); pick one the listing does not list.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    delete: bool = False
+    move_to: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> AfterIngest:
+        if self.delete and self.move_to:
+            raise ValueError("set delete or move_to, not both")
+        if not self.delete and not self.move_to:
+            raise ValueError("set delete: true or move_to")
+        return self
+
+
+class FilesSourceConfig(SourceConfig):
+    """``{"type": "files", "system": "partner", "listing_dataset": "partner-files",
+    "primary_key": "id"}``.
+
+    Attributes:
+        system: the file system the listing came from.
+        listing_dataset: the dataset a ``file_listing`` pipe writes (one unit per entity).
+        listing: the one-pipe form, instead of ``listing_dataset``: the ``file_listing`` keys
+            (``path``, ``recursive``, ``include``, ``exclude``, ``done_marker``,
+            ``minimum_age_s``); each run lists first, into an internal listing dataset
+            (``files-listing-<hash of system and listing>``, or ``listing_dataset`` when set),
+            with the same ledger and semantics. A listing that fails fails the run before any
+            file is read; files that left the listing retire their units (their entities stay).
+        format: ``csv``, ``json`` (an array, streamed) or ``ndjson``; unset: from each file's
+            suffix (``.csv``, ``.json``, ``.ndjson``, ``.jsonl``, each optionally ``.gz``).
+        compression: ``gzip``, ``none``, or ``auto`` (gzip when the name ends in ``.gz``).
+        payload_property: JSON only: dotted path to the array inside the document.
+        primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
+        id_expression: Jinja2 template giving ``_id`` (Sesam); sees the record's fields and
+            ``file`` (``{"path", "version"}``).
+        delimiter: CSV field delimiter (one character).
+        quotechar: CSV quote character (one character).
+        encoding: text encoding of CSV files (JSON and NDJSON are read as UTF-8).
+        missing_fields: CSV only: a row with fewer fields than the header is malformed
+            (``fail``), or its missing fields are null (``null``).
+        file_property: the property each entity gets with ``{"path", "version"}`` of its file
+            (``version``: the fingerprint); per-file deletion tracking needs it; null: none (and no
+            per-file deletion tracking).
+        on_malformed: ``fail``: the file's unit fails (retried after a backoff, ``dead`` after
+            ``max_attempts``); ``dead_letter``: the file is recorded in ``dead_letter_dataset``
+            and not read again until it changes.
+        dead_letter_dataset: where ``on_malformed: dead_letter`` records files:
+            ``{"_id": "<pipe>:<path>", "pipe", "path", "version", "error"}``.
+        if_file_empty: a new version of a file with no records, where the earlier version gave
+            entities: ``fail`` (like a malformed file: the entities are kept; Sesam's
+            ``if_source_empty`` per file) or ``delete`` (they get ``_deleted``).
+        after_ingest: post-action (``delete`` or ``move_to``), after the file's data is
+            committed; recorded in the ledger, so done once.
+        concurrency: files downloaded and parsed at the same time.
+        max_attempts: failed attempts after which a file's unit is ``dead`` (``sluice units
+            retry`` puts it back).
+        retry_backoff_s: seconds before a failed file is tried again, doubled per failed attempt.
+    """
+
+    type: Literal["files"]
+    system: str = Field(min_length=1)
+    listing_dataset: str | None = Field(default=None, min_length=1)
+    listing: ListingConfig | None = None
+    format: Literal["csv", "json", "ndjson"] | None = None
+    compression: Literal["auto", "gzip", "none"] = "auto"
+    payload_property: str | None = None
+    primary_key: str | list[str] | None = None
+    id_expression: str | None = None
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    missing_fields: Literal["fail", "null"] = "fail"
+    file_property: str | None = Field(default="source_file", min_length=1)
+    on_malformed: Literal["fail", "dead_letter"] = "fail"
+    dead_letter_dataset: str | None = Field(default=None, min_length=1)
+    if_file_empty: Literal["fail", "delete"] = "fail"
+    after_ingest: AfterIngest | None = None
+    concurrency: int = Field(default=4, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_backoff_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("id_expression")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, "id_expression")
+
+    @field_validator("delimiter", "quotechar")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return known_encoding(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FilesSourceConfig:
+        if self.listing is None and self.listing_dataset is None:
+            raise ValueError("set listing_dataset (the dataset of a file_listing pipe) or a listing block")
+        if self.listing is not None and self.listing_dataset is None:
+            key = orjson.dumps([self.system, self.listing.model_dump()], option=orjson.OPT_SORT_KEYS)
+            self.listing_dataset = f"files-listing-{hashlib.sha1(key).hexdigest()[:12]}"
+        if self.primary_key is not None and self.id_expression is not None:
+            raise ValueError("set primary_key or id_expression, not both")
+        if self.on_malformed == "dead_letter" and self.dead_letter_dataset is None:
+            raise ValueError("on_malformed: dead_letter needs dead_letter_dataset")
+        if self.payload_property is not None and self.format not in (None, "json"):
+            raise ValueError("payload_property applies only to format json")
+        return self
+
+
+def fingerprint(listed: dict[str, Any]) -> str:
+    """The version of a listed file: ``size:mtime:etag:version`` (any change makes a new one)."""
+    return ":".join("" if listed.get(k) is None else str(listed[k]) for k in ("size", "mtime", "etag", "version"))
+
+
+class FilesSource(Source):
+    """See the module docstring."""
+
+    Config: ClassVar[type[ComponentConfig]] = FilesSourceConfig
+    config: FilesSourceConfig
+
+    @classmethod
+    def work_units(cls, config: Any) -> WorkUnitsConfig | None:
+        assert config.listing_dataset is not None  # set by the config's validator
+        return WorkUnitsConfig(dataset=config.listing_dataset, key_property="_id",
+                               max_concurrent_units=config.concurrency, max_attempts=config.max_attempts,
+                               retry_backoff_s=config.retry_backoff_s)
+
+    @classmethod
+    def full_read(cls, config: Any) -> bool:
+        return False  # deletion tracking is per file, never over the whole dataset
+
+    @classmethod
+    def datasets_written(cls, config: Any, pipe: str) -> list[str]:
+        return [config.dead_letter_dataset] if config.dead_letter_dataset else []
+
+    async def open(self) -> None:
+        self.system: FileSystem = file_system(self.context, "files source")
+        c = self.config
+        self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
+        if c.listing is not None:
+            assert c.listing_dataset is not None  # set by the config's validator
+            await refresh_listing(self.system, c.listing, self.context.store, c.listing_dataset, pipe=self.context.pipe,
+                                  batch_size=self.context.run.batch_size)
+
+    async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        raise NotImplementedError("the files source reads work units")
+        yield []  # pragma: no cover
+
+    async def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
+        """The pages of one file (see the module docstring).
+
+        Raises:
+            BadDataError: the file is malformed (names the file and line) and ``on_malformed`` is
+                ``fail``.
+            NotFound, TransientError: the file could not be downloaded.
+        """
+        listed, path = unit.variables, unit.variables.get("path") or unit.key
+        fp = fingerprint(listed)
+        done = unit.watermark if isinstance(unit.watermark, dict) else {}
+        if done.get("fingerprint") == fp:
+            if done.get("post_action") == "pending":
+                await self._post_action(path)
+                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+            return
+        if listed.get("ready") is False:
+            return  # still being written: a later listing makes it ready
+        checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
+        skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
+        before = await self._previous_ids(path, fp) if (done or skip) else set()
+        fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
+        os.close(fd)
+        try:
+            written = await self.system.download(path, Path(name))
+            if listed.get("size") is not None and written != listed["size"]:
+                raise TransientError(f"{self.system.where(path)} changed since it was listed (listed "
+                                     f"{listed['size']} bytes, downloaded {written}); read again after the next "
+                                     "listing")
+            records = self._records(name, path, fp)
+            try:
+                total = await anyio.to_thread.run_sync(_check, records)
+                if total == 0 and before and self.config.if_file_empty == "fail":
+                    raise BadDataError(
+                        f"this version of the file has no records, its earlier one gave {len(before)} entities; "
+                        "they are kept (if_file_empty: fail). Set if_file_empty: delete to delete them",
+                        location=self.system.where(path))
+            except BadDataError as exc:
+                if self.config.on_malformed == "fail":
+                    raise
+                await self._dead_letter(path, fp, exc)
+                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", "dead_lettered": True})
+                return
+            count = 0
+            batches = records.batches()
+            try:
+                while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                    for e in batch:
+                        before.discard(e["_id"])
+                    count += len(batch)
+                    if count <= skip:
+                        continue
+                    fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
+                    yield UnitPage(fresh, {"fingerprint": fp, "records": count})
+            finally:
+                batches.close()
+        finally:
+            os.unlink(name)
+        gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
+        cp = {"fingerprint": fp, "records": count}
+        if not self.config.after_ingest:
+            yield UnitPage(gone, cp, {"fingerprint": fp, "post_action": "done"})
+            return
+        pending = {"fingerprint": fp, "post_action": "pending"}
+        yield UnitPage(gone, cp, pending)
+        yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
+        if await self._committed(unit.key, pending):
+            await self._post_action(path)
+            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+
+    async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
+        """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the
+        file's last batch), at most ``COMMIT_WAIT_S`` seconds; False if it did not come (the next
+        run finishes the post-action then)."""
+        deadline = anyio.current_time() + COMMIT_WAIT_S
+        delay = 0.005
+        while anyio.current_time() < deadline:
+            for row in await self.context.store.work_units(self.context.pipe, status="running"):
+                if row.key == key and row.watermark == watermark:
+                    return True
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        log.warning("files.post_action_deferred", path=key, reason=f"commit not seen within {COMMIT_WAIT_S} s")
+        return False
+
+    def _records(self, local: str, path: str, fp: str) -> Records | _Tagged:
+        c = self.config
+        fmt = c.format or format_of(path)
+        if fmt is None:
+            raise BadDataError("cannot tell the format from the file name; set format on the source",
+                               location=self.system.where(path))
+        gz = c.compression == "gzip" or (c.compression == "auto" and path.lower().endswith(".gz"))
+        records = Records(local, fmt, self.context.run.batch_size, name=self.system.where(path), gzip=gz,  # type: ignore[arg-type]
+                          payload_property=c.payload_property, primary_key=c.primary_key, template=self.template,
+                          delimiter=c.delimiter, quotechar=c.quotechar, encoding=c.encoding,
+                          missing_fields=c.missing_fields, variables={"file": {"path": path, "version": fp}})
+        if c.file_property:
+            return _Tagged(records, c.file_property, {"path": path, "version": fp})
+        return records
+
+    async def _previous_ids(self, path: str, fp: str) -> set[str]:
+        """Ids of the file's earlier versions in the dataset this pipe writes (one look-up)."""
+        prop = self.config.file_property
+        if prop is None:
+            return set()
+        store = self.context.store
+        ids: set[str] = set()
+        for dataset in self.context.writes:
+            if not await store.ensure_index(dataset, [prop, "path"]):
+                continue
+            found = await store.index_lookup(dataset, [prop, "path"], [join_key(path)])
+            for rows in found.values():
+                ids.update(e["_id"] for e in rows if (e.get(prop) or {}).get("version") != fp)
+        return ids
+
+    async def _post_action(self, path: str) -> None:
+        after = self.config.after_ingest
+        if after is None:
+            return
+        if after.delete:
+            await self.system.delete(path)
+            log.info("files.deleted", system=self.system.id, path=path)
+        elif after.move_to:
+            to = join(after.move_to, path)
+            await self.system.move(path, to)
+            log.info("files.moved", system=self.system.id, path=path, to=to)
+
+    async def _dead_letter(self, path: str, fp: str, exc: BadDataError) -> None:
+        dataset = self.config.dead_letter_dataset
+        assert dataset is not None  # checked by the config
+        pipe = self.context.pipe
+        await self.context.store.write_batch(
+            dataset, [{"_id": f"{pipe}:{path}", "pipe": pipe, "path": path, "version": fp, "error": str(exc)}],
+            pipe=pipe, checkpoint=None)
+        log.warning("files.dead_lettered", system=self.system.id, path=path, error=str(exc))
+
+
+def _check(records: Records | _Tagged) -> int:
+    """Parse the whole file, keeping nothing; returns the number of records (raises its first
+    :class:`BadDataError`)."""
+    return sum(len(batch) for batch in records.batches())
+
+
+class _Tagged:
+    """:class:`Records` whose entities carry ``{property: tag}`` (the file they came from)."""
+
+    def __init__(self, records: Records, prop: str, tag: dict[str, str]) -> None:
+        self.records, self.prop, self.tag = records, prop, tag
+
+    def batches(self) -> Generator[list[Entity], None, None]:
+        for batch in self.records.batches():
+            for e in batch:
+                e[self.prop] = self.tag
+            yield batch

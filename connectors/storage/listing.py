@@ -1,0 +1,206 @@
+"""The ``file_listing`` source: step 1 of DIL's two-step file download (dil.md §5.3), one entity
+per file under a path or prefix of a file system.
+
+Each entity is ``{"_id": path, "path", "size", "mtime", "etag", "version", "ready"}`` (``mtime``
+ISO 8601 UTC; ``etag``/``version`` null where the store has none). Every run lists everything, so
+it is a full run: a file no longer listed gets a ``_deleted`` version (deletion tracking, with the
+dataset's circuit breaker: a listing that suddenly finds nothing on a populated dataset trips it
+instead of deleting). A listing that cannot be made (the path vanished, permission denied, the
+server down past its retries) fails the run, which never deletes.
+
+Files still being written are held back: ``exclude`` patterns (``*.tmp``, ``*.part``) are never
+listed; a file whose ``done_marker`` is missing, or that is younger than ``minimum_age_s``, or whose
+size and mtime differ from the previous listing's (with ``minimum_age_s`` set, a file is ready only
+once two listings saw it the same) is listed with ``ready: false`` and the ``files`` source does
+not download it yet. Memory holds one batch of the listing (plus, with ``done_marker``, the set of
+marker paths).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.storage.base import FileInfo, FileSystem
+from runtime.components import ComponentConfig, Source, SourceConfig
+from runtime.dtl.joinkeys import join_key
+from runtime.entities import Entity
+from runtime.errors import FatalError
+from runtime.store.protocol import StateStore
+
+
+class ListingConfig(BaseModel):
+    """What to list (the ``file_listing`` source's keys, also the ``files`` source's ``listing``
+    block).
+
+    Attributes:
+        path: directory (SFTP, local) or key prefix (object stores) to list, relative to the
+            system's root or prefix; ``""``: all of it.
+        recursive: also list the files of subdirectories.
+        include: glob patterns (``fnmatch``: ``*`` also matches ``/``) a file's path relative to
+            ``path`` must match one of.
+        exclude: glob patterns of files never listed (files being uploaded under a temporary
+            name), matched like ``include``.
+        done_marker: a suffix (``.done``): a file is ready only when ``<file><suffix>`` exists
+            beside it; marker files themselves are not listed.
+        minimum_age_s: a file is ready only when its mtime is at least this many seconds old and
+            the previous listing saw the same size and mtime (a growing file is not fetched).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = ""
+    recursive: bool = False
+    include: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    exclude: list[str] = Field(default_factory=lambda: ["*.tmp", "*.part"])
+    done_marker: str | None = Field(default=None, min_length=1)
+    minimum_age_s: float = Field(default=0.0, ge=0)
+
+
+class FileListingConfig(SourceConfig, ListingConfig):
+    """``{"type": "file_listing", "system": "partner", "path": "outbox", "include": ["*.csv"]}``.
+
+    Attributes:
+        system: the file system (``system:local``, ``system:sftp``, ``system:s3``,
+            ``system:azure``, ``system:gcs``).
+    """
+
+    type: Literal["file_listing"]
+    system: str = Field(min_length=1)
+
+
+def iso(mtime: float) -> str:
+    """``mtime`` (seconds since the epoch) as ISO 8601 UTC (``2026-12-02T10:00:00.123456Z``)."""
+    return datetime.fromtimestamp(mtime, UTC).isoformat().replace("+00:00", "Z")
+
+
+def file_system(context: Any, kind: str) -> FileSystem:
+    """The component's file system.
+
+    Raises:
+        FatalError: the ``system`` is not a file system.
+    """
+    system = context.system
+    if not isinstance(system, FileSystem):
+        raise FatalError(f"the {kind} needs a file system (system:local, system:sftp, system:s3, system:azure "
+                         f"or system:gcs), got {type(system).__name__}; fix the system key", pipe=context.pipe)
+    return system
+
+
+class Lister:
+    """Lists files as listing entities (shared by ``file_listing`` and the ``files`` source's
+    one-pipe form).
+
+    Args:
+        system: the file system.
+        config: what to list.
+        previous: ``paths -> {path: (size, mtime)}`` of the previous listing (for
+            ``minimum_age_s``), or None.
+    """
+
+    def __init__(self, system: FileSystem, config: ListingConfig, previous: Any = None) -> None:
+        self.system, self.config, self.previous = system, config, previous
+        self.root = config.path.strip("/")
+
+    def _relative(self, path: str) -> str:
+        return path[len(self.root) + 1:] if self.root and path.startswith(self.root + "/") else path
+
+    def _wanted(self, rel: str) -> bool:
+        c = self.config
+        if any(fnmatch.fnmatchcase(rel, p) for p in c.exclude):
+            return False
+        if c.done_marker and rel.endswith(c.done_marker):
+            return False
+        return any(fnmatch.fnmatchcase(rel, p) for p in c.include)
+
+    async def batches(self, size: int) -> AsyncIterator[list[Entity]]:
+        """Listing entities in lists of at most ``size``.
+
+        Raises:
+            NotFound, FatalError, TransientError: the listing could not be made (see
+                :meth:`FileSystem.list`).
+        """
+        c = self.config
+        markers: set[str] = set()
+        if c.done_marker:
+            async for files in self.system.list(self.root, recursive=c.recursive, chunk=size):
+                markers.update(f.path for f in files if f.path.endswith(c.done_marker))
+        async for files in self.system.list(self.root, recursive=c.recursive, chunk=size):
+            wanted = [f for f in files if self._wanted(self._relative(f.path))]
+            if not wanted:
+                continue
+            seen = await self.previous([f.path for f in wanted]) if self.previous and c.minimum_age_s else {}
+            now = time.time()
+            yield [self._entity(f, markers, seen, now) for f in wanted]
+
+    def _entity(self, f: FileInfo, markers: set[str], seen: dict[str, tuple[int, str]], now: float) -> Entity:
+        c = self.config
+        mtime = iso(f.mtime)
+        ready = not c.done_marker or f.path + c.done_marker in markers
+        if c.minimum_age_s:
+            ready = ready and now - f.mtime >= c.minimum_age_s and seen.get(f.path) == (f.size, mtime)
+        return {"_id": f.path, "path": f.path, "size": f.size, "mtime": mtime, "etag": f.etag,
+                "version": f.version, "ready": ready}
+
+
+async def previous_listing(store: StateStore, dataset: str, paths: list[str]) -> dict[str, tuple[int, str]]:
+    """``{path: (size, mtime)}`` the listing dataset holds for ``paths``: one batched index look-up."""
+    out: dict[str, tuple[int, str]] = {}
+    if not await store.ensure_index(dataset, ["path"]):
+        return out
+    found = await store.index_lookup(dataset, ["path"], [join_key(p) for p in paths])
+    for rows in found.values():
+        for e in rows:
+            out[e["path"]] = (e["size"], e["mtime"])
+    return out
+
+
+async def refresh_listing(system: FileSystem, config: ListingConfig, store: StateStore, dataset: str, *, pipe: str,
+                          batch_size: int) -> int:
+    """List into ``dataset`` (the ``files`` source's one-pipe form): the listed files' entities,
+    then ``_deleted`` for the paths listed before and not now, only once the whole listing
+    succeeded. Memory: one batch plus the set of listed paths. Returns the files listed.
+
+    Raises:
+        NotFound, FatalError, TransientError: the listing could not be made; nothing is deleted.
+    """
+    lister = Lister(system, config, lambda paths: previous_listing(store, dataset, paths))
+    listed: set[str] = set()
+    async for batch in lister.batches(batch_size):
+        await store.write_batch(dataset, batch, pipe=pipe, checkpoint=None, keep_versions=1)
+        listed.update(e["_id"] for e in batch)
+    since: int | None = None
+    while True:
+        entities, end = await store.read(dataset, since=since, limit=batch_size)
+        gone = [{"_id": e["_id"], "_deleted": True} for e in entities
+                if not e.get("_deleted") and e["_id"] not in listed]
+        if gone:
+            await store.write_batch(dataset, gone, pipe=pipe, checkpoint=None, keep_versions=1)
+        if end is None or end == since or not entities:
+            return len(listed)
+        since = end
+
+
+class FileListingSource(Source):
+    """See the module docstring."""
+
+    Config: ClassVar[type[ComponentConfig]] = FileListingConfig
+    config: FileListingConfig
+
+    async def open(self) -> None:
+        self.system = file_system(self.context, "file_listing source")
+        self.lister = Lister(self.system, self.config, self._previous)
+
+    async def _previous(self, paths: list[str]) -> dict[str, tuple[int, str]]:
+        out: dict[str, tuple[int, str]] = {}
+        for dataset in self.context.writes:
+            out.update(await previous_listing(self.context.store, dataset, paths))
+        return out
+
+    async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        async for batch in self.lister.batches(self.context.run.batch_size):
+            yield batch

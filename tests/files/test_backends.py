@@ -1,0 +1,189 @@
+"""The two-step file download (file_listing pipe -> files pipe) against every file system it can
+reach here: a local directory, an asyncssh SFTP server, moto's S3 and Azurite (fixtures in
+conftest.py, all on 127.0.0.1). Download counts come from the SFTP server's and moto's request
+counters; a local directory and Azurite count nothing, so those checks run on sftp and s3 only.
+
+GCS: no emulator obstore can talk to is installable here (test-infra.md), so ``system:gcs`` is
+tested only as far as building its store from config (``test_gcs_config_builds_a_store``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runtime import Runtime
+from tests.files.common import csv_rows, live, run_both, two_step
+from tests.files.conftest import Backend
+
+COUNTED = ("sftp", "s3")
+
+
+def config(tmp_path: Path, backend: Backend, **kw: Any) -> Path:
+    cfg = tmp_path / "config"
+    cfg.mkdir(exist_ok=True)
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(two_step(backend.system(), **kw)))
+    return cfg
+
+
+async def test_each_version_ingested_once(tmp_path: Path, backend: Backend) -> None:
+    """Files sharing one mtime second, a file copied in with a year-old mtime, a file overwritten
+    under the same path (per-file deletion tracking), a ``.tmp`` upload and a malformed file; a run
+    with nothing changed downloads nothing."""
+    for i in range(5):
+        backend.put(f"f{i}.csv", csv_rows([i * 10, i * 10 + 1]).encode(), mtime=1_700_000_000)
+    backend.put("up.csv.tmp", csv_rows([99]).encode())
+    cfg = config(tmp_path, backend, listing={"include": ["*.csv"]}, files={"retry_backoff_s": 3600})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        lr, fr = await run_both(rt)
+        assert lr.status == fr.status == "completed", (lr.error, fr.error)
+        assert set(await live(rt, "ingest")) == {str(n) for i in range(5) for n in (i * 10, i * 10 + 1)}
+        assert "up.csv.tmp" not in await live(rt, "listing")
+        # two more files in that same mtime second, one malformed; one with a year-old mtime
+        backend.put("f5.csv", csv_rows([50]).encode(), mtime=1_700_000_000)
+        backend.put("bad.csv", b"id,value\n1,a\n2,b,extra\n", mtime=1_700_000_000)
+        backend.put("old.csv", csv_rows([70]).encode(), mtime=1_700_000_000 - 365 * 86400)
+        # f0 overwritten under the same path, without its row 1
+        backend.put("f0.csv", csv_rows([0], prefix="w").encode(), mtime=1_700_000_100)
+        lr, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        ids = await live(rt, "ingest")
+        assert "50" in ids and "70" in ids and "99" not in ids
+        assert "1" not in ids and ids["0"]["value"] == "w0"  # per-file deletion tracking
+        assert ids["10"]["source_file"]["path"] == "f1.csv"
+        units = {u.key: u for u in await rt.store.work_units("ingest")}
+        assert units["bad.csv"].status == "failed" and "bad.csv:3" in (units["bad.csv"].last_error or "")
+        assert {k for k, u in units.items() if u.status == "done"} == {f"f{i}.csv" for i in range(6)} | {"old.csv"}
+        if backend.name in COUNTED:
+            before = backend.downloads()
+            lr, fr = await run_both(rt)
+            assert fr.status == "completed"
+            assert backend.downloads() - before == 0  # nothing changed (bad.csv waits out its backoff)
+
+
+async def test_growing_file_waits_for_minimum_age(tmp_path: Path, backend: Backend) -> None:
+    """With ``minimum_age_s``, a file is fetched only once two listings saw the same size and
+    mtime and it is old enough: a file still growing is not read half-written."""
+    backend.put("grow.csv", csv_rows([1, 2]).encode())
+    cfg = config(tmp_path, backend, listing={"minimum_age_s": 1})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert (await live(rt, "listing"))["grow.csv"]["ready"] is False
+        time.sleep(1.1)
+        backend.put("grow.csv", csv_rows([1, 2, 3]).encode())  # it grew since the last listing
+        await run_both(rt)
+        time.sleep(1.1)
+        assert await live(rt, "ingest") == {}
+        _, fr = await run_both(rt)  # same size and mtime as the last listing, and a second old
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {"1", "2", "3"}
+
+
+async def test_done_marker(tmp_path: Path, backend: Backend) -> None:
+    """With ``done_marker``, a file is fetched only once ``<file>.done`` exists; markers are not
+    listed."""
+    backend.put("a.ndjson", b'{"id": 1}\n')
+    cfg = config(tmp_path, backend, listing={"done_marker": ".done"})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert (await live(rt, "listing"))["a.ndjson"]["ready"] is False and await live(rt, "ingest") == {}
+        backend.put("a.ndjson.done", b"")
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "listing")) == {"a.ndjson"}
+        assert set(await live(rt, "ingest")) == {"1"}
+
+
+@pytest.mark.parametrize("backend", ["local", "sftp"], indirect=True)
+async def test_malformed_file_dead_lettered(tmp_path: Path, backend: Backend) -> None:
+    """``on_malformed: dead_letter``: the file is recorded (file and line named), its unit is done,
+    it is not read again until it changes; the other files are ingested."""
+    backend.put("good.csv", csv_rows([1]).encode())
+    backend.put("bad.ndjson", b'{"id": 2}\n{"id": \n')
+    cfg = config(tmp_path, backend, files={"on_malformed": "dead_letter", "dead_letter_dataset": "bad-files"})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {"1"}  # nothing of the bad file, not even its line 1
+        letters = await live(rt, "bad-files")
+        assert list(letters) == ["ingest:bad.ndjson"] and "bad.ndjson:2" in letters["ingest:bad.ndjson"]["error"]
+        if backend.name in COUNTED:
+            before = backend.downloads()
+            await run_both(rt)
+            assert backend.downloads() == before
+        backend.put("bad.ndjson", b'{"id": 2}\n{"id": 3}\n', mtime=time.time() + 5)
+        await run_both(rt)
+        assert set(await live(rt, "ingest")) == {"1", "2", "3"}
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+async def test_truncated_or_empty_version_keeps_the_files_entities(tmp_path: Path, backend: Backend) -> None:
+    """DATA SAFETY: a new version of a file that is truncated (gzip cut short) or empty fails its
+    unit; the entities of the earlier version stay, nothing is deleted."""
+    whole = gzip.compress(csv_rows(range(50)).encode())
+    backend.put("a.csv.gz", whole, mtime=1_700_000_000)
+    backend.put("b.csv", csv_rows([100]).encode(), mtime=1_700_000_000)
+    cfg = config(tmp_path, backend, files={"retry_backoff_s": 3600})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert len(await live(rt, "ingest")) == 51
+        backend.put("a.csv.gz", whole[: len(whole) // 2], mtime=1_700_000_100)
+        backend.put("b.csv", b"", mtime=1_700_000_100)
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert len(await live(rt, "ingest")) == 51
+        units = {u.key: u for u in await rt.store.work_units("ingest")}
+        assert units["a.csv.gz"].status == "failed" and "a.csv.gz" in (units["a.csv.gz"].last_error or "")
+        assert units["b.csv"].status == "failed" and "no records" in (units["b.csv"].last_error or "")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+async def test_empty_listing_deletes_nothing(tmp_path: Path, backend: Backend) -> None:
+    """DATA SAFETY: a listing that suddenly finds nothing (a wrong prefix, an emptied mount) trips
+    the listing dataset's circuit breaker (``circuit_breaker_deletion_factor``, on by default):
+    no file entity is deleted, the downloaded data stays."""
+    for i in range(3):
+        backend.put(f"f{i}.csv", csv_rows([i]).encode())
+    async with Runtime(config(tmp_path, backend), data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        for i in range(3):
+            backend.remove(f"f{i}.csv")
+        lr, _ = await run_both(rt)
+        assert lr.status == "failed" and "circuit breaker" in str(lr.error)
+        assert set(await live(rt, "listing")) == {"f0.csv", "f1.csv", "f2.csv"}
+        assert set(await live(rt, "ingest")) == {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_listing_failing_part_way_deletes_nothing(tmp_path: Path, backend: Backend) -> None:
+    """DATA SAFETY: a recursive listing whose second directory fails after the first batches were
+    committed fails the run; a full run that did not complete deletes nothing (the files of the
+    directory it could not list, and a file really removed, stay listed)."""
+    for d in ("a", "b"):
+        for i in range(3):
+            backend.put(f"{d}/{i}.csv", csv_rows([f"{d}{i}"]).encode())
+    backend.put("top.csv", csv_rows([0]).encode())
+    cfg = config(tmp_path, backend, listing={"recursive": True}, listing_pipe={"batch_size": 1})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert len(await live(rt, "listing")) == 7
+        backend.server.counters.fail_listing.add("b")  # type: ignore[attr-defined]
+        backend.remove("a/0.csv")
+        lr = await rt.run_pipe("listing")
+        assert lr.status == "failed" and "b" in str(lr.error) and "injected" in str(lr.error)
+        assert len(await live(rt, "listing")) == 7
+        fr = await rt.run_pipe("ingest")
+        assert fr.status == "completed" and len(await live(rt, "ingest")) == 7
+
+
+def test_gcs_config_builds_a_store() -> None:
+    """No GCS emulator obstore can use runs here: only the store built from config is checked."""
+    from connectors.storage.objects import GcsSystemConfig, make_store
+
+    store = make_store(GcsSystemConfig(type="system:gcs", bucket="b", endpoint="http://127.0.0.1:1"))
+    assert type(store).__name__ == "GCSStore"

@@ -1,0 +1,48 @@
+"""Post-actions (``after_ingest``) against the asyncssh SFTP server: done only after the file's
+data is committed, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime import Runtime
+from tests.core.test_crash import committed
+from tests.files.common import csv_rows, live, run_both, two_step
+from tests.files.conftest import SftpBackend
+
+
+@pytest.mark.parametrize("after", [{"move_to": "archive"}, {"delete": True}])
+async def test_post_action_after_the_commit_and_once(tmp_path: Path, sftp, after) -> None:  # type: ignore[no-untyped-def]
+    backend = SftpBackend(sftp)
+    for i in range(3):
+        backend.put(f"f{i}.csv", csv_rows([f"{i}a", f"{i}b"]).encode())
+    db = tmp_path / "data" / "sluice.db"
+    seen: dict[str, int] = {}
+    sftp.counters.on_rename = lambda path: seen.setdefault(path, committed(db, "ingest") + 1)
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    # files leave the listing once moved or deleted: the listing pipe's deletion guard is off (README)
+    sink = {"type": "dataset", "dataset": "listing", "circuit_breaker_deletion_factor": None}
+    pipes = two_step(backend.system(), files={"after_ingest": after, "concurrency": 1}, listing_pipe={"sink": sink})
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {f"{i}{s}" for i in range(3) for s in "ab"}
+        if "move_to" in after:
+            # each file's two rows were committed before its rename was asked for
+            assert sorted(seen.items()) == [("f0.csv", 2), ("f1.csv", 4), ("f2.csv", 6)]
+            assert sorted(p.name for p in (sftp.root / "archive").iterdir()) == ["f0.csv", "f1.csv", "f2.csv"]
+            assert dict(sftp.counters.renames) == {f"f{i}.csv": 1 for i in range(3)}
+        else:
+            assert dict(sftp.counters.removes) == {f"f{i}.csv": 1 for i in range(3)}
+        assert not list(sftp.root.glob("*.csv"))
+        reads = sum(sftp.counters.reads.values())
+        lr, fr = await run_both(rt)  # the files left the listing: nothing read, nothing moved again
+        assert lr.status == fr.status == "completed", lr.error
+        assert sum(sftp.counters.reads.values()) == reads
+        assert sum(sftp.counters.renames.values()) + sum(sftp.counters.removes.values()) == 3
+        assert len(await live(rt, "ingest")) == 6

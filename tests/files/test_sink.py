@@ -1,0 +1,85 @@
+"""The ``files`` sink: a dataset written as NDJSON or CSV files to each file system, rolled by
+entity count, each file uploaded under a temporary name then renamed, the checkpoint committed
+after the rename (at-least-once)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from runtime import Runtime
+from tests.files.conftest import Backend
+
+N = 250
+
+
+def config(tmp_path: Path, backend: Backend, version: int = 1, **sink: Any) -> Path:
+    cfg = tmp_path / "config"
+    cfg.mkdir(exist_ok=True)
+    people = [{"_id": f"p{i:05}", "name": f"n{i}" + ("x" if i < 10 and version > 1 else ""), "tags": [i % 3]}
+              for i in range(N)]
+    pipes = [{"_id": "drop", **backend.system()},
+             {"_id": "people", "type": "pipe", "source": {"type": "embedded", "entities": people}},
+             {"_id": "export", "type": "pipe", "batch_size": 50, "source": {"type": "dataset", "dataset": "people"},
+              "sink": {"type": "files", "system": "drop", "path": "out", "prefix": "people-", "roll_entities": 100,
+                       **sink}}]
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+    return cfg
+
+
+def exported(backend: Backend) -> dict[str, list[dict[str, Any]]]:
+    return {p: [orjson.loads(line) for line in data.splitlines()] for p, data in backend.files().items()}
+
+
+async def run_both(rt: Runtime) -> Any:
+    await rt.run_pipe("people")
+    return await rt.run_pipe("export")
+
+
+async def test_dataset_to_files_rolled_renamed_once(tmp_path: Path, backend: Backend) -> None:
+    async with Runtime(config(tmp_path, backend), data_dir=tmp_path / "data") as rt:
+        r = await run_both(rt)
+        assert r.status == "completed", r.error
+        files = exported(backend)
+        assert all(p.startswith("out/people-") and p.endswith(".ndjson") for p in files), list(files)
+        assert sorted(len(v) for v in files.values()) == [50, 100, 100]
+        assert sorted(e["_id"] for v in files.values() for e in v) == [f"p{i:05}" for i in range(N)]
+        r = await run_both(rt)  # nothing changed: no file
+        assert r.status == "completed" and len(backend.files()) == 3
+    async with Runtime(config(tmp_path, backend, version=2), data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        new = [v for p, v in exported(backend).items() if p not in files]
+        assert len(new) == 1 and sorted(e["_id"] for e in new[0]) == [f"p{i:05}" for i in range(10)]
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_csv_files(tmp_path: Path, backend: Backend) -> None:
+    cfg = config(tmp_path, backend, format="csv", columns=["_id", "name", "tags"], roll_entities=N)
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        r = await run_both(rt)
+        assert r.status == "completed", r.error
+    (data,) = backend.files().values()
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert rows[0] == ["_id", "name", "tags"] and rows[1] == ["p00000", "n0", "[0]"] and len(rows) == N + 1
+
+
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_failed_rename_commits_nothing_and_the_next_run_writes_it_again(tmp_path: Path,
+                                                                               backend: Backend) -> None:
+    async with Runtime(config(tmp_path, backend), data_dir=tmp_path / "data") as rt:
+        backend.server.counters.fail_renames = True  # type: ignore[attr-defined]
+        r = await run_both(rt)
+        assert r.status == "failed" and "injected" in str(r.error)
+        assert not [p for p in backend.files() if not p.split("/")[-1].startswith(".")]  # only temporary names
+        assert (await rt.store.pipe_state("export")).since is None  # the checkpoint did not move
+        backend.server.counters.fail_renames = False  # type: ignore[attr-defined]
+        r = await rt.run_pipe("export")
+        assert r.status == "completed", r.error
+        final = {p: v for p, v in exported(backend).items() if not p.split("/")[-1].startswith(".")}
+        assert sorted(e["_id"] for v in final.values() for e in v) == [f"p{i:05}" for i in range(N)]
