@@ -46,6 +46,7 @@ class DatasetSource(Source):
 
     Config: ClassVar[type[ComponentConfig]] = DatasetSourceConfig
     supports_since = True
+    tracks_dependencies = True
     is_chronological = True
     is_since_comparable = True
     config: DatasetSourceConfig

@@ -84,10 +84,24 @@ class DtlTransform(Transform):
             return []  # reported by the config's own validation
         return sorted({dataset for dataset, _ in rules.hop_indexes})
 
+    @classmethod
+    def datasets_tracked(cls, config: Any) -> dict[str, str]:
+        """The datasets of the hops with dependency tracking (all but ``"track-dependencies":
+        false``), each with its first hop spec's position (``rules.default[2][1]``)."""
+        try:
+            rules = RuleSet(config.rules, where="rules")
+        except DtlCompileError:
+            return {}
+        tracked: dict[str, str] = {}
+        for (dataset, _), where in sorted(rules.tracked_hops.items(), key=lambda x: x[1]):
+            tracked.setdefault(dataset, where)
+        return dict(sorted(tracked.items()))
+
     def __init__(self, config: DtlTransformConfig, context: ComponentContext) -> None:
         super().__init__(config, context)
         self.rules = RuleSet(config.rules, where="rules", pipe=context.pipe)  # compiled once per run
-        self.hops = HopResolver(context.store) if self.rules.hop_indexes else None
+        self.tracks = context.tracks_dependencies and bool(self.rules.tracked_hops)
+        self.hops = HopResolver(context.store, record=self.tracks) if self.rules.hop_indexes else None
         self.tracks_children = _uses(config.rules, "create-child")
         writes = context.writes
         self.dataset = writes[0] if len(writes) == 1 else None
@@ -103,6 +117,8 @@ class DtlTransform(Transform):
         if self.hops is not None:  # hops: batched index look-ups between synchronous rounds
             results = [self._check(e, p) for e, p in zip(
                 entities, await self.hops.apply(self.rules, entities), strict=True)]
+            if self.tracks:  # before the outputs commit: a crash in between re-runs the batch
+                await self.context.store.record_dependencies(self.context.pipe, self.hops.dependencies)
         else:
             results = await anyio.to_thread.run_sync(self._apply_all, entities)
         out: list[Entity] = []

@@ -106,6 +106,9 @@ class ComponentContext:
         keep_versions: the pipe's ``compaction.keep_versions`` (None keeps every version).
         writes: the datasets the pipe writes (its sink's; a ``dtl`` transform diffs children
             against them).
+        tracks_dependencies: the component is the first transform of a pipe whose source
+            supports dependency tracking (Sesam: a ``dataset`` source): it records what its hops
+            look up per source entity (:meth:`Transform.datasets_tracked`).
     """
 
     pipe: str
@@ -115,6 +118,7 @@ class ComponentContext:
     config_dir: str = "."
     keep_versions: int | None = 2
     writes: tuple[str, ...] = ()
+    tracks_dependencies: bool = False
 
 
 class Component:
@@ -160,6 +164,9 @@ class Source(Component, ABC):
 
     Config: ClassVar[type[ComponentConfig]] = SourceConfig
     supports_since: ClassVar[bool] = False
+    #: its entities can be looked up by ``_id`` in a dataset, so the first transform's hops get
+    #: dependency tracking (Sesam: only the ``dataset`` source)
+    tracks_dependencies: ClassVar[bool] = False
     is_chronological: ClassVar[bool] = False
     is_since_comparable: ClassVar[bool] = False
 
@@ -214,6 +221,13 @@ class Source(Component, ABC):
 
 class Transform(Component, ABC):
     """Turns a batch of entities into another (possibly empty or longer) list of entities."""
+
+    @classmethod
+    def datasets_tracked(cls, config: Any) -> dict[str, str]:
+        """The datasets whose changes put source entities through the pipe again when this is
+        its first transform (dependency tracking, Sesam), each with the config position of the
+        hop that joins it (for messages). None by default."""
+        return {}
 
     @abstractmethod
     async def transform(self, entities: list[Entity]) -> list[Entity]:

@@ -129,6 +129,12 @@ class SourceEmptyError(FatalError):
     """Raised when a source configured with ``if_source_empty: fail`` returned no entities (Sesam)."""
 
 
+class DependencyTrackingError(FatalError):
+    """Raised when more source entities are pending for dependency tracking than the pipe's
+    ``dependency_tracking.dependency_error_threshold`` (Sesam); the message names the hops and
+    the join values with the most matches. Nothing was processed."""
+
+
 class DtlFailError(FatalError):
     """Raised when a DTL ``["fail!", MESSAGE]`` transform runs (Sesam: the pipe run fails).
 

@@ -33,6 +33,7 @@ import structlog
 from anyio.abc import TaskStatus
 from orjson import dumps
 
+from runtime import tracking
 from runtime.actors import Batch, Mailbox, MailboxStats
 from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
 from runtime.config.models import ComponentSpec, PipeSpec
@@ -69,7 +70,9 @@ class RunResult:
         status: ``completed``, ``failed`` or ``stopped`` (a clean stop on request).
         full: whether it was a full run (deletion tracking when completed).
         kind: ``full``, ``partial`` (since moved back, see :mod:`runtime.rescans`) or ``incremental``.
-        read: entities read from the source.
+        read: entities read from the source (those put through again by dependency tracking
+            included).
+        tracked: source entities put through again by dependency tracking.
         new, changed, deleted, unchanged: what the sink did (deletion tracking included).
         seconds: wall time of the run.
         started_us: when the run started, integer microseconds since the Unix epoch (the pump
@@ -83,6 +86,7 @@ class RunResult:
     full: bool = False
     kind: str = "incremental"
     read: int = 0
+    tracked: int = 0
     new: int = 0
     changed: int = 0
     deleted: int = 0
@@ -118,6 +122,8 @@ class RunResult:
         out["seconds"] = round(self.seconds, 3)
         if self.units is not None:
             out["units"] = self.units
+        if self.tracked:
+            out["tracked"] = self.tracked
         if self.error is not None:
             out["error"] = str(self.error)
         return out
@@ -231,6 +237,7 @@ class PipeRun:
         self.result = RunResult(spec.id, run_id or new_run_id())
         self._stop = anyio.Event()
         self._progress = _Progress()
+        self._tracking: tracking.TrackingPlan | None = None
 
     def stop(self) -> None:
         """Ask the run to stop cleanly: no new batch is read; batches in flight are committed."""
@@ -295,11 +302,22 @@ class PipeRun:
         else:
             log.info("run.finished", **{k: v for k, v in summary.items() if k != "run_id"})
 
+    def _tracked_datasets(self) -> dict[str, str]:
+        """The datasets whose changes this pipe tracks (dataset -> hop position): its first
+        transform's, when its source supports dependency tracking."""
+        spec = self.spec
+        if not spec.transforms or not spec.source.cls.tracks_dependencies:
+            return {}
+        first = spec.transforms[0]
+        return first.cls.datasets_tracked(first.config)
+
     def _context(self, spec: ComponentSpec, run: RunInfo) -> ComponentContext:
         system_id = getattr(spec.config, "system", None)
         return ComponentContext(
             self.spec.id, self.store, run, self.systems.get(system_id) if system_id else None,
             self.config_dir, self.spec.model.compaction.keep_versions, tuple(self.spec.writes),
+            bool(self.spec.transforms) and spec is self.spec.transforms[0]
+            and self.spec.source.cls.tracks_dependencies,
         )
 
     async def _run(self) -> None:
@@ -310,11 +328,17 @@ class PipeRun:
         if since is None and not spec.source.cls.full_read(spec.source.config):
             sweep = None  # not everything is read: no deletion tracking after this run
         run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
-                      Checkpoint(state.since, state.sweep))
+                      Checkpoint(state.since, state.sweep, tracking=state.tracking or None))
+        tracked = self._tracked_datasets()
+        if tracked:
+            self._tracking = await tracking.plan(
+                self.store, spec.id, tracked, state, full=run.full, resumed=run.full and sweep == state.sweep,
+                limits=spec.model.dependency_tracking)
         if sweep is not None and sweep != state.sweep:
             # the full-run marker is durable before anything is read: a full run that fails or is
             # killed before its first commit is resumed as a full run, and its deletions still happen
-            await self.store.save_checkpoint(spec.id, Checkpoint(since, sweep))
+            offsets = self._tracking.offsets if self._tracking is not None else None
+            await self.store.save_checkpoint(spec.id, Checkpoint(since, sweep, tracking=offsets))
         self.result.full = run.full
         partial = self.start_since is not _STORED and since == self.start_since
         self.result.kind = "full" if run.full else ("partial" if partial else "incremental")
@@ -393,10 +417,25 @@ class PipeRun:
                     "nothing was written. Check the source system, then run again",
                     pipe=self.spec.id,
                 )
+            if self._tracking is not None and self._tracking.pending and not progress.stopped:
+                await self._read_tracked(outbox, self._tracking.pending, last, run)
             progress.since = last
 
         await self._guard("source", source, body)
         await outbox.close()  # only on success: after a failure the sink must not see an end
+
+    async def _read_tracked(self, outbox: Mailbox, ids: list[str], last: Any, run: RunInfo) -> None:
+        """Put the latest versions of the source entities dependency tracking found through the
+        pipe again, in batches; each batch's checkpoint keeps the since the read ended at."""
+        dataset = self.spec.source.config.dataset
+        for start in range(0, len(ids), run.batch_size):
+            if self._stop.is_set():
+                self._progress.stopped = True
+                return
+            entities = await self.store.latest_versions(dataset, ids[start : start + run.batch_size])
+            self._progress.read += len(entities)
+            self.result.tracked += len(entities)
+            await outbox.send(Batch(entities, Checkpoint(last, run.sweep), read=len(entities)))
 
     async def _read_units(self, source: Source, cut: _Cutter, run: RunInfo) -> None:
         """Run the source's due work units (see :mod:`runtime.workunits.executor`); their pages
@@ -495,7 +534,8 @@ class PipeRun:
                     complete = False
                     await sink.write_batch([], Checkpoint(final_since, run.sweep))
             if complete:  # a stopped run commits nothing more: the next run resumes it
-                result.add(await sink.finish(Checkpoint(final_since, None)))
+                offsets = self._tracking.offsets if self._tracking is not None and not run.full else None
+                result.add(await sink.finish(Checkpoint(final_since, None, tracking=offsets)))
             if letters.enabled:  # a resumed full run has not re-read what came before its since
                 await letters.settle(full=run.full and run_since is None and complete)
             if self.on_progress is not None:

@@ -86,6 +86,22 @@ class CompactionConfig(_Strict):
     keep_versions: int | None = Field(default=2, ge=1)
 
 
+class DependencyTrackingConfig(_Strict):
+    """Limits of dependency tracking (Sesam's ``dependency_tracking``): how many source entities a
+    run may have to put through the pipe again because entities its hops joined changed.
+
+    Attributes:
+        dependency_warning_threshold: more pending entities than this log a warning naming the
+            hop and the join values with the most matches.
+        dependency_error_threshold: more than this fail the run with that error, before anything
+            is processed (typical causes: a join on a blank or shared value; fix the join, e.g.
+            with ``tuples``, set ``"track-dependencies": false`` on the hop, or run ``--full``).
+    """
+
+    dependency_warning_threshold: int = Field(default=10_000, ge=0)
+    dependency_error_threshold: int = Field(default=50_000, ge=0)
+
+
 class PipeModel(_Strict):
     """A pipe: a source, optional transforms and a sink, and when it runs (Sesam's pipe).
 
@@ -108,6 +124,7 @@ class PipeModel(_Strict):
             history; Sesam).
         compaction: retention of the sink dataset: ``{"keep_versions": N}`` keeps N versions per
             ``_id`` (default 2); ``{"keep_versions": null}`` keeps every version.
+        dependency_tracking: limits of dependency tracking (``sluice describe``; Sesam).
     """
 
     id: str = Field(alias="_id", min_length=1)
@@ -123,6 +140,7 @@ class PipeModel(_Strict):
     max_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     disable_set_last_seen: bool = False
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    dependency_tracking: DependencyTrackingConfig = Field(default_factory=DependencyTrackingConfig)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

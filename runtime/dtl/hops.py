@@ -4,7 +4,8 @@ secondary indexes.
 
 ``["hops", SPEC, SPEC, ...]`` and ``["apply-hops", RULE, SPEC, ...]``, each SPEC
 ``{"datasets": ["DATASET ALIAS", ...], "where": EXPR | [EXPR, ...], "return"?: ALIAS | EXPR,
-"recurse"?: bool, "max_depth"?: int | null (10), "exclude_root"?: bool}``:
+"recurse"?: bool, "max_depth"?: int | null (10), "exclude_root"?: bool,
+"track-dependencies"?: bool (true)}``:
 
 * an ``eq`` whose two sides each reference exactly one alias, different ones (``_S`` counts), is a
   **join**; every other expression is a **filter** over the joined aliases. Joins are planned at
@@ -31,8 +32,15 @@ batched index query per (dataset, path) fetches every recorded key of the whole 
 aborted entities are evaluated again. An entity needs at most one round per sequential join step,
 so a batch costs a few batched queries whatever its size, each proportional to its matches
 (never a scan). Evaluation is pure (a rule's output is rebuilt on each round), so re-running is
-safe. Not built yet: dependency tracking (the inverse joins and tracking offsets), ``subsets``,
-``trace``, ``track-dependencies``.
+safe.
+
+**Dependency tracking** (Sesam ``hub/features/dependency-tracking.rst``). A resolver built with
+``record=True`` notes, per source entity, what its hops looked up: each join key asked of an
+index and the ``_id`` of each entity found (:data:`runtime.store.protocol.Dependency`), except
+for specs with ``"track-dependencies": false``. The ``dtl`` transform stores them
+(:meth:`StateStore.record_dependencies`); the pipe puts a source entity through again when a
+later change of a hopped-to dataset touches one (see :mod:`runtime.tracking`). Not built yet:
+``subsets``.
 """
 
 from __future__ import annotations
@@ -44,9 +52,9 @@ from typing import TYPE_CHECKING, Any
 from runtime.dtl import paths, values
 from runtime.dtl.compiler import Compiler
 from runtime.dtl.functions import Env, Expr, as_list, truthy
-from runtime.dtl.joinkeys import join_keys
+from runtime.dtl.joinkeys import join_keys, path_name
 from runtime.errors import FatalError
-from runtime.store.protocol import StateStore
+from runtime.store.protocol import FOUND, Dependency, StateStore
 
 if TYPE_CHECKING:
     from runtime.dtl.rules import RuleSet
@@ -54,7 +62,7 @@ if TYPE_CHECKING:
 #: The :class:`Env` variable holding the :class:`HopResolver` of an evaluation.
 RESOLVER_VAR = "$hops"
 DEFAULT_MAX_DEPTH = 10
-_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root"}
+_SPEC_KEYS = {"datasets", "where", "return", "recurse", "max_depth", "exclude_root", "track-dependencies"}
 
 Index = tuple[str, tuple[str, ...]]  # (dataset, property path)
 
@@ -69,9 +77,14 @@ class HopResolver:
 
     Args:
         store: the state store holding the hopped-to datasets.
+        record: note each source entity's look-ups in :attr:`dependencies` (dependency tracking).
     """
 
     store: StateStore
+    record: bool = False
+    #: per source entity ``_id`` of the last :meth:`apply`, what its tracked hops looked up
+    dependencies: dict[str, set[Dependency]] = field(default_factory=dict)
+    _current: set[Dependency] | None = None
     _found: dict[tuple[Index, str], list[dict[str, Any]]] = field(default_factory=dict)
     _wanted: dict[Index, set[str]] = field(default_factory=dict)
     _ready: set[Index] = field(default_factory=set)
@@ -88,30 +101,41 @@ class HopResolver:
             whatever :meth:`RuleSet.apply` raises for an entity; StoreError from the store.
         """
         self._found = {}
+        self.dependencies = {}
         out: list[list[dict[str, Any]]] = [[] for _ in entities]
         pending = list(range(len(entities)))
         while pending:
             again = []
             for i in pending:
+                if self.record:  # a repeated round asks the same again: a set
+                    self._current = self.dependencies.setdefault(str(entities[i].get("_id")), set())
                 try:
                     out[i] = rule_set.apply(entities[i], namespaces, hops=self)
                 except _NeedLookups:
                     again.append(i)
+            self._current = None
             await self._fetch()
             pending = again
         return out
 
-    def lookup(self, index: Index, keys: list[str]) -> list[dict[str, Any]]:
-        """The entities of ``index`` matching any of ``keys``, without duplicates, by ``_id``.
+    def lookup(self, index: Index, keys: list[str], *, track: bool = True) -> list[dict[str, Any]]:
+        """The entities of ``index`` matching any of ``keys``, without duplicates, by ``_id``;
+        the look-up is noted for dependency tracking when recording and ``track``.
 
         Raises:
             _NeedLookups: a key is not fetched yet (recorded for the next batched query).
         """
+        noted = self._current if track else None
+        if noted is not None:
+            name = path_name(index[1])
+            noted.update((index[0], name, k) for k in keys)
         missing = [k for k in keys if (index, k) not in self._found]
         if missing:
             self._wanted.setdefault(index, set()).update(missing)
             raise _NeedLookups
         found = {e["_id"]: e for k in keys for e in self._found[(index, k)]}
+        if noted is not None:
+            noted.update((index[0], FOUND, i) for i in found)
         return [found[i] for i in sorted(found)]
 
     async def _fetch(self) -> None:
@@ -144,6 +168,7 @@ class _Spec:
     recurse: bool
     max_depth: int | None
     exclude_root: bool
+    track: bool
 
 
 class _AliasCompiler(Compiler):
@@ -218,7 +243,11 @@ def _compile_spec(compiler: Compiler, raw: Any, where: str) -> _Spec | None:
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
         compiler.problem(f"{where}.max_depth", f"max_depth is a positive integer or null, got {depth!r}")
         depth = DEFAULT_MAX_DEPTH
-    return _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True)
+    track = raw.get("track-dependencies", True)
+    if not isinstance(track, bool):
+        compiler.problem(f"{where}.track-dependencies", f"track-dependencies is true or false, got {track!r}")
+        track = True
+    return _Spec(list(datasets), joins, filters, returns, recurse, depth, raw.get("exclude_root") is True, track)
 
 
 def _plan(compiler: _AliasCompiler, datasets: dict[str, str], edges: list[tuple[int, Any, Any]],
@@ -264,8 +293,8 @@ def _run_spec(spec: _Spec, resolver: HopResolver, env: Env, source: Any) -> list
         missing = False
         for combo in combos:
             try:
-                grown.extend(combo.bind(e, join.alias)
-                             for e in resolver.lookup(join.index, join_keys(join.known(combo))))
+                grown.extend(combo.bind(e, join.alias) for e in
+                             resolver.lookup(join.index, join_keys(join.known(combo)), track=spec.track))
             except _NeedLookups:
                 missing = True  # go on, to record every key this step needs
         if missing:
@@ -323,6 +352,9 @@ def forms(rule_set: RuleSet) -> dict[str, Callable[[Compiler, list[Any], str], E
         if not specs:
             return lambda env: None
         rule_set.hop_indexes.update(j.index for s in specs for j in s.joins)
+        for i, s in enumerate(specs, start):
+            for j in s.joins if s.track else []:
+                rule_set.tracked_hops.setdefault(j.index, f"{where}[{i}]")
         return lambda env: _hops(specs, env, where)
 
     def hops_form(compiler: Compiler, args: list[Any], where: str) -> Expr:

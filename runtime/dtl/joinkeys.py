@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import decimal
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -66,3 +67,14 @@ def join_key(value: Any) -> str:
     if isinstance(value, bytes):
         return f"x:{value.hex()}"
     return "d:" + orjson.dumps(values.encode(value), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def path_name(keys: Sequence[str]) -> str:
+    """The stored name of an index's property path: ``["address", "id"]`` -> ``'["address","id"]'``."""
+    return orjson.dumps(list(keys)).decode()
+
+
+def describe_key(key: str) -> str:
+    """A join key as a user wrote the value: ``'s:oslo'`` -> ``"'oslo'"``, ``'n:1'`` -> ``'1'``."""
+    kind, _, text = key.partition(":")
+    return repr(text) if kind == "s" else text

@@ -67,6 +67,7 @@ class RuleSet:
                  pipe: str | None = None) -> None:
         #: (dataset, property path) of every hop join, for the indexes the store must hold
         self.hop_indexes: set[hops_.Index] = set()
+        self.tracked_hops: dict[hops_.Index, str] = {}  # joins dependency tracking follows -> first position
         self.compiler = Compiler(file=file, pipe=pipe, special={"apply": self._apply_form, **hops_.forms(self)})
         self.pipe = pipe
         self._rules: dict[str, list[Transform]] = {}

@@ -43,7 +43,7 @@ class DatasetRow:
     trip: TripInfo | None
     ids: int = 0
     deleted: int = 0
-    indexes: tuple[str, ...] = ()  # property paths of its hop indexes (_sqlite_indexes.path_name)
+    indexes: tuple[str, ...] = ()  # property paths of its hop indexes (runtime.dtl.joinkeys.path_name)
 
     @property
     def log(self) -> str:
@@ -309,6 +309,7 @@ async def write(
             at_us=now_us(),
             limit=change_limit,
             run_offset=None if run_start is None else run_start.offset,
+            tracking=before.tracking,
         )
     elif ds.trip is None:
         ds.committed = ds.next_offset - 1
@@ -447,6 +448,17 @@ async def versions(
         sql += " LIMIT 1"
     rows = list(await conn.execute_fetchall(sql, (entity_id, ds.committed)))
     return [orjson.loads(r[0]) for r in reversed(rows)]
+
+
+async def latest_of(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]) -> list[Entity]:
+    """Committed latest versions of ``ids`` (those the dataset has), in the order of ``ids``."""
+    found: dict[str, Entity] = {}
+    for part in chunks(list(ids)):
+        rows = await conn.execute_fetchall(
+            f"SELECT x.id, l.body FROM json_each(?) j JOIN {ds.latest} x ON x.id = j.value "
+            f"JOIN {ds.log} l ON l.off = x.off WHERE x.off <= ?", (orjson.dumps(list(part)).decode(), ds.committed))
+        found.update((r[0], orjson.loads(r[1])) for r in rows)
+    return [found[i] for i in ids if i in found]
 
 
 async def rollback_held(conn: aiosqlite.Connection, ds: DatasetRow) -> int:

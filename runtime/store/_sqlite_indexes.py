@@ -34,11 +34,6 @@ def table(ds: DatasetRow) -> str:
     return f"hix_{ds.key}"
 
 
-def path_name(keys: Sequence[str]) -> str:
-    """The stored name of a property path: ``["address", "id"]`` -> ``'["address","id"]'``."""
-    return orjson.dumps(list(keys)).decode()
-
-
 def rows_of(entity: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str, str]]:
     """``(path, key, id)`` rows of one stored (transit) entity body; none if it is deleted."""
     if entity.get("_deleted") is True:
@@ -71,7 +66,7 @@ async def refresh(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
 
 
 async def create(conn: aiosqlite.Connection, ds: DatasetRow, name: str) -> None:
-    """Add index ``name`` (a :func:`path_name`) to the dataset and build it from the latest
+    """Add index ``name`` (a :func:`runtime.dtl.joinkeys.path_name`) to the dataset and build it from the latest
     versions; the caller saves the dataset row (:func:`save_indexes`) in the same transaction."""
     await conn.execute(f"CREATE TABLE IF NOT EXISTS {table(ds)}(path TEXT NOT NULL, key TEXT NOT NULL, "
                        "id TEXT NOT NULL, PRIMARY KEY(path, key, id)) WITHOUT ROWID")

@@ -17,12 +17,21 @@ A batch of entities and the pipe's checkpoint are committed in one transaction
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runtime.entities import Entity, PreparedBatch
+
+FOUND = "#"
+"""The path of a :data:`Dependency` on an entity a hop found: its key is that entity's ``_id``."""
+
+Dependency = tuple[str, str, str]
+"""What a hop of a pipe looked up for a source entity: ``(dataset, path, key)``; ``path`` a
+stored index path name (``'["customer_id"]'``) with ``key`` a typed join key
+(:func:`runtime.dtl.joinkeys.join_keys`) looked up on it, or :data:`FOUND` with ``key`` the
+``_id`` of an entity the look-up returned."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +47,15 @@ class Checkpoint:
         units: progress of work units covered by the same entities (DIL), key -> a
             :class:`UnitProgress`; committed in the same transaction as the entities, so a unit
             resumes at its last committed page after a crash.
+        tracking: dependency-tracking offsets (Sesam), hopped-to dataset -> the offset up to which
+            its changes have been tracked: their dependent source entities were put through the
+            pipe. None (or a dataset left out) leaves the stored offset as it is.
     """
 
     since: Any = None
     sweep: int | None = None
     units: dict[str, UnitProgress] | None = None
+    tracking: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class TripInfo:
         run_offset: the dataset's next offset when the tripping run started: versions from it up
             to ``committed`` were made visible by that run, and a rollback reverts them. None for
             a trip recorded by an older Sluice (a rollback then removes only the held versions).
+        tracking: the pipe's dependency-tracking offsets before the tripping run, restored by a
+            rollback (None: none recorded).
     """
 
     pipe: str
@@ -114,6 +129,7 @@ class TripInfo:
     at_us: int
     limit: int
     run_offset: int | None = None
+    tracking: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,8 @@ class PipeState:
         pipe: pipe ``_id``.
         since: stored continuation value, None when the next run starts from the beginning.
         sweep: marker of a full run in progress, None otherwise.
+        tracking: dependency-tracking offsets, hopped-to dataset -> offset (see
+            :attr:`Checkpoint.tracking`); empty when the pipe tracks nothing yet.
         info: JSON document with ``last_run`` (summary of the latest run), ``runs`` (count),
             ``counters`` (cumulative read/new/changed/deleted/unchanged) and operator flags.
     """
@@ -175,6 +193,7 @@ class PipeState:
     since: Any = None
     sweep: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    tracking: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -330,6 +349,11 @@ class StateStore(Protocol):
         """Committed versions of one id, oldest first; only the latest unless ``history``."""
         ...
 
+    async def latest_versions(self, dataset: str, ids: Sequence[str]) -> list[Entity]:
+        """The committed latest versions (deleted ones included) of those of ``ids`` the dataset
+        has, in the order of ``ids``: batched statements, never one per id."""
+        ...
+
     async def dataset_info(self, dataset: str) -> DatasetInfo | None:
         """Metadata of a dataset, None when it does not exist."""
         ...
@@ -353,6 +377,25 @@ class StateStore(Protocol):
         Raises:
             StoreError: the dataset has no index on ``path`` (call :meth:`ensure_index`).
         """
+        ...
+
+    # -- dependency tracking (Sesam) ----------------------------------------------------------
+    async def record_dependencies(self, pipe: str, dependencies: Mapping[str, Collection[Dependency]]) -> None:
+        """Replace what the hops of ``pipe`` looked up for each source entity id of
+        ``dependencies`` (an empty collection forgets the id's), in one transaction."""
+        ...
+
+    async def tracked_sources(self, pipe: str, dataset: str, after: int, upto: int, limit: int) -> list[str]:
+        """The source entity ids (at most ``limit``, sorted) whose recorded look-ups in ``dataset``
+        are touched by its versions with ``after < offset <= upto``: an id found (a
+        ``Dependency`` with path :data:`FOUND`), or a join key the id's latest version has at a
+        looked-up path (its current keys, from the dataset's hop index)."""
+        ...
+
+    async def tracked_joins(self, pipe: str, dataset: str, after: int, upto: int,
+                            top: int) -> list[tuple[str, str, int]]:
+        """What makes :meth:`tracked_sources` large: the ``top`` look-ups ``(path, key, sources)``
+        matched by those versions, the most source entities first."""
         ...
 
     async def compact(self, dataset: str, keep_versions: int) -> int:

@@ -12,7 +12,7 @@ import fcntl
 import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,15 +21,18 @@ import aiosqlite
 import anyio
 import orjson
 
+from runtime.dtl.joinkeys import path_name
 from runtime.entities import Entity, PreparedBatch
 from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError
 from runtime.store import _sqlite_datasets as dsql
 from runtime.store import _sqlite_indexes as ixsql
+from runtime.store import _sqlite_tracking as tsql
 from runtime.store import _sqlite_units as usql
 from runtime.store._sqlite_datasets import fetch_one
 from runtime.store.protocol import (
     Checkpoint,
     DatasetInfo,
+    Dependency,
     LogEvent,
     PipeState,
     RunStart,
@@ -37,7 +40,7 @@ from runtime.store.protocol import (
     WriteResult,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets(
     ds INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, committed INTEGER NOT NULL,
@@ -117,7 +120,7 @@ class SqliteStore:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "cache_size=-32768"):
                 await self._writer.execute(f"PRAGMA {pragma}")
-            await self._writer.executescript(SCHEMA)
+            await self._writer.executescript(SCHEMA + tsql.SCHEMA)
             await self._migrate()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=10000")
@@ -152,6 +155,7 @@ class SqliteStore:
                 await usql.add_columns(tx)
             if version < 6:  # version 5 -> 6: the hop index paths of each dataset
                 await self._add_indexes_column(tx)
+            # version 6 -> 7: the deps and tracking tables (dependency tracking), created by tsql.SCHEMA
             # version 2 -> 3: a seen_N table per dataset. Checked on every open, not only on the
             # upgrade: a Sluice of schema 2 opening this store afterwards creates datasets without one.
             for (key,) in await tx.execute_fetchall(_SEENLESS):
@@ -302,6 +306,12 @@ class SqliteStore:
         return [] if ds is None else await dsql.versions(self._r, ds, entity_id, history)
 
     @_translated
+    async def latest_versions(self, dataset: str, ids: Sequence[str]) -> list[Entity]:
+        """See :meth:`StateStore.latest_versions`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None or not ids else await dsql.latest_of(self._r, ds, ids)
+
+    @_translated
     async def dataset_info(self, dataset: str) -> DatasetInfo | None:
         """See :meth:`StateStore.dataset_info`."""
         ds = await dsql.find(self._r, dataset)
@@ -323,7 +333,7 @@ class SqliteStore:
     @_translated
     async def ensure_index(self, dataset: str, path: Sequence[str]) -> bool:
         """See :meth:`StateStore.ensure_index`."""
-        name = ixsql.path_name(path)
+        name = path_name(path)
         ds = await dsql.find(self._r, dataset)
         if ds is not None and name in ds.indexes:
             return True
@@ -338,7 +348,7 @@ class SqliteStore:
     @_translated
     async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
-        name = ixsql.path_name(path)
+        name = path_name(path)
         ds = await dsql.find(self._r, dataset)
         if ds is None or not keys:
             return {}
@@ -347,6 +357,27 @@ class SqliteStore:
                              "call ensure_index() first")
         found = await ixsql.lookup(self._r, ds, name, keys)
         return {key: [orjson.loads(b) for b in bodies] for key, bodies in found.items()}
+
+    # -- dependency tracking ------------------------------------------------------------------
+    @_translated
+    async def record_dependencies(self, pipe: str, dependencies: Mapping[str, Collection[Dependency]]) -> None:
+        """See :meth:`StateStore.record_dependencies`."""
+        if dependencies:
+            async with self._transaction() as conn:
+                await tsql.record(conn, pipe, dependencies)
+
+    @_translated
+    async def tracked_sources(self, pipe: str, dataset: str, after: int, upto: int, limit: int) -> list[str]:
+        """See :meth:`StateStore.tracked_sources`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None else await tsql.sources(self._r, pipe, ds, after, upto, limit)
+
+    @_translated
+    async def tracked_joins(self, pipe: str, dataset: str, after: int, upto: int,
+                            top: int) -> list[tuple[str, str, int]]:
+        """See :meth:`StateStore.tracked_joins`."""
+        ds = await dsql.find(self._r, dataset)
+        return [] if ds is None else await tsql.joins(self._r, pipe, ds, after, upto, top)
 
     @_translated
     async def compact(self, dataset: str, keep_versions: int) -> int:
@@ -389,7 +420,7 @@ class SqliteStore:
             await dsql.save_row(conn, ds)
             if trip.run_offset is not None:
                 removed += await dsql.revert_run(conn, ds, trip.run_offset, trip.pipe)
-            await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep))
+            await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep, tracking=trip.tracking))
             await usql.restart_all(conn, trip.pipe)
             return removed
 
@@ -427,20 +458,24 @@ class SqliteStore:
         )
         if cp.units:
             await usql.apply(conn, pipe, cp.units)
+        if cp.tracking:
+            await tsql.put_offsets(conn, pipe, cp.tracking)
 
     @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
         """See :meth:`StateStore.pipe_state`."""
         row = await fetch_one(self._r, "SELECT pipe, since, sweep, info FROM pipes WHERE pipe = ?", (pipe,))
+        tracking = await tsql.offsets(self._r, pipe)
         if row is None:
-            return PipeState(pipe)
-        return PipeState(row[0], _unjson(row[1]), row[2], orjson.loads(row[3]))
+            return PipeState(pipe, tracking=tracking)
+        return PipeState(row[0], _unjson(row[1]), row[2], orjson.loads(row[3]), tracking)
 
     @_translated
     async def pipe_states(self) -> list[PipeState]:
         """See :meth:`StateStore.pipe_states`."""
         rows = await self._r.execute_fetchall("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe")
-        return [PipeState(r[0], _unjson(r[1]), r[2], orjson.loads(r[3])) for r in rows]
+        tracking = await tsql.all_offsets(self._r)
+        return [PipeState(r[0], _unjson(r[1]), r[2], orjson.loads(r[3]), tracking.get(r[0], {})) for r in rows]
 
     @_translated
     async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
