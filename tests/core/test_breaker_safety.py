@@ -38,7 +38,8 @@ def live(entities: dict[str, dict]) -> set[str]:
 
 # -- safe by default: circuit_breaker_deletion_factor ---------------------------------------------
 
-async def test_deleting_more_than_half_trips_by_default_and_holds_every_deletion(tmp_path, write_config, data_file, store_url):
+async def test_deleting_more_than_half_trips_by_default_and_holds_every_deletion(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])  # no breaker configured
     async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
@@ -139,7 +140,8 @@ def drop_or_fail(entities):
 '''
 
 
-async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_path, write_config, data_file, store_url):
+async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(4))
     cfg = write_config([
         file_pipe("up", "data/rows.ndjson"),
@@ -178,7 +180,9 @@ async def test_a_dataset_source_over_an_unpopulated_input_never_deletes(tmp_path
 
 # -- disable_set_last_seen pipes stay durable ---------------------------------------------------
 
-async def test_full_runs_of_a_durable_pipe_are_refused_and_the_flag_follows_the_config(tmp_path, write_config, data_file, store_url):
+async def test_full_runs_of_a_durable_pipe_are_refused_and_the_flag_follows_the_config(
+        tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(2))
     durable = [file_pipe("rows", "data/rows.ndjson"), dataset_pipe("deltas", "rows", disable_set_last_seen=True)]
     cfg = write_config(durable)
@@ -207,7 +211,8 @@ def slow(entities):
 '''
 
 
-async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp_path, write_config, data_file, store_url):
+async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(40))
     sink = {"type": "dataset", "circuit_breaker_threshold_count": 2}
     cfg = write_config([
@@ -238,7 +243,8 @@ async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp
         assert all(not e.get("changed") for e in (await visible(rt, "down")).values())
 
 
-async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_path, write_config, data_file, store_url):
+async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_path, write_config, data_file,
+        store_url):
     from runtime.runtime import reset_pipe
 
     write_ndjson(data_file, records(2))

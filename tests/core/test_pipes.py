@@ -39,7 +39,8 @@ async def test_full_runs_track_deletions_and_reruns_are_noops(tmp_path, write_co
         assert len(await ids(rt, "rows", deleted=False)) == 7
 
 
-async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_deletions(tmp_path, write_config, data_file, store_url):
+async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_deletions(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=3)])
     async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
@@ -56,7 +57,8 @@ async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_dele
         assert (await rt.pipe_state("rows")).info["last_run"]["status"] == "failed"
 
 
-async def test_dataset_pipe_is_incremental_and_does_no_deletion_tracking_then(tmp_path, write_config, data_file, store_url):
+async def test_dataset_pipe_is_incremental_and_does_no_deletion_tracking_then(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(5))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson"), dataset_pipe("copy", "rows")])
     async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
@@ -262,7 +264,7 @@ async def test_two_runs_of_one_pipe_never_overlap(tmp_path, write_config, data_f
         assert sorted(type(o).__name__ for o in outcomes) == ["OperationRefusedError", "RunResult"]
         assert await ids(rt, "rows", deleted=True) == set()
         # another process (here: another store object on the same file) is refused too
-        other = type(rt.store)(rt.store.path)
+        other = make_store(store_url, tmp_path / "state")  # the same state, as another process opens it
         async with other.pipe_lock("rows"):
             with pytest.raises(OperationRefusedError, match="already running"):
                 await rt.run_pipe("rows")

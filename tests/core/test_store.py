@@ -330,7 +330,7 @@ async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_serve
         for s in stores:
             tg.start_soon(s.open)
     try:
-        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(1,)]
+        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(2,)]
     finally:
         for s in stores:
             await s.close()

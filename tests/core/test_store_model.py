@@ -567,7 +567,8 @@ class PostgresStoreMachine(StoreMachine):
 
     def new_store(self) -> StateStore:
         store = PostgresStore(self.url)
-        self.do(pg_rows(store, "TRUNCATE datasets, log, latest, seen, hix, pipes, work_units, entity_retries, "
+        self.do(pg_rows(store, "TRUNCATE datasets, log, latest, seen, hix, deps, tracking, pipes, "
+                        "work_units, entity_retries, "
                         "exec_log, consumers, pipe_locks RESTART IDENTITY"))
         return store
 

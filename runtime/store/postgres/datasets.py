@@ -153,6 +153,7 @@ async def write(
         ds.trip = TripInfo(
             pipe=pipe, committed=ds.committed, since=before.since, sweep=before.sweep, at_us=now_us(),
             limit=change_limit, run_offset=None if run_start is None else run_start.offset,
+            tracking=before.tracking,
         )
     elif ds.trip is None:
         ds.committed = ds.next_offset - 1

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,15 +23,25 @@ import asyncpg
 import orjson
 from yarl import URL
 
+from runtime.dtl.joinkeys import path_name
 from runtime.entities import Entity, PreparedBatch
 from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError
-from runtime.store._sqlite_indexes import path_name
 from runtime.store.postgres import datasets as dpg
 from runtime.store.postgres import indexes as ixpg
+from runtime.store.postgres import tracking as tpg
 from runtime.store.postgres import units as upg
 from runtime.store.postgres.datasets import from_json, json_text, now_us
 from runtime.store.postgres.schema import migrate
-from runtime.store.protocol import Checkpoint, DatasetInfo, LogEvent, PipeState, RunStart, WorkUnit, WriteResult
+from runtime.store.protocol import (
+    Checkpoint,
+    DatasetInfo,
+    Dependency,
+    LogEvent,
+    PipeState,
+    RunStart,
+    WorkUnit,
+    WriteResult,
+)
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 """What asyncpg raises when a statement or the connection fails (a refused or lost connection is
@@ -214,6 +224,42 @@ class PostgresStore:
             return [] if ds is None else await dpg.versions(conn, ds, entity_id, history)
 
     @_translated
+    async def latest_versions(self, dataset: str, ids: Sequence[str]) -> list[Entity]:
+        """See :meth:`StateStore.latest_versions`."""
+        async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            ds = await dpg.find(conn, dataset)
+            if ds is None or not ids:
+                return []
+            rows = await conn.fetch("SELECT x.id, l.body FROM latest x JOIN log l ON l.ds = x.ds AND l.off = x.off "
+                                    "WHERE x.ds = $1 AND x.id = ANY($2::bytea[]) AND x.off <= $3",
+                                    ds.key, [i.encode() for i in ids], ds.committed)
+        found = {r[0].decode(): orjson.loads(r[1]) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    # -- dependency tracking ------------------------------------------------------------------
+    @_translated
+    async def record_dependencies(self, pipe: str, dependencies: Mapping[str, Collection[Dependency]]) -> None:
+        """See :meth:`StateStore.record_dependencies`."""
+        if dependencies:
+            async with self._transaction() as conn:
+                await tpg.record(conn, pipe, dependencies)
+
+    @_translated
+    async def tracked_sources(self, pipe: str, dataset: str, after: int, upto: int, limit: int) -> list[str]:
+        """See :meth:`StateStore.tracked_sources`."""
+        async with self._read() as conn:
+            ds = await dpg.find(conn, dataset)
+            return [] if ds is None else await tpg.sources(conn, pipe, ds, after, upto, limit)
+
+    @_translated
+    async def tracked_joins(self, pipe: str, dataset: str, after: int, upto: int,
+                            top: int) -> list[tuple[str, str, int]]:
+        """See :meth:`StateStore.tracked_joins`."""
+        async with self._read() as conn:
+            ds = await dpg.find(conn, dataset)
+            return [] if ds is None else await tpg.joins(conn, pipe, ds, after, upto, top)
+
+    @_translated
     async def dataset_info(self, dataset: str) -> DatasetInfo | None:
         """See :meth:`StateStore.dataset_info`."""
         async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -308,7 +354,7 @@ class PostgresStore:
             await dpg.save_row(conn, ds)
             if trip.run_offset is not None:
                 removed += await dpg.revert_run(conn, ds, trip.run_offset, trip.pipe)
-            await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep))
+            await self._put_checkpoint(conn, trip.pipe, Checkpoint(trip.since, trip.sweep, tracking=trip.tracking))
             await upg.restart_all(conn, trip.pipe)
             return removed
 
@@ -347,24 +393,28 @@ class PostgresStore:
         )
         if cp.units:
             await upg.apply(conn, pipe, cp.units)
+        if cp.tracking:
+            await tpg.put_offsets(conn, pipe, cp.tracking)
 
     @staticmethod
-    def _state(r: asyncpg.Record) -> PipeState:
-        return PipeState(r[0], from_json(r[1]), r[2], orjson.loads(r[3]))
+    def _state(r: asyncpg.Record, tracking: dict[str, int]) -> PipeState:
+        return PipeState(r[0], from_json(r[1]), r[2], orjson.loads(r[3]), tracking)
 
     @_translated
     async def pipe_state(self, pipe: str) -> PipeState:
         """See :meth:`StateStore.pipe_state`."""
         async with self._read() as conn:
             row = await conn.fetchrow("SELECT pipe, since, sweep, info FROM pipes WHERE pipe = $1", pipe)
-        return PipeState(pipe) if row is None else self._state(row)
+            tracking = (await tpg.offsets(conn, pipe)).get(pipe, {})
+        return PipeState(pipe, tracking=tracking) if row is None else self._state(row, tracking)
 
     @_translated
     async def pipe_states(self) -> list[PipeState]:
         """See :meth:`StateStore.pipe_states`."""
         async with self._read() as conn:
             rows = await conn.fetch("SELECT pipe, since, sweep, info FROM pipes ORDER BY pipe")
-        return [self._state(r) for r in rows]
+            tracking = await tpg.offsets(conn)
+        return [self._state(r, tracking.get(r[0], {})) for r in rows]
 
     @_translated
     async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
