@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from runtime import OperationRefusedError, PipeRun, Runtime
+from runtime.store import make_store
 from tests.core.helpers import dataset_pipe, file_pipe, write_ndjson
 
 
