@@ -15,6 +15,7 @@ def register(registry: Registry) -> None:
     from connectors.files import FileSource
     from connectors.http_endpoint import HttpEndpointSink, HttpEndpointSource
     from connectors.python import PythonTransform
+    from connectors.rest.sink import RestSink
     from connectors.rest.source import RestSource
     from connectors.rest.system import RestSystem
     from connectors.rest.transform import RestTransform
@@ -30,4 +31,5 @@ def register(registry: Registry) -> None:
     registry.register("sink", "dataset", DatasetSink)
     registry.register("sink", "http_endpoint", HttpEndpointSink)
     registry.register("sink", "null", NullSink)
+    registry.register("sink", "rest", RestSink)
     registry.register("system", "system:rest", RestSystem)

@@ -8,7 +8,7 @@ has ended. Each actor runs as a named task (``"<pipe>/<actor>"``) started with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runtime.entities import Entity
+from runtime.errors import first_error
 from runtime.store.protocol import Checkpoint
 
 
@@ -133,3 +134,14 @@ class Mailbox:
             self.name, self.capacity, s.current_buffer_used, self._peak,
             s.tasks_waiting_send, self._sent,
         )
+
+
+async def run_workers(worker: Callable[[], Coroutine[Any, Any, None]], count: int) -> None:
+    """Run ``count`` copies of ``worker`` (which share their work, e.g. one iterator) to the end;
+    the first error of any of them is raised as itself, not as an exception group."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(worker)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None

@@ -14,6 +14,8 @@ Only with ``pump.dead_letter_dataset`` set (otherwise an entity error fails the 
    "entity", "error", "attempts"}`` and leaves the ledger. Still failing: it failed in this run
    and was not superseded (3); an entry keyed by content hash (which no later version can
    supersede) only when the source sent it again, in that form, in this run.
+   A *permanent* error (:attr:`~runtime.errors.EntityError.permanent`: retrying cannot help, e.g.
+   a payload failing the pipe's JSON Schema) dead-letters the entity at once.
 5. At the end of a complete full run, entries the source did not send again in their failing
    form expire: the source fixed or deleted the entity.
 
@@ -86,7 +88,11 @@ class DeadLetters:
             try:
                 r = await sink.write_batch([entity], None)
             except EntityError as exc:
-                await self._failed(key, entity, str(exc), replay)
+                if exc.permanent:
+                    await self._dead_letter(key, entity, str(exc), 1)
+                    self.failed.pop(key, None)
+                else:
+                    await self._failed(key, entity, str(exc), replay)
                 continue
             total = WriteResult(total.new + r.new, total.changed + r.changed, total.deleted + r.deleted,
                                 total.unchanged + r.unchanged, total.tripped or r.tripped)

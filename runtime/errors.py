@@ -166,16 +166,27 @@ class ComponentError(FatalError):
     """Raised when a component raises an exception that is not a SluiceError; the original is chained."""
 
 
+class ErrorRatioError(FatalError):
+    """Raised when a share sink's rejected / attempted sends pass ``max_error_ratio`` after
+    ``min_attempts`` sends (DIL's validation threshold, applied while sending): nothing more is
+    sent in the run, and the run fails."""
+
+
 class EntityError(SluiceError):
     """Raised for one entity that cannot be processed; it may go to a dead-letter dataset.
 
     Attributes:
         entity_id: the ``_id`` of the entity, if it has one.
+        permanent: retrying cannot help (e.g. the payload does not match the pipe's JSON
+            Schema): with a dead-letter dataset the entity goes there at once, without waiting
+            for ``max_retries_per_entity`` runs.
     """
 
-    def __init__(self, message: str, *, entity_id: str | None, pipe: str | None = None) -> None:
+    def __init__(self, message: str, *, entity_id: str | None, pipe: str | None = None,
+                 permanent: bool = False) -> None:
         super().__init__(message, pipe=pipe)
         self.entity_id = entity_id
+        self.permanent = permanent
 
 
 class OperationRefusedError(SluiceError):

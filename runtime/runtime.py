@@ -220,14 +220,18 @@ class Runtime:
         return results
 
     async def has_pending_input(self, pipe: str) -> bool:
-        """True when a chronological dataset-reading pipe has committed input past its since."""
+        """True when a chronological dataset-reading pipe has committed input past its since, or
+        a dataset it tracks (dependency tracking) has changes past its tracking offset."""
         spec = self._config().pipes[pipe]
-        if not spec.reads or strategy_of(spec.source) != "chronological":
+        if strategy_of(spec.source) != "chronological":
             return False
-        since = (await self.store.pipe_state(pipe)).since
-        for ds in spec.reads:
+        state = await self.store.pipe_state(pipe)
+        since = state.since if isinstance(state.since, int) else -1
+        offsets = {ds: since for ds in spec.source.cls.datasets_read(spec.source.config)}
+        offsets.update((ds, state.tracking.get(ds, since)) for ds in state.tracking)
+        for ds, upto in offsets.items():
             info = await self.store.dataset_info(ds)
-            if info is not None and info.committed > (since if isinstance(since, int) else -1):
+            if info is not None and info.committed > upto:
                 return True
         return False
 

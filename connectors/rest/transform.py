@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import anyio
-
 from connectors.rest.body import content, parse_body
 from connectors.rest.models import RestTransformConfig, parse_codes
 from connectors.rest.operation import Operation
 from connectors.rest.source import rest_system
+from runtime.actors import run_workers
 from runtime.components import ComponentConfig, Transform
 from runtime.entities import Entity
-from runtime.errors import SourceEmptyError, first_error
+from runtime.errors import SourceEmptyError
 
 
 class RestTransform(Transform):
@@ -50,12 +49,7 @@ class RestTransform(Transform):
             for i, entity in todo:
                 results[i] = await self._call(entity)
 
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(self.config.concurrency, len(entities))):
-                    tg.start_soon(worker)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        await run_workers(worker, min(self.config.concurrency, len(entities)))
         out = [e for group in results for e in group]
         if entities and not out and self.config.if_transform_empty == "fail":
             raise SourceEmptyError(

@@ -45,6 +45,7 @@ later change of a hopped-to dataset touches one (see :mod:`runtime.tracking`). N
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ class HopResolver:
         """
         noted = self._current if track else None
         if noted is not None:
-            name = path_name(index[1])
+            name = _path_name(index[1])
             noted.update((index[0], name, k) for k in keys)
         missing = [k for k in keys if (index, k) not in self._found]
         if missing:
@@ -148,6 +149,12 @@ class HopResolver:
             self.queries += 1
             for key in keys:
                 self._found[(index, key)] = [values.decode(e) for e in rows.get(key, [])]
+
+
+@functools.cache
+def _path_name(path: tuple[str, ...]) -> str:
+    """:func:`path_name`, once per index path (it is asked per source entity and join)."""
+    return path_name(path)
 
 
 @dataclass

@@ -238,23 +238,35 @@ async def test_compacting_the_hopped_to_dataset_loses_no_dependency(tmp_path, wr
             assert got == want, f"step {n}: {diff(got, want)}"
 
 
-async def test_too_many_pending_entities_fail_naming_the_hop_and_join_value(tmp_path, write_config):
-    """A join on a shared value: every customer hops to the addresses of one 'region'; changing
-    that region's addresses puts all of them through again, past the error threshold."""
+REGION_RULES = {"default": [["copy", "_id"], ["add", "near", ["hops", {
+    "datasets": ["addresses a"], "where": [["eq", "a.region", "_S.region"]], "return": "a.v"}]]]}
+
+
+async def region_changed(tmp_path: Path, write_config, customers: int) -> Runtime:
+    """A join on a shared value: ``customers`` customers all hop to the one address of region
+    'north'; after a first run of every pipe, that address changes (thresholds 5 and 20). Returns
+    the open runtime, its ``enriched`` run not yet made."""
     data = tmp_path / "config" / "data"
-    write_ndjson(data / "customers.ndjson", [{"id": f"c{i}", "region": "north"} for i in range(30)])
+    write_ndjson(data / "customers.ndjson", [{"id": f"c{i}", "region": "north"} for i in range(customers)])
     write_ndjson(data / "addresses.ndjson", [{"id": "a1", "region": "north", "v": 1}])
-    rules = {"default": [["copy", "_id"], ["add", "near", ["hops", {
-        "datasets": ["addresses a"], "where": [["eq", "a.region", "_S.region"]], "return": "a.v"}]]]}
     limits = {"dependency_warning_threshold": 5, "dependency_error_threshold": 20}
     cfg = write_config([file_pipe("customers", "data/customers.ndjson"),
                         file_pipe("addresses", "data/addresses.ndjson"),
-                        dtl_pipe("enriched", rules, dependency_tracking=limits)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
-        for writer in ("customers", "addresses", "enriched"):
-            await run_ok(rt, writer)
-        write_ndjson(data / "addresses.ndjson", [{"id": "a1", "region": "north", "v": 2}])
-        await run_ok(rt, "addresses")
+                        dtl_pipe("enriched", REGION_RULES, dependency_tracking=limits)])
+    rt = Runtime(cfg, data_dir=tmp_path / "state")
+    await rt.open()
+    for writer in ("customers", "addresses", "enriched"):
+        await run_ok(rt, writer)
+    write_ndjson(data / "addresses.ndjson", [{"id": "a1", "region": "north", "v": 2}])
+    await run_ok(rt, "addresses")
+    return rt
+
+
+async def test_too_many_pending_entities_fail_naming_the_hop_and_join_value(tmp_path, write_config):
+    """Changing the shared region's address puts all 30 customers through again, past the error
+    threshold."""
+    rt = await region_changed(tmp_path, write_config, 30)
+    try:
         result = await rt.run_pipe("enriched")
         assert result.status == "failed" and isinstance(result.error, DependencyTrackingError)
         message = str(result.error)
@@ -267,23 +279,15 @@ async def test_too_many_pending_entities_fail_naming_the_hop_and_join_value(tmp_
         await run_ok(rt, "enriched", full=True)
         assert (await rt.entity("enriched", "c1"))[-1]["near"] in (2, [2])
         assert (await run_ok(rt, "enriched")).tracked == 0
+    finally:
+        await rt.close()
 
 
 async def test_pending_entities_over_the_warning_threshold_log_a_warning(tmp_path, write_config, caplog):
-    data = tmp_path / "config" / "data"
-    write_ndjson(data / "customers.ndjson", [{"id": f"c{i}", "region": "north"} for i in range(8)])
-    write_ndjson(data / "addresses.ndjson", [{"id": "a1", "region": "north", "v": 1}])
-    rules = {"default": [["copy", "_id"], ["add", "near", ["hops", {
-        "datasets": ["addresses a"], "where": [["eq", "a.region", "_S.region"]], "return": "a.v"}]]]}
-    limits = {"dependency_warning_threshold": 5, "dependency_error_threshold": 20}
-    cfg = write_config([file_pipe("customers", "data/customers.ndjson"),
-                        file_pipe("addresses", "data/addresses.ndjson"),
-                        dtl_pipe("enriched", rules, dependency_tracking=limits)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
-        for writer in ("customers", "addresses", "enriched"):
-            await run_ok(rt, writer)
-        write_ndjson(data / "addresses.ndjson", [{"id": "a1", "region": "north", "v": 2}])
-        await run_ok(rt, "addresses")
+    rt = await region_changed(tmp_path, write_config, 8)
+    try:
         result = await run_ok(rt, "enriched")
         assert result.tracked == 8
+    finally:
+        await rt.close()
     assert "tracking.many_pending" in caplog.text and "addresses.region = 'north'" in caplog.text

@@ -15,6 +15,10 @@ in order:
 ``{"html": True}``                        an HTML error page with status 200
 ``{"body": "..", "content_type": ".."}``  any body with status 200
 ``{"expired": True}``                     401 ``invalid_token`` with ``WWW-Authenticate``
+``{"lost": True}``                        the handler runs (a write is applied), then the
+                                          connection is closed without its response
+``{"delay_after": 2.0}``                  the handler runs, its response comes that many seconds
+                                          later
 ========================================  =========================================================
 
 Each fault may carry ``"path"`` (a path prefix it applies to), ``"query"`` (a substring of the
@@ -161,7 +165,14 @@ class FaultyServer:
                 return early
             if not self._authorized(request):
                 return self.error(401, "unauthorized", "missing or wrong bearer token")
-            return await self._after(request, fault, await handler(request))
+            response = await handler(request)
+            if "delay_after" in fault:
+                await asyncio.sleep(fault["delay_after"])
+            if fault.get("lost"):
+                assert request.transport is not None
+                request.transport.abort()
+                raise asyncio.CancelledError  # applied, but nothing is sent
+            return await self._after(request, fault, response)
         finally:
             self.in_flight -= 1
 
