@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from runtime import OperationRefusedError, Runtime
+from runtime.store import make_store
 from tests.core.helpers import dataset_pipe, file_pipe, write_ndjson
 
 
@@ -143,11 +144,12 @@ def drop_or_fail(entities):
 async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_path, write_config, data_file,
         store_url):
     write_ndjson(data_file, records(4))
+    module = f"flaky_full_{store_url is None}"  # one per backend: modules are process-wide, FLAKY's HERE is not
     cfg = write_config([
         file_pipe("up", "data/rows.ndjson"),
-        dataset_pipe("down", "up", transform={"type": "python", "function": "flaky_full:drop_or_fail"}),
+        dataset_pipe("down", "up", transform={"type": "python", "function": f"{module}:drop_or_fail"}),
     ])
-    (cfg / "flaky_full.py").write_text(FLAKY)
+    (cfg / f"{module}.py").write_text(FLAKY)
     async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         (cfg / "DROP").write_text("1")
@@ -250,7 +252,7 @@ async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_p
     write_ndjson(data_file, records(2))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
     async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
-        other = type(rt.store)(rt.store.path)  # another store object on the file: as another process
+        other = make_store(store_url, tmp_path / "state")  # the same state, as another process opens it
         await other.open()
         try:
             async with rt.store.pipe_lock("rows", holder="run abc123"):
