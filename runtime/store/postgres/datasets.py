@@ -223,8 +223,11 @@ async def forget_seen(conn: asyncpg.Connection, ds: DatasetRow, offsets: Sequenc
         await conn.execute("DELETE FROM seen WHERE ds = $1 AND off = ANY($2::bigint[])", ds.key, list(offsets))
 
 
+# A scalar subquery, not NOT EXISTS: it is always one primary-key probe per id, whereas the anti
+# join NOT EXISTS becomes is planned from statistics, which right after a bulk load (before
+# autovacuum analyses the tables) made it a nested loop over the whole of ``seen`` per id.
 _UNSEEN = ("x.ds = $1 AND NOT x.deleted AND (x.seen IS NULL OR x.seen <> $2) "
-           "AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.ds = x.ds AND s.off = x.off AND s.sweep = $2)")
+           "AND (SELECT s.sweep FROM seen s WHERE s.ds = x.ds AND s.off = x.off) IS DISTINCT FROM $2")
 
 
 async def unseen(conn: asyncpg.Connection, ds: DatasetRow, sweep: int, limit: int) -> list[Entity]:
