@@ -73,7 +73,7 @@ def make_config(root: Path, records: list[dict]) -> Path:
     return cfg
 
 
-def start(cfg: Path, data: Path, store_url: str | None) -> subprocess.Popen[bytes]:
+def start(cfg: Path, data: Path, store_url: str | None = None) -> subprocess.Popen[bytes]:
     log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115 - closed by the child's exit
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     store = ["--store", store_url] if store_url else []
