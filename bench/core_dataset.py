@@ -70,12 +70,12 @@ def make_config(root: Path, n: int) -> Path:
     return cfg
 
 
-async def child(config_dir: str, data_dir: str, pipe: str) -> dict[str, object]:
-    """Run one pipe once; return its figures."""
+async def child(config_dir: str, data_dir: str, pipe: str, store: str | None = None) -> dict[str, object]:
+    """Run one pipe once (on the store URL ``store``, default SQLite in ``data_dir``); return its figures."""
     from runtime.runtime import Runtime
 
     t0 = time.perf_counter()
-    async with Runtime(config_dir, data_dir=data_dir) as rt:
+    async with Runtime(config_dir, data_dir=data_dir, store=store) as rt:
         t1 = time.perf_counter()
         result = await rt.run_pipe(pipe)
         t2 = time.perf_counter()
@@ -89,12 +89,14 @@ async def child(config_dir: str, data_dir: str, pipe: str) -> dict[str, object]:
     }
 
 
-def measure(cfg: Path, data: Path, pipe: str, profile: str | None = None) -> dict[str, object]:
-    """Run one pipe in a fresh child process (optionally under cProfile) and return its figures."""
+def measure(cfg: Path, data: Path, pipe: str, profile: str | None = None,
+            store: str | None = None) -> dict[str, object]:
+    """Run one pipe in a fresh child process (optionally under cProfile, on the store URL
+    ``store``) and return its figures."""
     cmd = [sys.executable]
     if profile:
         cmd += ["-m", "cProfile", "-o", profile]
-    cmd += [__file__, "--child", str(cfg), str(data), pipe]
+    cmd += [__file__, "--child", str(cfg), str(data), pipe, *([store] if store else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"child run of {pipe} failed:\n{proc.stderr}")
@@ -167,8 +169,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--child":
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        print(json.dumps(asyncio.run(child(sys.argv[2], sys.argv[3], sys.argv[4]))))
+        print(json.dumps(asyncio.run(child(*sys.argv[2:]))))
     else:
         main()

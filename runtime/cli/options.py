@@ -115,7 +115,8 @@ def common_options(func: F) -> F:
                   envvar="SLUICE_DATA_DIR", show_default=True,
                   help="Directory for state (the default store lives here).")
     @click.option("--store", envvar="SLUICE_STORE", default=None,
-                  help="State store URL, e.g. sqlite:///var/lib/sluice/state.db (default: DATA_DIR/sluice.db).")
+                  help="State store URL, e.g. sqlite:///var/lib/sluice/state.db or postgresql://USER@HOST/DB "
+                       "(default: DATA_DIR/sluice.db).")
     @click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path), envvar="SLUICE_SECRETS_FILE",
                   default=None, help="JSON/YAML object of $SECRET(name) values (else the environment).")
     @log_options("console", "info")

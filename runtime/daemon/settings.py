@@ -45,7 +45,8 @@ class DaemonSettings(BaseSettings):
         host: interface to bind (default loopback only).
         port: TCP port; 0 picks a free one (the chosen port is printed in the ready line).
         data_dir: directory for state; the default store is ``DATA_DIR/sluice.db``.
-        store: state store URL (``sqlite:///PATH``); default SQLite in ``data_dir``.
+        store: state store URL (``sqlite:///PATH`` or ``postgresql://USER@HOST/DATABASE``); default
+            SQLite in ``data_dir``.
         secrets_file: JSON/YAML object of ``$SECRET(name)`` values (else the environment).
         api_tokens: bearer tokens with roles.
         admin_token, read_token: one token of each role from the environment

@@ -19,3 +19,20 @@ def file_pipe(pid: str, path: str, **extra) -> dict:
 
 def dataset_pipe(pid: str, dataset: str, **extra) -> dict:
     return {"_id": pid, "type": "pipe", "source": {"type": "dataset", "dataset": dataset}, **extra}
+
+
+async def pg_rows(store, sql: str, *args) -> list[tuple]:
+    """Rows of a query on a PostgresStore's database (white-box checks of its tables)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+def is_postgres(store) -> bool:
+    from runtime.store import PostgresStore
+
+    return isinstance(store, PostgresStore)

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from runtime import OperationRefusedError, Runtime
+from runtime.store import make_store
 from tests.core.helpers import dataset_pipe, file_pipe, write_ndjson
 
 
@@ -38,10 +39,11 @@ def live(entities: dict[str, dict]) -> set[str]:
 
 # -- safe by default: circuit_breaker_deletion_factor ---------------------------------------------
 
-async def test_deleting_more_than_half_trips_by_default_and_holds_every_deletion(tmp_path, write_config, data_file):
+async def test_deleting_more_than_half_trips_by_default_and_holds_every_deletion(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])  # no breaker configured
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, records(4))  # a truncated export: 6 of 10 gone
         tripped = await rt.run_pipe("rows")
@@ -56,26 +58,26 @@ async def test_deleting_more_than_half_trips_by_default_and_holds_every_deletion
         assert len(live(await visible(rt, "rows"))) == 10
 
 
-async def test_deleting_half_or_with_the_guard_off_deletes(tmp_path, write_config, data_file):
+async def test_deleting_half_or_with_the_guard_off_deletes(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     guarded = file_pipe("rows", "data/rows.ndjson")
     off = file_pipe("rows", "data/rows.ndjson", sink={"type": "dataset", "circuit_breaker_deletion_factor": None})
     cfg = write_config([guarded])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, records(5))  # exactly half: not more than half
         assert (await rt.run_pipe("rows")).deleted == 5
     write_config([off])
     write_ndjson(data_file, [])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         result = await rt.run_pipe("rows")
         assert (result.status, result.deleted) == ("completed", 5)
 
 
-async def test_a_commit_exposes_the_held_deletions(tmp_path, write_config, data_file):
+async def test_a_commit_exposes_the_held_deletions(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, records(2))
         assert (await rt.run_pipe("rows")).status == "failed"
@@ -87,11 +89,11 @@ async def test_a_commit_exposes_the_held_deletions(tmp_path, write_config, data_
 
 # -- all or nothing; rollback restores the state before the run -----------------------------------
 
-async def test_rollback_reverts_what_the_tripping_run_made_visible(tmp_path, write_config, data_file):
+async def test_rollback_reverts_what_the_tripping_run_made_visible(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     sink = {"type": "dataset", "circuit_breaker_threshold_count": 3}
     cfg = write_config([file_pipe("up", "data/rows.ndjson"), dataset_pipe("down", "up", batch_size=2, sink=sink)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         before = await visible(rt, "down")
         since_before = (await rt.pipe_state("down")).since
@@ -108,11 +110,11 @@ async def test_rollback_reverts_what_the_tripping_run_made_visible(tmp_path, wri
         assert [bool(v.get("changed")) for v in history] == [False, True, False]  # reverted by a new version
 
 
-async def test_rollback_deletes_an_id_the_tripping_run_created(tmp_path, write_config, data_file):
+async def test_rollback_deletes_an_id_the_tripping_run_created(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(4))
     sink = {"type": "dataset", "circuit_breaker_threshold_count": 1}
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=1, sink=sink)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, [*records(4), {"id": 7, "v": "n7"}, {"id": 8, "v": "n8"}])
         assert (await rt.run_pipe("rows")).status == "failed"
@@ -139,14 +141,16 @@ def drop_or_fail(entities):
 '''
 
 
-async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_path, write_config, data_file):
+async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(4))
+    module = f"flaky_full_{store_url is None}"  # one per backend: modules are process-wide, FLAKY's HERE is not
     cfg = write_config([
         file_pipe("up", "data/rows.ndjson"),
-        dataset_pipe("down", "up", transform={"type": "python", "function": "flaky_full:drop_or_fail"}),
+        dataset_pipe("down", "up", transform={"type": "python", "function": f"{module}:drop_or_fail"}),
     ])
-    (cfg / "flaky_full.py").write_text(FLAKY)
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    (cfg / f"{module}.py").write_text(FLAKY)
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         (cfg / "DROP").write_text("1")
         (cfg / "FAIL").write_text("")
@@ -160,16 +164,16 @@ async def test_a_full_run_failing_before_its_first_batch_is_resumed_as_full(tmp_
 
 # -- a dataset source over an input that is not populated --------------------------------------
 
-async def test_a_dataset_source_over_an_unpopulated_input_never_deletes(tmp_path, write_config, data_file):
+async def test_a_dataset_source_over_an_unpopulated_input_never_deletes(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(6))
     no_guard = {"type": "dataset", "dataset": "out", "circuit_breaker_deletion_factor": None}
     cfg = write_config([file_pipe("up", "data/rows.ndjson"), dataset_pipe("down", "up", sink=no_guard)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
     # the pipe now reads a dataset whose writer has never completed a run
     write_config([file_pipe("up", "data/rows.ndjson"), file_pipe("up2", "data/none.ndjson"),
                   dataset_pipe("down", "up2", sink=no_guard)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         result = await rt.run_pipe("down", full=True)
         assert (result.status, result.deleted) == ("stopped", 0)
         assert len(live(await visible(rt, "out"))) == 6
@@ -179,11 +183,12 @@ async def test_a_dataset_source_over_an_unpopulated_input_never_deletes(tmp_path
 # -- disable_set_last_seen pipes stay durable ---------------------------------------------------
 
 async def test_full_runs_of_a_durable_pipe_are_refused_and_the_flag_follows_the_config(
-        tmp_path, write_config, data_file):
+        tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(2))
     durable = [file_pipe("rows", "data/rows.ndjson"), dataset_pipe("deltas", "rows", disable_set_last_seen=True)]
     cfg = write_config(durable)
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         with pytest.raises(OperationRefusedError, match=r"a full run is refused.*disable_set_last_seen"):
             await rt.run_pipe("deltas", full=True)
@@ -191,7 +196,7 @@ async def test_full_runs_of_a_durable_pipe_are_refused_and_the_flag_follows_the_
             await rt.run_all(full=True)
         assert [e.event for e in await rt.execution_log("deltas")].count("run-started") == 1
     write_config([file_pipe("rows", "data/rows.ndjson"), dataset_pipe("deltas", "rows")])  # flag removed
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.reset_pipe("deltas")  # the advice works: refused before, allowed now
         assert (await rt.pipe_state("deltas")).since is None
 
@@ -208,7 +213,8 @@ def slow(entities):
 '''
 
 
-async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp_path, write_config, data_file):
+async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(40))
     sink = {"type": "dataset", "circuit_breaker_threshold_count": 2}
     cfg = write_config([
@@ -216,7 +222,7 @@ async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp
         dataset_pipe("down", "up", batch_size=2, sink=sink, transform={"type": "python", "function": "slow_race:slow"}),
     ])
     (cfg / "slow_race.py").write_text(SLOW)
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         write_ndjson(data_file, records(40, changed=True))
         await rt.run_pipe("up")
@@ -239,13 +245,14 @@ async def test_rollback_and_reset_while_the_tripping_run_goes_on_are_refused(tmp
         assert all(not e.get("changed") for e in (await visible(rt, "down")).values())
 
 
-async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_path, write_config, data_file):
+async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_path, write_config, data_file,
+        store_url):
     from runtime.runtime import reset_pipe
 
     write_ndjson(data_file, records(2))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
-        other = type(rt.store)(rt.store.path)  # another store object on the file: as another process
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
+        other = make_store(store_url, tmp_path / "state")  # the same state, as another process opens it
         await other.open()
         try:
             async with rt.store.pipe_lock("rows", holder="run abc123"):
@@ -257,13 +264,13 @@ async def test_a_reset_from_another_process_is_refused_while_the_pipe_runs(tmp_p
 
 # -- compaction never removes a version a consumer has not read ---------------------------------
 
-async def test_compaction_keeps_versions_a_history_consumer_has_not_read(tmp_path, write_config, data_file):
+async def test_compaction_keeps_versions_a_history_consumer_has_not_read(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, [{"id": 1, "v": 1}])
     history = {"type": "dataset", "dataset": "up", "include_previous_versions": True}
     cfg = write_config([file_pipe("up", "data/rows.ndjson"),
                         {"_id": "down", "type": "pipe", "source": history,
                          "sink": {"type": "dataset", "dataset": "down"}, "compaction": {"keep_versions": None}}])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         for v in (2, 3, 4):  # the upstream changes three times between two runs of its consumer
             write_ndjson(data_file, [{"id": 1, "v": v}])
@@ -277,11 +284,11 @@ async def test_compaction_keeps_versions_a_history_consumer_has_not_read(tmp_pat
         assert [e["v"] for e in await rt.entity("up", "1", history=True)] == [4, 5]
 
 
-async def test_a_disabled_consumer_holds_compaction_too(tmp_path, write_config, data_file):
+async def test_a_disabled_consumer_holds_compaction_too(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, [{"id": 1, "v": 1}])
     cfg = write_config([file_pipe("up", "data/rows.ndjson"),
                         dataset_pipe("down", "up", pump={"mode": "off"})])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         for v in (1, 2, 3, 4):
             write_ndjson(data_file, [{"id": 1, "v": v}])
             await rt.run_pipe("up")

@@ -5,10 +5,11 @@ committed checkpoint and produces the same dataset as an uninterrupted run").
 The config has two pipes: ``raw`` (file source over a generated NDJSON file of N entities ->
 dataset ``raw``; no continuation, every run is a full run) and ``derived`` (dataset ``raw`` ->
 python transform -> dataset ``derived``; chronological, checkpointed per batch). A monitor polls
-the committed offsets in the SQLite file (read only, WAL readers never block the writer) and sends
-SIGKILL when a dataset reaches a given fraction; the state after each kill is checked through the
-store API to prove the kill landed mid-run (some but not all entities committed, the killed run
-never logged its end).
+the committed offsets in the store (the SQLite file read only, WAL readers never block the
+writer; or the PostgreSQL ``datasets`` table) and sends SIGKILL when a dataset reaches a given
+fraction; the state after each kill is checked through the store API to prove the kill landed
+mid-run (some but not all entities committed, the killed run never logged its end). The update
+test runs on both stores; the many-kills test on SQLite only (it takes the longest).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import anyio
+import asyncpg
 import orjson
 import yaml
 
-from runtime.store import SqliteStore
+from runtime.store import make_store
 
 N = 60_000
 SLUICE = str(Path(sys.executable).parent / "sluice")
@@ -70,18 +73,19 @@ def make_config(root: Path, records: list[dict]) -> Path:
     return cfg
 
 
-def start(cfg: Path, data: Path) -> subprocess.Popen[bytes]:
+def start(cfg: Path, data: Path, store_url: str | None = None) -> subprocess.Popen[bytes]:
     log = open(data.parent / f"{data.name}.log", "ab")  # noqa: SIM115 - closed by the child's exit
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    store = ["--store", store_url] if store_url else []
     try:
-        return subprocess.Popen([SLUICE, "run", str(cfg), "--data-dir", str(data)],
+        return subprocess.Popen([SLUICE, "run", str(cfg), "--data-dir", str(data), *store],
                                 stdout=log, stderr=log, env=env)
     finally:
         log.close()
 
 
-def run_to_end(cfg: Path, data: Path) -> None:
-    proc = start(cfg, data)
+def run_to_end(cfg: Path, data: Path, store_url: str | None = None) -> None:
+    proc = start(cfg, data, store_url)
     assert proc.wait(timeout=90) == 0, (data.parent / f"{data.name}.log").read_text()
 
 
@@ -100,36 +104,50 @@ def committed(db: Path, dataset: str) -> int:
     return -1 if row is None else int(row[0])
 
 
-def kill_when(cfg: Path, data: Path, *, dataset: str | None = None, fraction: float = 0.0,
-              delay: float = 0.0) -> bool:
-    """Start a run and SIGKILL it once ``dataset`` has ``fraction`` x N versions committed, or
-    after ``delay`` seconds when no dataset is given. Returns False if the run ended first."""
-    proc = start(cfg, data)
-    db = data / "sluice.db"
+async def pg_committed(conn: asyncpg.Connection, dataset: str) -> int:
+    """Committed offset of ``dataset`` in a PostgreSQL store (-1: nothing yet)."""
+    try:
+        found = await conn.fetchval("SELECT committed FROM datasets WHERE name = $1", dataset)
+    except asyncpg.UndefinedTableError:
+        return -1  # schema not created yet
+    return -1 if found is None else int(found)
+
+
+async def kill_when(cfg: Path, data: Path, store_url: str | None = None, *, dataset: str | None = None,
+                    fraction: float = 0.0, delay: float = 0.0, total: int = N) -> bool:
+    """Start a run and SIGKILL it once ``dataset`` has ``fraction`` x ``total`` versions
+    committed, or after ``delay`` seconds when no dataset is given. Returns False if the run
+    ended first."""
+    proc = start(cfg, data, store_url)
+    conn = await asyncpg.connect(store_url) if store_url else None
     t0 = time.monotonic()
     try:
         while proc.poll() is None:
             if dataset is None:
                 reached = time.monotonic() - t0 >= delay
+            elif conn is not None:
+                reached = await pg_committed(conn, dataset) + 1 >= fraction * total
             else:
-                reached = committed(db, dataset) + 1 >= fraction * N
+                reached = committed(data / "sluice.db", dataset) + 1 >= fraction * total
             if reached:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 return True
             assert time.monotonic() - t0 < 60, "run neither reached the kill point nor ended"
-            time.sleep(0.003)
+            await anyio.sleep(0.003)
         return False
     finally:
+        if conn is not None:
+            await conn.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-async def snapshot(data: Path) -> dict[str, dict[str, object]]:
+async def snapshot(data: Path, store_url: str | None = None) -> dict[str, dict[str, object]]:
     """Per dataset: latest state {id: (hash, deleted)}, versions per id, and consecutive
     duplicate versions (same id, same hash twice in a row: must never happen)."""
-    store = SqliteStore(data / "sluice.db")
+    store = make_store(store_url, data)
     await store.open()
     try:
         out: dict[str, dict[str, object]] = {}
@@ -153,9 +171,9 @@ async def snapshot(data: Path) -> dict[str, dict[str, object]]:
         await store.close()
 
 
-async def last_run_unfinished(data: Path, pipe: str) -> bool:
+async def last_run_unfinished(data: Path, pipe: str, store_url: str | None = None) -> bool:
     """True when the pipe's last logged run started and never logged completed/failed/stopped."""
-    store = SqliteStore(data / "sluice.db")
+    store = make_store(store_url, data)
     await store.open()
     try:
         events = await store.execution_log(pipe, limit=10_000)
@@ -196,7 +214,7 @@ async def test_sigkill_at_many_points_then_restart_equals_uninterrupted_run(tmp_
     ]
     mid_run = 0
     for kill in kills:
-        assert kill_when(cfg, data, **kill), f"run ended before the kill point {kill}"
+        assert await kill_when(cfg, data, **kill), f"run ended before the kill point {kill}"
         if "dataset" in kill:
             state = await snapshot(data)
             ds = state[kill["dataset"]]
@@ -214,15 +232,16 @@ async def test_sigkill_at_many_points_then_restart_equals_uninterrupted_run(tmp_
     assert_same(await snapshot(data), reference)
 
 
-async def test_sigkill_then_source_update_then_restart(tmp_path: Path) -> None:
+async def test_sigkill_then_source_update_then_restart(tmp_path: Path, store_url: str | None) -> None:
     """Killed while ``derived`` is mid-run; the file changes (updates early and late, removals,
     additions) before the restart. The result equals running the original file and then the
     updated one without a crash."""
-    original = [record(i) for i in range(N)]
+    n = N if store_url is None else N // 3  # PostgreSQL's runs are slower here: a third still dies mid-run
+    original = [record(i) for i in range(n)]
     removed = set(range(100, 150))
-    changed = set(range(0, 50)) | set(range(N - 50, N))
-    updated = [record(i, 2 if i in changed else 1) for i in range(N) if i not in removed]
-    updated += [record(i) for i in range(N, N + 40)]
+    changed = set(range(0, 50)) | set(range(n - 50, n))
+    updated = [record(i, 2 if i in changed else 1) for i in range(n) if i not in removed]
+    updated += [record(i) for i in range(n, n + 40)]
 
     ref_cfg = make_config(tmp_path / "ref", original)
     ref_data = tmp_path / "ref" / "data"
@@ -233,22 +252,23 @@ async def test_sigkill_then_source_update_then_restart(tmp_path: Path) -> None:
 
     cfg = make_config(tmp_path / "crash", original)
     data = tmp_path / "crash" / "data"
-    assert kill_when(cfg, data, dataset="derived", fraction=0.3)
-    state = await snapshot(data)
-    assert state["raw"]["ids"] == N and 0 < state["derived"]["ids"] < N
-    assert await last_run_unfinished(data, "derived")
+    assert await kill_when(cfg, data, store_url, dataset="derived", fraction=0.3, total=n)
+    state = await snapshot(data, store_url)
+    assert state["raw"]["ids"] == n and 0 < state["derived"]["ids"] < n
+    assert await last_run_unfinished(data, "derived", store_url)
     write_rows(cfg, updated)
-    run_to_end(cfg, data)
-    got = await snapshot(data)
+    run_to_end(cfg, data, store_url)
+    got = await snapshot(data, store_url)
 
-    # latest versions, ids and deletion flags equal the uninterrupted history; versions per id may
-    # differ only where the crashed run never wrote the first version (late updates, additions)
+    # latest versions, ids and deletion flags equal the uninterrupted history (run on SQLite, whichever
+    # store crashed); versions per id may differ only where the crashed run never wrote the first
+    # version (late updates, additions)
     assert_same(got, reference, exact_versions=False)
     for name in ("raw", "derived"):
         latest, versions = got[name]["latest"], got[name]["versions"]
-        assert len(latest) == N + 40
+        assert len(latest) == n + 40
         assert sum(deleted for _, deleted in latest.values()) == len(removed)
         assert all(latest[f"e{i:06d}"][1] for i in removed)
-        untouched = [f"e{i:06d}" for i in range(150, N - 50)]
+        untouched = [f"e{i:06d}" for i in range(150, n - 50)]
         assert all(versions[k] == 1 for k in untouched), f"{name}: duplicate versions"
         assert all(versions[f"e{i:06d}"] == 2 for i in range(50)), f"{name}: early updates"

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from runtime import OperationRefusedError, PipeRun, Runtime
+from runtime.store import make_store
 from tests.core.helpers import dataset_pipe, file_pipe, write_ndjson
 
 
@@ -24,10 +25,10 @@ async def ids(rt: Runtime, dataset: str, deleted: bool | None = None) -> set[str
     return {e["_id"] for e in found if deleted is None or bool(e.get("_deleted")) == deleted}
 
 
-async def test_full_runs_track_deletions_and_reruns_are_noops(tmp_path, write_config, data_file):
+async def test_full_runs_track_deletions_and_reruns_are_noops(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         first = await rt.run_pipe("rows")
         assert (first.kind, first.read, first.new) == ("full", 10, 10)
         second = await rt.run_pipe("rows")
@@ -39,12 +40,11 @@ async def test_full_runs_track_deletions_and_reruns_are_noops(tmp_path, write_co
         assert len(await ids(rt, "rows", deleted=False)) == 7
 
 
-async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_deletions(
-    tmp_path, write_config, data_file
-):
+async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_deletions(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(10))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=3)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         # record 8 (line 5 of the new file) has no primary key: the run fails mid-file
         bad = records(4) + [{"v": "no id"}] + records(2, extra=True)
@@ -58,10 +58,11 @@ async def test_failed_run_commits_nothing_past_its_checkpoint_and_tracks_no_dele
         assert (await rt.pipe_state("rows")).info["last_run"]["status"] == "failed"
 
 
-async def test_dataset_pipe_is_incremental_and_does_no_deletion_tracking_then(tmp_path, write_config, data_file):
+async def test_dataset_pipe_is_incremental_and_does_no_deletion_tracking_then(tmp_path, write_config, data_file,
+        store_url):
     write_ndjson(data_file, records(5))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson"), dataset_pipe("copy", "rows")])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         results = await rt.run_all()
         assert [(r.pipe, r.kind, r.new) for r in results] == [("rows", "full", 5), ("copy", "full", 5)]
         assert (await rt.pipe_state("copy")).since == 4
@@ -77,7 +78,7 @@ async def test_dataset_pipe_is_incremental_and_does_no_deletion_tracking_then(tm
         assert await ids(rt, "copy", deleted=True) == {"4"}
 
 
-async def test_python_transform_and_chained_datasets(tmp_path, write_config, data_file):
+async def test_python_transform_and_chained_datasets(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(3))
     (tmp_path / "config").mkdir(exist_ok=True)
     (tmp_path / "config" / "shout.py").write_text(
@@ -89,18 +90,18 @@ async def test_python_transform_and_chained_datasets(tmp_path, write_config, dat
             file_pipe("rows", "data/rows.ndjson"),
         ]
     )
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         assert rt.pipe_ids() == ["rows", "loud"]  # dependency order, not file order
         await rt.run_all()
         assert sorted(e["v"] for e in await rt.entities("loud")) == ["VALUE-0", "VALUE-2"]
 
 
-async def test_if_source_empty_fail_protects_the_dataset(tmp_path, write_config, data_file):
+async def test_if_source_empty_fail_protects_the_dataset(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(4))
     pipe = file_pipe("rows", "data/rows.ndjson")
     pipe["source"]["if_source_empty"] = "fail"
     cfg = write_config([pipe])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, [])
         result = await rt.run_pipe("rows")
@@ -108,11 +109,11 @@ async def test_if_source_empty_fail_protects_the_dataset(tmp_path, write_config,
         assert len(await ids(rt, "rows", deleted=False)) == 4
 
 
-async def test_circuit_breaker_trips_blocks_the_pipe_and_rolls_back(tmp_path, write_config, data_file):
+async def test_circuit_breaker_trips_blocks_the_pipe_and_rolls_back(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     pipe = file_pipe("rows", "data/rows.ndjson", sink={"type": "dataset", "circuit_breaker_threshold_count": 2})
     cfg = write_config([pipe])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         assert (await rt.run_pipe("rows")).new == 10  # not populated yet: breaker inactive
         write_ndjson(data_file, [])  # the sporadic empty response
         tripped = await rt.run_pipe("rows")
@@ -129,11 +130,11 @@ async def test_circuit_breaker_trips_blocks_the_pipe_and_rolls_back(tmp_path, wr
         assert "circuit-breaker-rollback" in events
 
 
-async def test_circuit_breaker_commit_exposes_the_run(tmp_path, write_config, data_file):
+async def test_circuit_breaker_commit_exposes_the_run(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     pipe = file_pipe("rows", "data/rows.ndjson", sink={"type": "dataset", "circuit_breaker_threshold_factor": 0.1})
     cfg = write_config([pipe])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         write_ndjson(data_file, records(10, changed=True))
         assert (await rt.run_pipe("rows")).status == "failed"
@@ -142,12 +143,12 @@ async def test_circuit_breaker_commit_exposes_the_run(tmp_path, write_config, da
         assert (await rt.run_pipe("rows")).status == "completed"
 
 
-async def test_disable_set_last_seen_refuses_reset(tmp_path, write_config, data_file):
+async def test_disable_set_last_seen_refuses_reset(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(2))
     cfg = write_config(
         [file_pipe("rows", "data/rows.ndjson"), dataset_pipe("deltas", "rows", disable_set_last_seen=True)]
     )
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_all()
         with pytest.raises(OperationRefusedError, match="disable_set_last_seen"):
             await rt.reset_pipe("deltas")
@@ -155,12 +156,12 @@ async def test_disable_set_last_seen_refuses_reset(tmp_path, write_config, data_
         assert (await rt.pipe_state("deltas")).since == 1
 
 
-async def test_stop_request_commits_what_was_read_and_resumes(tmp_path, write_config, data_file):
+async def test_stop_request_commits_what_was_read_and_resumes(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(2000))
     cfg = write_config(
         [file_pipe("rows", "data/rows.ndjson", batch_size=100), dataset_pipe("copy", "rows", batch_size=100)]
     )
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         spec = rt.config.pipes["copy"]
         run = PipeRun(spec, rt.store, config_dir=str(cfg))
@@ -181,10 +182,10 @@ async def test_stop_request_commits_what_was_read_and_resumes(tmp_path, write_co
         assert len(await ids(rt, "copy")) == 2000
 
 
-async def test_mailboxes_are_bounded_under_a_slow_sink(tmp_path, write_config, data_file):
+async def test_mailboxes_are_bounded_under_a_slow_sink(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(3000))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", batch_size=50, sink={"type": "null"})])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         run = PipeRun(rt.config.pipes["rows"], rt.store, config_dir=str(cfg))
         from connectors.dataset import NullSink
 
@@ -205,10 +206,10 @@ async def test_mailboxes_are_bounded_under_a_slow_sink(tmp_path, write_config, d
         assert stats[0].peak == stats[0].capacity  # the source really was held back
 
 
-async def test_run_refuses_pipe_with_mode_off_and_unknown_pipe(tmp_path, write_config, data_file):
+async def test_run_refuses_pipe_with_mode_off_and_unknown_pipe(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(1))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", pump={"mode": "off"})])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         with pytest.raises(OperationRefusedError, match="off"):
             await rt.run_pipe("rows")
         with pytest.raises(OperationRefusedError, match="no pipe"):
@@ -216,7 +217,7 @@ async def test_run_refuses_pipe_with_mode_off_and_unknown_pipe(tmp_path, write_c
         assert await rt.run_all() == []
 
 
-async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_path, write_config, data_file):
+async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(10))
     (tmp_path / "config").mkdir(exist_ok=True)
     (tmp_path / "config" / "boom.py").write_text(
@@ -235,7 +236,7 @@ async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_pa
             )
         ]
     )
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         write_ndjson(data_file, records(5))
         assert (await rt.run_pipe("rows")).new == 5
         write_ndjson(data_file, records(8))  # contains id 6: the transform fails mid-run
@@ -245,26 +246,26 @@ async def test_failing_transform_cancels_the_run_before_deletion_tracking(tmp_pa
         assert await ids(rt, "rows", deleted=True) == set()
 
 
-async def test_batches_are_cut_by_bytes_as_well_as_count(tmp_path, write_config, data_file):
+async def test_batches_are_cut_by_bytes_as_well_as_count(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, [{"id": i, "blob": "x" * 3000} for i in range(40)])
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", max_batch_bytes=10_000)])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         run = PipeRun(rt.config.pipes["rows"], rt.store, config_dir=str(cfg))
         result = await run.run()
         assert result.new == 40
         assert run.mailbox_statistics()[0].sent == 10  # 4 entities of ~3 KB reach 10 KB
 
 
-async def test_two_runs_of_one_pipe_never_overlap(tmp_path, write_config, data_file):
+async def test_two_runs_of_one_pipe_never_overlap(tmp_path, write_config, data_file, store_url):
     write_ndjson(data_file, records(3000))
     cfg = write_config([file_pipe("rows", "data/rows.ndjson")])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         await rt.run_pipe("rows")
         outcomes = await _gather(rt.run_pipe("rows"), rt.run_pipe("rows"))
         assert sorted(type(o).__name__ for o in outcomes) == ["OperationRefusedError", "RunResult"]
         assert await ids(rt, "rows", deleted=True) == set()
         # another process (here: another store object on the same file) is refused too
-        other = type(rt.store)(rt.store.path)
+        other = make_store(store_url, tmp_path / "state")  # the same state, as another process opens it
         async with other.pipe_lock("rows"):
             with pytest.raises(OperationRefusedError, match="already running"):
                 await rt.run_pipe("rows")
@@ -287,11 +288,11 @@ async def _gather(*coros):
     return results
 
 
-async def test_byte_budget_holds_for_mixed_entity_sizes(tmp_path, write_config, data_file):
+async def test_byte_budget_holds_for_mixed_entity_sizes(tmp_path, write_config, data_file, store_url):
     # every 16th entity small, the others ~20 KB: no estimate from a sample, real sizes
     write_ndjson(data_file, [{"id": i, "blob": "" if i % 16 == 0 else "x" * 20_000} for i in range(64)])
     cfg = write_config([file_pipe("rows", "data/rows.ndjson", max_batch_bytes=50_000, sink={"type": "null"})])
-    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+    async with Runtime(cfg, data_dir=tmp_path / "state", store=store_url) as rt:
         run = PipeRun(rt.config.pipes["rows"], rt.store, config_dir=str(cfg))
         seen: list[int] = []
         original = run._emit

@@ -1,9 +1,11 @@
-"""The SQLite state store: no-op writes, compaction, atomicity, breaker, work units, logs."""
+"""The state store (SQLite and PostgreSQL: the ``store`` fixture runs each test on both): no-op
+writes, compaction, atomicity, breaker, work units, logs; and each backend's schema migrations."""
 
 import pytest
 
 from runtime.errors import EntityError, OperationRefusedError
 from runtime.store import Checkpoint
+from tests.core.helpers import is_postgres, pg_rows
 
 
 async def test_write_assigns_offsets_and_generated_fields(store):
@@ -204,8 +206,11 @@ async def test_seen_marks_of_compacted_versions_are_dropped(store):
     await store.write_batch("ds", [{"_id": "a", "v": 1}], pipe="p", checkpoint=None, sweep=2)  # marks off 0
     for v in (2, 3):
         await store.write_batch("ds", [{"_id": "a", "v": v}], pipe="p", checkpoint=None, keep_versions=1)
-    with sqlite3.connect(store.path) as c:
-        assert c.execute("SELECT off FROM seen_1").fetchall() == []  # offset 0 is compacted away
+    if is_postgres(store):
+        assert await pg_rows(store, "SELECT off FROM seen") == []  # offset 0 is compacted away
+    else:
+        with sqlite3.connect(store.path) as c:
+            assert c.execute("SELECT off FROM seen_1").fetchall() == []  # offset 0 is compacted away
     assert [e["v"] for e in await store.unseen("ds", 2, 10)] == [3]
 
 
@@ -299,3 +304,49 @@ async def test_a_store_of_a_newer_schema_is_refused(tmp_path):
         c.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99, written by a newer Sluice"):
         await SqliteStore(path).open()
+
+
+async def test_a_postgresql_store_of_a_newer_schema_is_refused(postgres_server, postgres_template):
+    from runtime.errors import StoreError
+    from runtime.store import PostgresStore
+
+    url = await postgres_server.create_database("newer_schema", template=postgres_template)
+    s = PostgresStore(url)
+    await s.open()
+    await s.close()
+    await pg_rows(s, "UPDATE sluice_schema SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99, written by a newer Sluice"):
+        await PostgresStore(url).open()
+
+
+async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_server):
+    import anyio
+
+    from runtime.store import PostgresStore
+
+    url = await postgres_server.create_database("opened_at_once")
+    stores = [PostgresStore(url) for _ in range(4)]
+    async with anyio.create_task_group() as tg:  # the migration lock: no "relation already exists"
+        for s in stores:
+            tg.start_soon(s.open)
+    try:
+        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(2,)]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_pipe_lock_names_its_holder_to_another_process(store, tmp_path):
+    from runtime.store import PostgresStore, SqliteStore
+
+    other = PostgresStore(store.dsn) if is_postgres(store) else SqliteStore(store.path)
+    await other.open()  # a second store on the same state: what another process sees
+    try:
+        async with store.pipe_lock("p", "run 3f2a"):
+            with pytest.raises(OperationRefusedError, match="run 3f2a"):
+                async with other.pipe_lock("p", "run 9b9b"):
+                    pass
+        async with other.pipe_lock("p", "run 9b9b"):  # released with the block
+            pass
+    finally:
+        await other.close()

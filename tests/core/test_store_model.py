@@ -1,7 +1,8 @@
 """Model-based randomised tests of the SQLite state store (issue 14).
 
 A hypothesis state machine drives one dataset of a real :class:`SqliteStore` (a file in a
-temporary directory, its own event loop, one step at a time) through runs of a writer pipe ``w``:
+temporary directory, its own event loop, one step at a time; and, with fewer examples, a
+:class:`PostgresStore` in a temporary database) through runs of a writer pipe ``w``:
 batches of random writes and deletions, full runs with deletion tracking, compaction on write, a
 change limit that trips the circuit breaker, failed runs; between runs the operator commits or
 rolls back the breaker and compacts; at any time consumer pipes ``c1``..``c3`` read the dataset,
@@ -33,12 +34,20 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from runtime.entities import GENERATED, Entity, strip_reserved
 from runtime.errors import OperationRefusedError, PipeTrippedError
-from runtime.store import Checkpoint, SqliteStore
+from runtime.store import Checkpoint, PostgresStore, SqliteStore, StateStore
 from runtime.store.protocol import DatasetInfo, RunStart, WriteResult
+from tests.core.helpers import pg_rows
 
 DS = "ds"
 WRITER = "w"
@@ -253,7 +262,7 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="sluice-store-model-"))
         self.loop = asyncio.new_event_loop()
-        self.store = SqliteStore(self.dir / "state.db")
+        self.store = self.new_store()
         self.do(self.store.open())
         self.model = Model()
         self.run: Run | None = None
@@ -263,6 +272,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.hold_before = NO_HOLD  # the consumers' lowest since at the previous check
         self.tripped_run: Run | None = None
         self.checks = 0
+
+    def new_store(self) -> StateStore:
+        return SqliteStore(self.dir / "state.db")
 
     def do(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -548,6 +560,26 @@ TestStoreModel.settings = settings(max_examples=50, stateful_step_count=40, dera
                                    suppress_health_check=[HealthCheck.too_slow])
 
 
+class PostgresStoreMachine(StoreMachine):
+    """The same machine on a PostgreSQL store: one database, emptied for each example."""
+
+    url = ""  # set by test_the_postgresql_store_follows_the_model
+
+    def new_store(self) -> StateStore:
+        store = PostgresStore(self.url)
+        self.do(pg_rows(store, "TRUNCATE datasets, log, latest, seen, hix, deps, tracking, pipes, "
+                        "work_units, entity_retries, "
+                        "exec_log, consumers, pipe_locks RESTART IDENTITY"))
+        return store
+
+
+def test_the_postgresql_store_follows_the_model(postgres_server, postgres_template) -> None:
+    """The model's examples on PostgreSQL (fewer of them: each step is a few round trips)."""
+    PostgresStoreMachine.url = asyncio.run(postgres_server.create_database("store_model", template=postgres_template))
+    run_state_machine_as_test(PostgresStoreMachine, settings=TestStoreModel.settings.__class__(
+        TestStoreModel.settings, max_examples=10))
+
+
 def replay(steps: list[tuple[str, dict[str, Any]]]) -> None:
     """Run fixed steps through the state machine, checking after each (regression scenarios)."""
     machine = StoreMachine()
@@ -587,7 +619,7 @@ def test_a_rollback_restores_a_version_the_tripping_run_superseded_with_keep_ver
 @pytest.mark.xfail(strict=True, reason="store bug (latent: nothing calls compact() today): compact() between the "
                    "writes of a run removes an id's version from before the run, so rolling that run back "
                    "tombstones the id instead of restoring it")
-async def test_compact_during_a_run_keeps_what_a_rollback_of_it_restores(store: SqliteStore) -> None:
+async def test_compact_during_a_run_keeps_what_a_rollback_of_it_restores(store: StateStore) -> None:
     await store.write_batch(DS, [{"_id": "a", "v": 0}], pipe=WRITER, checkpoint=Checkpoint(since=1))
     start = RunStart(1, Checkpoint(since=1))
     await store.write_batch(DS, [{"_id": "a", "v": 1}], pipe=WRITER, checkpoint=Checkpoint(since=2),

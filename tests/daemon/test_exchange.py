@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import orjson
 
-from runtime.store import SqliteStore
+from runtime.store import make_store
 from tests.daemon.conftest import ADMIN, READ, Api, auth
 
 OBJECTS = [
@@ -55,8 +55,12 @@ async def pull_all(api: Api, since: Any = None, limit: int = 2, token: str | Non
         assert int(top) >= since
 
 
-async def test_full_sync_incremental_and_paging(start_daemon: Any, session: Any) -> None:
-    api = Api(start_daemon(OBJECTS, env={"push-token": "p-secret"}), session)
+def store_args(store_url: str | None) -> list[str]:
+    return ["--store", store_url] if store_url else []
+
+
+async def test_full_sync_incremental_and_paging(start_daemon: Any, session: Any, store_url: str | None) -> None:
+    api = Api(start_daemon(OBJECTS, env={"push-token": "p-secret"}, args=store_args(store_url)), session)
     first = await push(api, ents("a", "b", "c"), is_full=True, sequence_id="s1", is_first=True, request_id="r1")
     assert first["new"] == 3 and first["full_sync"] == "active"
     await push(api, ents("d", "e"), is_full=True, sequence_id="s1", request_id="r2", previous_request_id="r1")
@@ -155,14 +159,15 @@ async def test_a_full_sync_spread_over_requests_has_one_circuit_breaker_limit(st
     assert sorted(visible.values()).count(2) == 3  # 3 changes visible, the 4th held, none deleted
 
 
-async def test_pushed_batch_is_durable_before_the_response(start_daemon: Any, session: Any) -> None:
-    served = start_daemon(OBJECTS, env={"push-token": "p-secret"})
+async def test_pushed_batch_is_durable_before_the_response(start_daemon: Any, session: Any,
+        store_url: str | None) -> None:
+    served = start_daemon(OBJECTS, env={"push-token": "p-secret"}, args=store_args(store_url))
     api = Api(served, session)
     answer = await push(api, [{"_id": f"k{i}", "i": i} for i in range(500)])
     assert answer["new"] == 500
     served.signal(signal.SIGKILL)  # no clean shutdown: only what was committed survives
     served.wait()
-    store = SqliteStore(served.data_dir / "sluice.db")
+    store = make_store(store_url, served.data_dir)
     await store.open()
     try:
         info = await store.dataset_info("inbox")
