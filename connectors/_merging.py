@@ -37,14 +37,15 @@ class Rule:
 
 
 def keys_at(entity: Entity, path: Sequence[str]) -> list[str]:
-    """The join keys of a stored (transit) entity's value at ``path`` (the hop index's keys)."""
-    return join_keys(paths.traverse(values.decode(entity), list(path)))
+    """The join keys of a stored (transit) entity's value at ``path`` (the hop index's keys;
+    only the value found is decoded)."""
+    return join_keys(values.decode(paths.traverse(entity, list(path))))
 
 
 def tokens(dataset: int, entity: Entity, rules: Sequence[Rule]) -> list[tuple[int, int, str]]:
     """``(rule, side, key)`` for each join key the entity has on each rule side it is on
     (side 0 left, 1 right)."""
-    out = []
+    out: list[tuple[int, int, str]] = []
     for r, rule in enumerate(rules):
         for s, side in enumerate((rule.left, rule.right)):
             if side.dataset == dataset:

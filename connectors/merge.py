@@ -144,6 +144,11 @@ class MergeSource(Source):
         writes = self.context.writes
         self._sink = writes[0] if len(writes) == 1 else None
         self.fetched = 0  # entity versions fetched by id: the work an incremental run does
+        for rule in self.config.rules:  # built now (or on the first run after the input exists)
+            for side in (rule.left, rule.right):
+                await self._ensure(self.config.names[side.dataset], side.path)
+        if self._sink is not None:
+            await self._ensure(self._sink, IDS_PATH)
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         """Merged entities (and tombstones, incremental runs) with ``_updated`` the since.
@@ -299,9 +304,12 @@ class MergeSource(Source):
     async def _lookup(self, dataset: str, path: tuple[str, ...], keys: set[str]) -> dict[str, list[Entity]]:
         if not keys:
             return {}
-        store = self.context.store
-        if (dataset, path) not in self._ready:
-            if not await store.ensure_index(dataset, path):
-                return {}  # the dataset does not exist yet: nothing to find
+        if not await self._ensure(dataset, path):
+            return {}  # the dataset did not exist yet: nothing to find
+        return await self.context.store.index_lookup(dataset, path, sorted(keys))
+
+    async def _ensure(self, dataset: str, path: tuple[str, ...]) -> bool:
+        """Whether ``dataset`` has its hop index on ``path`` (built if the dataset exists)."""
+        if (dataset, path) not in self._ready and await self.context.store.ensure_index(dataset, path):
             self._ready.add((dataset, path))
-        return await store.index_lookup(dataset, path, sorted(keys))
+        return (dataset, path) in self._ready

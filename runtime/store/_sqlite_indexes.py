@@ -38,10 +38,9 @@ def rows_of(entity: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str
     """``(path, key, id)`` rows of one stored (transit) entity body; none if it is deleted."""
     if entity.get("_deleted") is True:
         return []
-    decoded = values.decode(entity)
-    eid = entity["_id"]
+    eid = entity["_id"]  # only the values at the paths are decoded, not the whole entity
     return [(name, key, eid) for name in names
-            for key in join_keys(paths.traverse(decoded, orjson.loads(name)))]
+            for key in join_keys(values.decode(paths.traverse(entity, orjson.loads(name))))]
 
 
 async def update(conn: aiosqlite.Connection, ds: DatasetRow, bodies: Sequence[bytes]) -> None:
@@ -92,7 +91,9 @@ async def save_indexes(conn: aiosqlite.Connection, ds: DatasetRow) -> None:
                        (orjson.dumps(list(ds.indexes)).decode(), ds.key))
 
 
-LOOKUP = ("SELECT h.key, l.body FROM json_each(?) j JOIN {hix} h ON h.path = ? AND h.key = j.value "
+# CROSS JOIN fixes the join order: without it SQLite's planner (which cannot estimate json_each)
+# walks every row of the path in the index and probes the key list for each, O(index) per look-up.
+LOOKUP = ("SELECT h.key, l.body FROM json_each(?) j CROSS JOIN {hix} h ON h.path = ? AND h.key = j.value "
           "JOIN {latest} x ON x.id = h.id JOIN {log} l ON l.off = x.off "
           "WHERE x.deleted = 0 AND x.off <= ? ORDER BY h.id")
 
