@@ -92,7 +92,7 @@ class Components:
 
 def composite_id(ids: Sequence[str]) -> str:
     """The ids joined by ``|`` (``\\`` and ``|`` in an id escaped by ``\\``): one id alone is itself."""
-    return "|".join(i.replace("\\", "\\\\").replace("|", "\\|") for i in ids)
+    return "|".join(i.replace("\\", "\\\\").replace("|", "\\|") if "|" in i or "\\" in i else i for i in ids)
 
 
 def merged(members: Sequence[tuple[int, Entity]], identity: Identity) -> Entity:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
+import orjson
 import structlog
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -126,6 +127,10 @@ def decode_since(since: Any) -> dict[str, int | None]:
     return out
 
 
+def _member_order(member: tuple[int, Entity]) -> tuple[int, str]:
+    return member[0], member[1]["_id"]
+
+
 class MergeSource(Source):
     """Merges the entities of ``datasets`` by ``equality``; since is the offset read in each input."""
 
@@ -197,33 +202,38 @@ class MergeSource(Source):
                     pipe=self.context.pipe)
 
     async def _full(self, offsets: dict[str, int | None]) -> AsyncIterator[list[Entity]]:
+        """Group every live entity of the inputs (their stored JSON held per input and id: one
+        read of each input), then emit the merged entities, ``batch_size`` entities at a time."""
         groups = Components()
-        store, rules = self.context.store, self.config.rules
+        rules = self.config.rules
+        held: list[dict[str, bytes]] = [{} for _ in self.config.names]
         for i, name in enumerate(self.config.names):
             position = None
             while True:
-                items, end = await store.read(name, since=position, limit=PAGE)
-                for e in items:
+                bodies, end = await self.context.store.read_bodies(name, since=position, limit=PAGE)
+                for body in bodies:
+                    e = orjson.loads(body)
                     if e.get("_deleted") is not True:
+                        held[i][e["_id"]] = body
                         groups.add(e["_id"], tokens(i, e, rules))
                 if end is None or end == position:
                     break
                 offsets[name] = position = end
         stamp = encode_since(self.config.names, offsets)
         batch: list[list[str]] = []
-        size = 0
+        live: dict[str, list[tuple[int, Entity]]] = {}
         for group in groups.groups():
             batch.append(group)
-            size += len(group)
-            if size >= self.context.run.batch_size:
-                yield await self._merged(batch, await self._live(eid for g in batch for eid in g), stamp)
-                batch, size = [], 0
+            for eid in group:
+                live[eid] = [(i, orjson.loads(h[eid])) for i, h in enumerate(held) if eid in h]
+            if len(live) >= self.context.run.batch_size:
+                yield await self._merged(batch, live, stamp)
+                batch, live = [], {}
         if batch:
-            yield await self._merged(batch, await self._live(eid for g in batch for eid in g), stamp)
+            yield await self._merged(batch, live, stamp)
 
-    async def _live(self, ids: Any) -> dict[str, list[tuple[int, Entity]]]:
-        """The live (not deleted) latest versions of ``ids`` in every input, per id."""
-        wanted = list(ids)
+    async def _live(self, wanted: list[str]) -> dict[str, list[tuple[int, Entity]]]:
+        """The live (not deleted) latest versions of ``wanted`` ids in every input, per id."""
         live: dict[str, list[tuple[int, Entity]]] = {}
         for i, name in enumerate(self.config.names):
             for start in range(0, len(wanted), PAGE):
@@ -238,7 +248,9 @@ class MergeSource(Source):
                       stamp: str) -> list[Entity]:
         out = []
         for group in groups:
-            members = sorted((m for eid in group for m in live.get(eid, ())), key=lambda m: (m[0], m[1]["_id"]))
+            members = [m for eid in group for m in live.get(eid, ())]
+            if len(members) > 1:
+                members.sort(key=_member_order)
             if len(members) > self.config.max_merged:
                 raise BadDataError(
                     f"{len(members)} entities merge into one, more than max_merged "
@@ -246,7 +258,9 @@ class MergeSource(Source):
                     "rules for a value many entities share", location=f"merge of {group[0]!r}",
                     pipe=self.context.pipe)
             if members:
-                out.append({**merged(members, self.config.identity), "_updated": stamp})
+                entity = merged(members, self.config.identity)
+                entity["_updated"] = stamp
+                out.append(entity)
         return out
 
     async def _remerge(self, seeds: list[str], stamp: str) -> list[Entity]:
