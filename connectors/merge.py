@@ -195,8 +195,9 @@ class MergeSource(Source):
                             reason="no deletion tracking until a run of its writer has completed")
                 self.complete = False
             elif info.ids == info.deleted:
+                what = "is empty" if info.ids == 0 else f"has no entity (all {info.ids} deleted)"
                 raise SourceEmptyError(
-                    f"input dataset {name!r} of the merge has no entity (all {info.deleted} deleted): "
+                    f"input dataset {name!r} of the merge {what}: "
                     "a full run would unmerge every entity merged with one of it; nothing was "
                     "written. Check the pipe writing it; to merge without it, remove it from datasets",
                     pipe=self.context.pipe)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from connectors._merging import composite_id
 from runtime import Runtime
 from runtime.errors import SourceEmptyError
 from tests.core.helpers import file_pipe, write_ndjson
@@ -260,7 +261,8 @@ async def test_a_full_run_over_an_emptied_input_fails_and_writes_nothing(tmp_pat
         inputs.data["erp"] = {}
         await write_inputs(rt, inputs)
         result = await rt.run_pipe("merged", full=True)
-        assert isinstance(result.error, SourceEmptyError) and "'erp'" in str(result.error)
+        assert isinstance(result.error, SourceEmptyError)
+        assert "'erp' of the merge has no entity (all 10 deleted)" in str(result.error)
         assert (result.new, result.deleted) == (0, 0) and await live(rt, "merged") == before
 
 
@@ -270,3 +272,39 @@ async def test_bad_merge_config_names_the_key(tmp_path, write_config, inputs):
     with pytest.raises(Exception, match=r"equality\[0\]: 'x.mail' is not ALIAS.PATH"):
         async with Runtime(cfg, data_dir=tmp_path / "state"):
             pass
+
+
+async def test_external_reference_merges_a_collected_entity_back_on_the_origin_id(tmp_path, write_config, inputs):
+    """Sesam's external reference pattern: the target entity carries the CRM id it came from."""
+    inputs.put("crm", "c1", email="a@x")
+    inputs.put("crm", "c2", email="b@x")
+    inputs.put("hr", "t9", external_ref="c2", email="b@x")
+    source = {"datasets": ["crm c", "hr t"], "equality": [["eq", "c._id", "t.external_ref"]], "identity": "first"}
+    cfg = config(write_config, inputs, merge_pipe("merged", source))
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        await write_inputs(rt, inputs)
+        await run_ok(rt, "merged")
+        got = await live(rt, "merged")
+    assert got["c2"] == {"$ids": ["~:c2", "~:t9"], "id": ["c2", "t9"], "email": "b@x", "external_ref": "c2"}
+    assert set(got) == {"c1", "c2"}
+
+
+async def test_a_group_over_max_merged_fails_naming_it(tmp_path, write_config, inputs):
+    for n in range(4):
+        inputs.put("crm", f"c{n}", email="same@x")
+    inputs.put("erp", "e0", mail="other@x")
+    cfg = config(write_config, inputs, merge_pipe("merged", {**TWO, "max_merged": 3}))
+    async with Runtime(cfg, data_dir=tmp_path / "state") as rt:
+        await write_inputs(rt, inputs)
+        await run_ok(rt, "merged")  # rules join crm to erp only: four groups of one
+        inputs.put("erp", "e1", mail="same@x")
+        await write_inputs(rt, inputs)
+        result = await rt.run_pipe("merged")
+        assert not result.ok and "more than max_merged 3 (the first: c0, c1, c2)" in str(result.error)
+        assert set(await live(rt, "merged")) == {"c0", "c1", "c2", "c3", "e0"}  # nothing committed
+
+
+def test_composite_ids_of_different_groups_differ():
+    assert composite_id(["a", "b"]) == "a|b"
+    assert composite_id(["a|b"]) == "a\\|b" != composite_id(["a", "b"])
+    assert composite_id(["a\\", "b"]) != composite_id(["a\\|b"])
