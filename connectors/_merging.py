@@ -39,7 +39,10 @@ class Rule:
 def keys_at(entity: Entity, path: Sequence[str]) -> list[str]:
     """The join keys of a stored (transit) entity's value at ``path`` (the hop index's keys;
     only the value found is decoded)."""
-    return join_keys(values.decode(paths.traverse(entity, list(path))))
+    value = entity.get(path[0]) if len(path) == 1 else paths.traverse(entity, list(path))
+    if value.__class__ is str and value[:1] != "~":  # a plain string: the common case
+        return [f"s:{value}"]
+    return join_keys(values.decode(value))
 
 
 def tokens(dataset: int, entity: Entity, rules: Sequence[Rule]) -> list[tuple[int, int, str]]:

@@ -15,6 +15,7 @@ non-deleted latest versions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,13 @@ def rows_of(entity: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str
         return []
     eid = entity["_id"]  # only the values at the paths are decoded, not the whole entity
     return [(name, key, eid) for name in names
-            for key in join_keys(values.decode(paths.traverse(entity, orjson.loads(name))))]
+            for key in join_keys(values.decode(paths.traverse(entity, _path(name))))]
+
+
+@functools.lru_cache(maxsize=256)
+def _path(name: str) -> list[str]:
+    """The property path of an index name (parsed once, not per indexed entity; never mutated)."""
+    return orjson.loads(name)
 
 
 async def update(conn: aiosqlite.Connection, ds: DatasetRow, bodies: Sequence[bytes]) -> None:
