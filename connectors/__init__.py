@@ -14,6 +14,7 @@ def register(registry: Registry) -> None:
     from connectors.embedded import EmbeddedSource
     from connectors.files import FileSource
     from connectors.http_endpoint import HttpEndpointSink, HttpEndpointSource
+    from connectors.merge import MergeSource
     from connectors.python import PythonTransform
     from connectors.rest.sink import RestSink
     from connectors.rest.source import RestSource
@@ -31,6 +32,7 @@ def register(registry: Registry) -> None:
     registry.register("source", "file_listing", FileListingSource)
     registry.register("source", "files", FilesSource)
     registry.register("source", "http_endpoint", HttpEndpointSource)
+    registry.register("source", "merge", MergeSource)
     registry.register("source", "rest", RestSource)
     registry.register("transform", "dtl", DtlTransform)
     registry.register("transform", "python", PythonTransform)

@@ -15,6 +15,7 @@ non-deleted latest versions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,15 @@ def rows_of(entity: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str
     """``(path, key, id)`` rows of one stored (transit) entity body; none if it is deleted."""
     if entity.get("_deleted") is True:
         return []
-    decoded = values.decode(entity)
-    eid = entity["_id"]
+    eid = entity["_id"]  # only the values at the paths are decoded, not the whole entity
     return [(name, key, eid) for name in names
-            for key in join_keys(paths.traverse(decoded, orjson.loads(name)))]
+            for key in join_keys(values.decode(paths.traverse(entity, _path(name))))]
+
+
+@functools.lru_cache(maxsize=256)
+def _path(name: str) -> list[str]:
+    """The property path of an index name (parsed once, not per indexed entity; never mutated)."""
+    return orjson.loads(name)
 
 
 async def update(conn: aiosqlite.Connection, ds: DatasetRow, bodies: Sequence[bytes]) -> None:

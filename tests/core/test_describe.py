@@ -250,7 +250,7 @@ def test_describe_unknown_kind_or_type_is_a_usage_error(args, message):
     assert result.exit_code == 2
     assert message in result.output
     if args[0] == "source":
-        assert "file, file_listing, files, http_endpoint, rest" in result.output
+        assert "file, file_listing, files, http_endpoint, merge, rest" in result.output
 
 
 def test_describe_source_rest_shows_the_nested_paging_model():
