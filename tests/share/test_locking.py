@@ -112,9 +112,10 @@ async def test_a_target_requiring_if_match_of_a_sink_without_locking_is_a_config
         target: TargetApi, write_config, tmp_path: Path) -> None:
     seed(target, 2)
     target.require_if_match = True
-    cfg = write_config([target_system(target.url), people({"r1": "a", "r2": "b"}), update(locking=False)])
+    cfg = write_config([target_system(target.url), people({"r1": "a", "r2": "b"}), collect(), update(locking=False)])
     async with Runtime(cfg, data_dir=tmp_path / "data") as r:
         assert (await r.run_pipe("people")).ok
+        assert (await r.run_pipe("target-records")).ok  # the update's hop waits for its collect
         run = await r.run_pipe("update")
     assert not run.ok and isinstance(run.error, ConfigError)
     assert "system 'target' answered 428" in str(run.error) and "optimistic_locking" in str(run.error)
