@@ -79,31 +79,22 @@ class DtlTransform(Transform):
     @classmethod
     def datasets_read(cls, config: Any) -> list[str]:
         """The datasets its hops join to (so their writers run first)."""
-        try:
-            rules = RuleSet(config.rules, where="rules")
-        except DtlCompileError:
-            return []  # reported by the config's own validation
-        return sorted({dataset for dataset, _ in rules.hop_indexes})
+        rules = _joins_of(config.rules)
+        return [] if rules is None else sorted({dataset for dataset, _ in rules.hop_indexes})
 
     @classmethod
     def datasets_required(cls, config: Any) -> list[str]:
         """The datasets of its hops, but those of hops with ``"require-populated": false``."""
-        try:
-            rules = RuleSet(config.rules, where="rules")
-        except DtlCompileError:
-            return []
-        return sorted(rules.required_hops)
+        rules = _joins_of(config.rules)
+        return [] if rules is None else sorted(rules.required_hops)
 
     @classmethod
     def datasets_tracked(cls, config: Any) -> dict[str, str]:
         """The datasets of the hops with dependency tracking (all but ``"track-dependencies":
         false``), each with its first hop spec's position (``rules.default[2][1]``)."""
-        try:
-            rules = RuleSet(config.rules, where="rules")
-        except DtlCompileError:
-            return {}
+        rules = _joins_of(config.rules)
         tracked: dict[str, str] = {}
-        for (dataset, _), where in sorted(rules.tracked_hops.items(), key=lambda x: x[1]):
+        for (dataset, _), where in sorted(rules.tracked_hops.items() if rules else [], key=lambda x: x[1]):
             tracked.setdefault(dataset, where)
         return dict(sorted(tracked.items()))
 
@@ -197,6 +188,24 @@ def _children(parent: Entity, entity: Entity, pipe: str) -> list[dict[str, Any]]
                               "without a string '_id'",
                               entity_id=entity.get("_id"), pipe=pipe)
     return list(children)
+
+
+_JOINS: dict[str, RuleSet | None] = {}  # repr of the rules -> compiled (repr tells types apart)
+
+
+def _joins_of(rules: Any) -> RuleSet | None:
+    """The rule set compiled for what its hops join (hop indexes, tracked and required
+    datasets), once per distinct rules (the pipe planner asks per run); None when it does not
+    compile (the config's own validation reports that)."""
+    key = repr(rules)
+    if key not in _JOINS:
+        if len(_JOINS) >= 256:
+            _JOINS.clear()
+        try:
+            _JOINS[key] = RuleSet(rules, where="rules")
+        except DtlCompileError:
+            _JOINS[key] = None
+    return _JOINS[key]
 
 
 def _uses(raw: Any, name: str) -> bool:
