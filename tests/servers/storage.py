@@ -78,6 +78,8 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
     counters = SftpCounters()
+    connections: set[asyncssh.SSHServerConnection] = set()
+    open_files: set[Any] = set()  # closed at shutdown if a client vanished (SIGKILL) holding them
 
     class Counting(asyncssh.SFTPServer):
         def __init__(self, chan: Any) -> None:
@@ -85,7 +87,13 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
 
         def open(self, path: bytes, pflags: int, attrs: Any) -> Any:
             (counters.writes if pflags & asyncssh.FXF_WRITE else counters.reads)[_client_path(path)] += 1
-            return super().open(path, pflags, attrs)
+            file_obj = super().open(path, pflags, attrs)
+            open_files.add(file_obj)
+            return file_obj
+
+        def close(self, file_obj: Any) -> None:
+            open_files.discard(file_obj)
+            super().close(file_obj)
 
         async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
             if _client_path(path) in {d.strip("/") for d in counters.fail_listing}:
@@ -114,6 +122,12 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
             counters.removes[_client_path(path)] += 1
 
     class Auth(asyncssh.SSHServer):
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            connections.add(conn)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            connections.difference_update([c for c in connections if c.is_closed()])
+
         def begin_auth(self, user: str) -> bool:
             return True
 
@@ -133,6 +147,11 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
     finally:
         acceptor.close()
         await acceptor.wait_closed()
+        for conn in list(connections):
+            conn.close()
+            await conn.wait_closed()
+        for file_obj in list(open_files):
+            file_obj.close()
 
 
 @contextmanager
