@@ -235,6 +235,14 @@ class Transform(Component, ABC):
         hop that joins it (for messages). None by default."""
         return {}
 
+    @classmethod
+    def side_effects(cls, config: Any) -> bool:
+        """Whether a call of :meth:`transform` changes another system (Sesam's
+        ``side_effects``): a pipe with such a transform is refused as a publisher (every request
+        would call it) and with dependency tracking (a re-run from tracking would send again).
+        False by default."""
+        return False
+
     @abstractmethod
     async def transform(self, entities: list[Entity]) -> list[Entity]:
         """Return the transformed entities, in order."""

@@ -307,15 +307,6 @@ class PipeRun:
         else:
             log.info("run.finished", **{k: v for k, v in summary.items() if k != "run_id"})
 
-    def _tracked_datasets(self) -> dict[str, str]:
-        """The datasets whose changes this pipe tracks (dataset -> hop position): its first
-        transform's, when its source supports dependency tracking."""
-        spec = self.spec
-        if not spec.transforms or not spec.source.cls.tracks_dependencies:
-            return {}
-        first = spec.transforms[0]
-        return first.cls.datasets_tracked(first.config)
-
     def _context(self, spec: ComponentSpec, run: RunInfo) -> ComponentContext:
         system_id = getattr(spec.config, "system", None)
         return ComponentContext(
@@ -347,7 +338,7 @@ class PipeRun:
             sweep = None  # not everything is read: no deletion tracking after this run
         run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
                       Checkpoint(state.since, state.sweep, tracking=state.tracking or None))
-        tracked = self._tracked_datasets()
+        tracked = self.spec.tracked_datasets()
         if tracked:
             self._tracking = await tracking.plan(
                 self.store, spec.id, tracked, state, full=run.full, resumed=run.full and sweep == state.sweep,

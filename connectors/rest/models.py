@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from yarl import URL
 
 from connectors.rest.job_models import JobConfig
+from connectors.rest.ledger_models import SideEffectConfig
 from runtime.components import ComponentConfig, SourceConfig
 from runtime.config.secrets import Secret
 from runtime.templates import check_template
@@ -474,7 +475,7 @@ class RestSourceConfig(_Call, SourceConfig):
         return self
 
 
-class RestTransformConfig(_Call, ComponentConfig):
+class RestTransformConfig(_Call, SideEffectConfig, ComponentConfig):
     """``{"type": "rest", "system": "crm", "operation": "get-item"}``: one call per entity.
 
     Attributes:
@@ -492,6 +493,15 @@ class RestTransformConfig(_Call, ComponentConfig):
             batch, not per run).
         call_deleted: also call the operation for ``_deleted`` entities; by default they pass
             through unchanged, so deletions propagate without a request.
+        side_effects: the calls change the target (Sesam's ``side_effects``; capture response
+            with transform, seeds 001/002): every call's outcome and whole response are committed
+            per entity in the outcome ledger (``response_dataset``, the keys below) while other
+            calls are in flight; the payload is the entity's ``payload``, else the operation's
+            template, else the entity without its ``_`` and ``$`` properties (as for the ``rest``
+            sink); an entity already sent with the same payload (or, for a POST,
+            one whose record the target created) is not sent again, its output is rebuilt from
+            the ledger; a pipe with it may not be a publisher nor track dependencies (config
+            errors). False: calls are reads, made again on every run (Sesam's default is true).
     """
 
     type: Literal["rest"]
@@ -504,8 +514,32 @@ class RestTransformConfig(_Call, ComponentConfig):
     replace_entity: bool = False
     if_transform_empty: Literal["accept", "fail"] = "accept"
     call_deleted: bool = False
+    side_effects: bool = False
 
     @field_validator("allowed_status_codes", "ignored_status_codes")
     @classmethod
     def _status_codes(cls, value: str | None) -> str | None:
         return _codes(value)
+
+    @model_validator(mode="after")
+    def _side_effects(self) -> RestTransformConfig:
+        """The ledger keys mean nothing without ``side_effects``: refused rather than ignored."""
+        if self.side_effects:
+            if self.replace_entity:
+                raise ValueError("side_effects keeps the entity with its response (capture response); "
+                                 "replace_entity does not apply: remove it")
+            return self
+        ledger_keys = sorted(set(SideEffectConfig.model_fields) & self.model_fields_set)
+        if ledger_keys:
+            raise ValueError(f"{', '.join(ledger_keys)} only apply with side_effects: true (the outcome ledger); "
+                             "set side_effects or remove them")
+        return self
+
+    def system_problems(self, system_id: str, system: Any) -> list[tuple[str, str]]:
+        """Those of :class:`_Call`, and a ``lookup_operation`` the system has."""
+        problems = super().system_problems(system_id, system)
+        lookup = self.lookup_operation
+        if not problems and lookup is not None and lookup not in system.operations:
+            known = ", ".join(sorted(system.operations)) or "none"
+            problems.append(("lookup_operation", f"system {system_id!r} has no operation {lookup!r}; known: {known}"))
+        return problems

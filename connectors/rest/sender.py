@@ -35,6 +35,7 @@ import structlog
 from connectors.rest.gate import ErrorGate
 from connectors.rest.ledger import (
     CONFLICT,
+    EXCERPT,
     FAILED,
     SENDING,
     SENT,
@@ -87,20 +88,36 @@ class Plan:
         return str(self.entity["_id"])
 
 
+def fill_payload(call: Call, entity: Entity) -> None:
+    """The payload of a send (Sesam's REST sink): the entity's ``payload`` property, else the
+    operation's ``payload`` template (already in ``call``), else the entity without its ``_`` and
+    ``$`` properties (and ``operation``, ``properties``); none for a DELETE."""
+    if "payload" in entity:
+        call.payload = entity["payload"]
+    elif call.payload is None and call.method != "DELETE":
+        call.payload = {k: v for k, v in entity.items()
+                        if k[:1] not in ("_", "$") and k not in ("operation", "properties")}
+
+
 def kind_of(method: str) -> str:
     return {"POST": "insert", "DELETE": "delete"}.get(method, "update")
 
 
-def response_record(response: Response) -> dict[str, Any]:
+def response_record(response: Response, whole: bool = False) -> dict[str, Any]:
     """What the ledger keeps of a response: status, body (parsed when short JSON, else an excerpt)
-    and, for a 4xx with an ``errors`` list, those validation errors."""
+    and, for a 4xx with an ``errors`` list, those validation errors. ``whole``: the whole body
+    (JSON parsed, else text) and the headers, for a transform that rebuilds its output from the
+    ledger (:mod:`connectors.rest.capture`)."""
     body: Any = None
     if response.body:
+        limit = len(response.body) if whole else EXCERPT
         try:
-            body = orjson.loads(response.body) if len(response.body) <= BODY_KEPT else excerpt(response.body)
+            body = orjson.loads(response.body) if whole or len(response.body) <= BODY_KEPT else excerpt(response.body)
         except orjson.JSONDecodeError:
-            body = excerpt(response.body)
+            body = excerpt(response.body, limit)
     out: dict[str, Any] = {"status": response.status, "body": body}
+    if whole:
+        out["headers"] = {str(k): v for k, v in response.headers.items()}
     if 400 <= response.status < 500 and isinstance(body, dict) and isinstance(body.get("errors"), list):
         out["errors"] = body["errors"]
     return out
@@ -112,25 +129,41 @@ class Sender:
     Args:
         system: the open REST system.
         ledger: the outcome ledger.
-        gate: the run's error-ratio gate.
-        config: the component's config (a :class:`~connectors.rest.share_models.LedgerConfig`).
+        gate: the run's error-ratio gate; None: sends are not counted (the ``rest`` transform).
+        config: the component's config (its :class:`~connectors.rest.ledger_models.SideEffectConfig`
+            keys and ``properties``).
         pipe: the pipe ``_id``.
         run_id: the run.
         allowed: statuses that count as sent.
         lookup: the compiled ``lookup_operation``, or None.
         locking: optimistic locking of updates (:mod:`connectors.rest.locking`), or None.
+        whole_responses: keep each response whole in the ledger (see :func:`response_record`).
     """
 
-    def __init__(self, system: RestSystem, ledger: Ledger, gate: ErrorGate, config: Any, pipe: str, run_id: str,
-                 allowed: frozenset[int], lookup: Operation | None, locking: Locking | None = None) -> None:
+    def __init__(self, system: RestSystem, ledger: Ledger, gate: ErrorGate | None, config: Any, pipe: str,
+                 run_id: str, allowed: frozenset[int], lookup: Operation | None, locking: Locking | None = None,
+                 whole_responses: bool = False) -> None:
         self.system, self.ledger, self.gate, self.config = system, ledger, gate, config
         self.pipe, self.run_id, self.allowed, self.lookup = pipe, run_id, allowed, lookup
-        self.locking = locking
+        self.locking, self.whole_responses = locking, whole_responses
 
     def done(self, plan: Plan) -> bool:
         """Whether the entity was already sent with this payload (nothing to do)."""
         prev = plan.previous
         return prev is not None and prev.state == SENT and prev.payload_hash == plan.payload_hash
+
+    def inserted(self, plan: Plan) -> bool:
+        """Whether ``plan`` is an insert of an entity the target already created (a ``sent``
+        outcome with a generated id): it is never sent again, whatever its payload now (Sesam's
+        first cause of duplicate inserts: reprocessing); its changes are the update pipe's. The
+        ledger commits each outcome before the next batch is planned, so this reads the pipe's
+        own writes."""
+        prev = plan.previous
+        if plan.kind != "insert" or prev is None or prev.state != SENT or prev.generated_id is None:
+            return False
+        if prev.payload_hash != plan.payload_hash:
+            log.info("share.already_inserted", entity=plan.entity_id, generated_id=prev.generated_id)
+        return True
 
     def held(self, plan: Plan) -> bool:
         """Whether the entity's update was discarded as ``modified-in-system`` against the same
@@ -144,6 +177,8 @@ class Sender:
         than a 412 conflict, a failed look-up, an unknown operation); a transient failure (429,
         5xx or no response, after the system's ``retry_strategy``) is not counted at all: it
         says nothing about the data, and the entity is retried on a later run."""
+        if self.gate is None:
+            return
         if outcome.state in (UNKNOWN, FAILED) and (outcome.status is None or outcome.status == 429
                                                    or outcome.status >= 500):
             return
@@ -269,7 +304,7 @@ class Sender:
         return outcomes
 
     def _answered(self, plan: Plan, response: Response, attempt: int) -> Outcome:
-        record = response_record(response)
+        record = response_record(response, self.whole_responses)
         if response.status in self.allowed or (response.status == 404 and plan.call.method == "DELETE"):
             # a DELETE answered 404: the record is gone (deleted by an earlier try whose response was lost)
             body = record["body"] if isinstance(record["body"], dict) else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import structlog
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from connectors.rest.gate import ErrorGate
@@ -24,7 +23,7 @@ from connectors.rest.ledger import CONFLICT, INVALID, SENT, Ledger, Outcome, pay
 from connectors.rest.locking import Locking, collected_hash
 from connectors.rest.models import parse_codes
 from connectors.rest.operation import Operation
-from connectors.rest.sender import Plan, Sender, entity_error, kind_of
+from connectors.rest.sender import Plan, Sender, entity_error, fill_payload, kind_of
 from connectors.rest.share_models import RestSinkConfig
 from connectors.rest.source import rest_system
 from runtime.actors import run_workers
@@ -33,8 +32,6 @@ from runtime.entities import Entity
 from runtime.errors import EntityError
 from runtime.store.protocol import Checkpoint, WriteResult
 from runtime.templates import Template
-
-log = structlog.get_logger("sluice.rest.share")
 
 _COUNTER = {"insert": "new", "update": "changed", "delete": "deleted"}
 
@@ -129,7 +126,7 @@ class RestSink(Sink):
             if plan is not None and self.sender.held(plan):  # waits for the next collect
                 counts["conflicted"] += 1
                 continue
-            if plan is None or self.sender.done(plan) or self._inserted(plan):
+            if plan is None or self.sender.done(plan) or self.sender.inserted(plan):
                 # sent by a call of this run that raised (its counts were lost): count it now
                 counts[_COUNTER.get(self._uncounted.pop(str(entity["_id"]), ""), "unchanged")] += 1
                 continue
@@ -184,18 +181,6 @@ class RestSink(Sink):
             await self.ledger.drain()  # every outcome committed before the checkpoint
         return out
 
-    def _inserted(self, plan: Plan) -> bool:
-        """An insert of an entity the target already created (a ``sent`` outcome with a generated
-        id) is never sent again, whatever its payload now (Sesam's first cause of duplicate
-        inserts: reprocessing); its changes are the update pipe's. The ledger commits each
-        outcome before the next batch is planned, so this reads the pipe's own writes."""
-        prev = plan.previous
-        if plan.kind != "insert" or prev is None or prev.state != SENT or prev.generated_id is None:
-            return False
-        if prev.payload_hash != plan.payload_hash:
-            log.info("share.already_inserted", entity=plan.entity_id, generated_id=prev.generated_id)
-        return True
-
     def _choose(self, entity: Entity) -> tuple[str | None, bool]:
         """(operation name or None for the inline keys, whether to send at all)."""
         c = self.config
@@ -240,11 +225,7 @@ class RestSink(Sink):
             raise
         except Exception as exc:  # a template error: this entity only
             raise EntityError(f"{where}: {exc}", entity_id=eid, pipe=self.context.pipe) from exc
-        if "payload" in entity:
-            call.payload = entity["payload"]
-        elif call.payload is None and call.method != "DELETE":
-            call.payload = {k: v for k, v in entity.items()
-                            if k[:1] not in ("_", "$") and k not in ("operation", "properties")}
+        fill_payload(call, entity)
         kind = kind_of(call.method)
         lock = c.optimistic_locking
         collected = collected_hash(entity, lock) if lock is not None and kind == "update" else None

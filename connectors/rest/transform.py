@@ -11,13 +11,17 @@ non-empty batch produced no entity, so an outage cannot feed deletion tracking a
 ``_deleted`` entities pass through without a request unless ``call_deleted`` is set.
 Every call is retried on its own by the system (5xx, 429, resets, a 2xx body that does not parse,
 a 401 needing a new token), so one flaky call does not fail the batch around it.
+
+With ``side_effects: true`` (capture response with transform) every call goes through the outcome
+ledger, committed per entity while the others are in flight: :mod:`connectors.rest.capture`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from connectors.rest.body import content, parse_body
+from connectors.rest.capture import Capture
 from connectors.rest.models import RestTransformConfig, parse_codes
 from connectors.rest.operation import Operation
 from connectors.rest.source import rest_system
@@ -33,14 +37,31 @@ class RestTransform(Transform):
     Config: ClassVar[type[ComponentConfig]] = RestTransformConfig
     config: RestTransformConfig
 
+    @classmethod
+    def side_effects(cls, config: Any) -> bool:
+        return bool(config.side_effects)
+
     async def open(self) -> None:
         c = self.config
         self.system = rest_system(self.context, "transform")
         self.operation = Operation(self.system, c, self.context.pipe)
         self.allowed = parse_codes(c.allowed_status_codes)
         self.ignored = parse_codes(c.ignored_status_codes) if c.ignored_status_codes else frozenset()
+        self.capture = (Capture(self.system, self.operation, c, self.context, self.allowed, self.ignored)
+                        if c.side_effects else None)
 
     async def transform(self, entities: list[Entity]) -> list[Entity]:
+        capture = self.capture
+        results = await (self._captured(capture, entities) if capture is not None else self._called(entities))
+        out = [e for group in results for e in group]
+        if entities and not out and self.config.if_transform_empty == "fail":
+            raise SourceEmptyError(
+                f"rest transform produced no entities from a batch of {len(entities)} and "
+                "if_transform_empty is 'fail'; nothing of this batch was written. Check the system, "
+                "then run again", pipe=self.context.pipe)
+        return out
+
+    async def _called(self, entities: list[Entity]) -> list[list[Entity]]:
         results: list[list[Entity]] = [[] for _ in entities]
         todo = iter(enumerate(entities))
 
@@ -50,13 +71,27 @@ class RestTransform(Transform):
                 results[i] = await self._call(entity)
 
         await run_workers(worker, min(self.config.concurrency, len(entities)))
-        out = [e for group in results for e in group]
-        if entities and not out and self.config.if_transform_empty == "fail":
-            raise SourceEmptyError(
-                f"rest transform produced no entities from a batch of {len(entities)} and "
-                "if_transform_empty is 'fail'; nothing of this batch was written. Check the system, "
-                "then run again", pipe=self.context.pipe)
-        return out
+        return results
+
+    async def _captured(self, capture: Capture, entities: list[Entity]) -> list[list[Entity]]:
+        """Calls through the outcome ledger (:mod:`connectors.rest.capture`)."""
+        plans = await capture.plans(entities)
+        results: list[list[Entity]] = [[e] for e in entities]  # a _deleted entity passes through
+        outcomes = []
+        todo = iter([(i, p) for i, p in enumerate(plans) if p is not None])
+
+        async def worker() -> None:
+            for i, plan in todo:
+                outcome = await capture.call(plan)
+                outcomes.append(outcome)
+                results[i] = capture.output(entities[i], outcome)
+
+        try:
+            await run_workers(worker, min(self.config.concurrency, len(entities)))
+        finally:
+            await capture.ledger.drain()  # every outcome committed, also when a call raised
+        capture.check(outcomes)
+        return results
 
     async def _call(self, entity: Entity) -> list[Entity]:
         c = self.config

@@ -247,7 +247,31 @@ def _pipe(
         return None, datasets
     source, *transforms = parts[:-1]
     spec = PipeSpec(oid, file, model, source, transforms, parts[-1], _unique(ds for _, ds in reads), writes)
-    return spec, datasets
+    refused = _side_effect_problems(spec)
+    for key, reason in refused:
+        problems.add(file, oid, key, reason)
+    return (None if refused else spec), datasets
+
+
+def _side_effect_problems(spec: PipeSpec) -> list[tuple[str, str]]:
+    """A transform with side effects (Sesam's capture response with transform, seeds 001/002)
+    in a publisher (each request would call it) or in a pipe tracking dependencies (a re-run
+    from tracking would send again): (key, reason) of each."""
+    effects = [t.key for t in spec.transforms if t.cls.side_effects(t.config)]
+    if not effects:
+        return []
+    out = []
+    if not spec.sink.cls.pump_runs:
+        out.append((effects[0], f"pipe {spec.id!r} is a publisher (its sink is {spec.sink.config.type}) and "
+                                f"its {effects[0]} has side_effects: every request would call it; publish the "
+                                "dataset the side-effecting pipe writes instead"))
+    tracked = spec.tracked_datasets()
+    if tracked:
+        hops = ", ".join(f"{ds!r} ({where})" for ds, where in tracked.items())
+        out.append((effects[0], f"pipe {spec.id!r} tracks dependencies on {hops} and its {effects[0]} has "
+                                "side_effects: a change there would send its entities again; set "
+                                '"track-dependencies": false on those hops, or do the hops in a pipe before it'))
+    return out
 
 
 def _dataset_key(component: ComponentSpec, dataset: str) -> str:

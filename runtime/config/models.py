@@ -205,3 +205,11 @@ class PipeSpec:
     sink: ComponentSpec
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
+
+    def tracked_datasets(self) -> dict[str, str]:
+        """The datasets whose changes this pipe tracks (dataset -> hop position): its first
+        transform's, when its source supports dependency tracking (Sesam)."""
+        if not self.transforms or not self.source.cls.tracks_dependencies:
+            return {}
+        first = self.transforms[0]
+        return first.cls.datasets_tracked(first.config)
