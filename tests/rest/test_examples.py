@@ -14,7 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -50,6 +52,15 @@ EXPECTED = {
     # to it, so it waits for it), so one run collects nothing and the next collects the 8 inserted
     "rest-share-insert-update": {"people": (8, 0), "insert-responses": (8, 0), "target-records": (0, 0),
                                  "update-responses": (8, 0), "delete-responses": (0, 0)},
+    # the target started with --records 8: 6 updated (If-Match), 1 deleted, 1 $replaced kept
+    "rest-share-update-delete": {"contacts": (8, 0), "contact-records": (8, 0), "contact-update-responses": (6, 0),
+                                 "contact-delete-responses": (1, 0)},
+    "rest-share-capture": {"members": (8, 0), "inserted-members": (8, 0), "member-insert-responses": (8, 0),
+                           "member-records": (8, 0)},
+    "rest-share-merge": {"authors": (8, 0), "author-insert-responses": (8, 0), "author-records": (8, 0),
+                         "author": (8, 0)},
+    # o05, o13 fail the schema (dead-lettered at once); o09, o21 rejected by the target (retried later)
+    "rest-share-egress": {"orders": (24, 0), "orders-responses": (24, 0), "orders-dead": (2, 0)},
     "rest-two-step": {"surveys": (len(SurveyApi().surveys), 0),
                       "survey-responses": (sum(map(len, SurveyApi().responses.values())), 0)},
 }
@@ -61,8 +72,19 @@ def test_example_validates(example: str) -> None:
     assert config.pipes and any(s.cls.__name__ == "RestSystem" for s in config.systems.values())
 
 
-def test_there_is_one_example_per_collect_pattern_2_step_asynchronous_ingestion_and_share() -> None:
-    assert len(EXAMPLE_NAMES) == 9
+def test_there_is_one_example_per_collect_pattern_2_step_asynchronous_ingestion_and_share_pattern() -> None:
+    assert len(EXAMPLE_NAMES) == 13
+
+
+def test_the_examples_pipes_and_datasets_do_not_overlap() -> None:
+    """The README runs every example in one data directory: no two may share a pipe or a dataset."""
+    pipes: list[str] = []
+    written: list[str] = []
+    for example in EXAMPLE_NAMES:
+        config = load_config(EXAMPLES / example, default_registry(), Secrets(environ=ENV))
+        pipes += config.pipes
+        written += [ds for p in config.pipes.values() for ds in p.writes]
+    assert len(pipes) == len(set(pipes)) and len(written) == len(set(written))
 
 
 def readme_lines() -> dict[str, tuple[str, str]]:
@@ -131,7 +153,45 @@ def test_example_runs_as_the_readme_says(example: str, tmp_path: Path) -> None:
         server.wait(15)
     assert done.returncode == 0, done.stderr[-3000:]
     assert counts(tmp_path / "data") == EXPECTED[example]
-    if example == "rest-raw-reshape":
-        first = subprocess.run([SLUICE, "entities", "cms-article", "--limit", "1"], env=env,
-                               capture_output=True, text=True, check=True).stdout
-        assert orjson.loads(first)["slug"] == "article-number-1"
+    check = CHECKS.get(example)
+    if check is not None:
+        check(lambda dataset: entities(dataset, env))
+
+
+def entities(dataset: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    shown = subprocess.run([SLUICE, "entities", dataset, "--limit", "1000"], env=env, capture_output=True, text=True,
+                           check=True).stdout
+    return [orjson.loads(line) for line in shown.splitlines() if line.startswith("{")]
+
+
+def _reshaped(read: Callable[[str], list[dict[str, Any]]]) -> None:
+    assert read("cms-article")[0]["slug"] == "article-number-1"
+
+
+def _origin_established(read: Callable[[str], list[dict[str, Any]]]) -> None:
+    inserted = {e["_id"]: e for e in read("inserted-members")}
+    assert {e["status"] for e in inserted.values()} == {201}  # the captured responses
+    # each collected record links to the member it came from, through the captured response
+    assert {e["$origin"]: e["_id"] for e in read("member-records")} == {
+        k: e["response"]["id"] for k, e in inserted.items()}
+
+
+def _merged_on_reference(read: Callable[[str], list[dict[str, Any]]]) -> None:
+    merged = read("author")
+    assert sorted(e["_id"] for e in merged) == [f"p0{i}" for i in range(1, 9)]
+    assert all(len(e["$ids"]) == 2 and e["ref"] == e["_id"] for e in merged)  # the author and its record
+
+
+def _validated(read: Callable[[str], list[dict[str, Any]]]) -> None:
+    letters = {e["key"]: e for e in read("orders-dead")}
+    assert sorted(letters) == ["o05", "o13"] and all("properties/amount/type" in e["error"] for e in letters.values())
+    responses = {e["_id"]: e for e in read("orders-responses")}
+    assert {k for k, e in responses.items() if e["state"] == "failed"} == {"o09", "o21"}
+    assert responses["o09"]["response"]["errors"][0]["field"] == "name"
+
+
+#: example -> a check of its datasets beyond their counts (given a reader of a dataset's entities)
+CHECKS: dict[str, Callable[[Callable[[str], list[dict[str, Any]]]], None]] = {
+    "rest-raw-reshape": _reshaped, "rest-share-capture": _origin_established,
+    "rest-share-merge": _merged_on_reference, "rest-share-egress": _validated,
+}

@@ -235,8 +235,12 @@ def main() -> None:
     parser.add_argument("--ignore-idempotency-key", action="store_true", help="do not honour Idempotency-Key")
     parser.add_argument("--lost", type=float, default=0.0, help="share of writes applied whose response is lost")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--records", type=int, default=0,
+                        help="records r1..rN created at start (name 'record i', amount i), as another writer made them")
     args = parser.parse_args()
     api = TargetApi()
+    for i in range(1, args.records + 1):
+        api._create({"name": f"record {i}", "amount": i}, None)
     api.latency = args.latency
     api.honour_idempotency = not args.ignore_idempotency_key
     if args.lost:
