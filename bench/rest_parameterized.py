@@ -14,42 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._rest_common import start_api, stop, write
+from bench._rest_common import bare, latency_summary, start_api, stop, write
 from runtime import Runtime
 
 LATENCY = 0.02
 TARGET_RATIO = 1.3
 
 
-async def bare(url: str, ids: list[str], concurrency: int) -> float:
-    """Seconds a bare aiohttp client needs for GET /items/<id> of every id."""
-    queue = iter(ids)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for item in queue:
-            async with session.get(f"{url}/items/{item}") as resp:
-                orjson.loads(await resp.read())
-                assert resp.status == 200
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        return time.perf_counter() - started
-
-
-async def sluice(url: str, items: int, concurrency: int) -> float:
-    """Seconds the ``details`` pipe (REST transform, one call per entity) needs."""
+async def sluice(url: str, items: int, concurrency: int) -> tuple[float, float]:
+    """(wall, CPU) seconds the ``details`` pipe (REST transform, one call per entity) needs."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = write(Path(tmp) / "config", [
             {"_id": "api", "type": "system:rest", "base_url": url, "concurrency": concurrency},
@@ -63,9 +43,9 @@ async def sluice(url: str, items: int, concurrency: int) -> float:
         ])
         async with Runtime(cfg, data_dir=Path(tmp) / "data") as rt:
             assert (await rt.run_pipe("ids")).ok
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             result = await rt.run_pipe("details")
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - wall, time.process_time() - cpu
         assert result.ok, result.error
         assert result.new == items, result
         return seconds
@@ -74,19 +54,13 @@ async def sluice(url: str, items: int, concurrency: int) -> float:
 async def bench(items: int, concurrency: int, server: str) -> None:
     proc, url = start_api(items, LATENCY, lean=server == "fast")
     try:
-        ids = [f"i{n:07}" for n in range(items)]
-        baseline = await bare(url, ids, concurrency)
+        baseline = await bare(url, (("GET", f"/items/i{n:07}", None) for n in range(items)), concurrency, 200)
         seconds = await sluice(url, items, concurrency)
     finally:
         stop(proc)
-    ideal = items * LATENCY / concurrency
-    ratio = seconds / ideal
-    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"rest parameterized ({server} server): {items} calls, {LATENCY * 1000:.0f} ms server latency, "
-          f"concurrency {concurrency}: sluice {seconds:.2f} s wall, bare aiohttp {baseline:.2f} s, "
-          f"ideal {ideal:.2f} s; ratio {ratio:.2f} (target <= {TARGET_RATIO}; "
-          f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}), bare ratio {baseline / ideal:.2f}, "
-          f"sluice overhead {(seconds - baseline) / items * 1e6:.0f} us/call; load average {load}")
+          f"concurrency {concurrency}: "
+          f"{latency_summary(items, LATENCY, concurrency, TARGET_RATIO, seconds, baseline, 'call')}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ class Template:
         self._globals = dict(self._template.globals)
         plain = _PLAIN.fullmatch(source)
         self._plain = plain[1] if plain and plain[1] not in _WORDS else None
+        # no tag at all (an operation's fixed URL, e.g. "/records"): Jinja would give it back as
+        # it is (it drops one trailing newline, so such a text takes the Jinja path)
+        self._constant = source if "{" not in source and not source.endswith("\n") else None
 
     def render(self, location: str, /, **variables: Any) -> str:
         """Render with ``variables``.
@@ -55,6 +58,8 @@ class Template:
         Raises:
             BadDataError: a variable is undefined or rendering failed.
         """
+        if self._constant is not None:
+            return self._constant
         if self._plain is not None:
             name = self._plain
             value = variables[name] if name in variables else self._globals.get(name, _MISSING)

@@ -14,6 +14,7 @@ the run fails. The error-ratio gate (:mod:`connectors.rest.gate`) stops sending 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
@@ -116,7 +117,24 @@ class RestSink(Sink):
         previous = await self.ledger.load(ids)
         counts = {"new": 0, "changed": 0, "deleted": 0, "unchanged": 0, "conflicted": 0}
         errors: list[EntityError] = []
-        plans: list[Plan] = []
+        outcomes = await self._run(self._plans(entities, previous, counts, errors), len(entities))
+        sent = [(p, o) for p, o in outcomes if o.state == SENT]
+        errors += [entity_error(p, o, self.context.pipe) for p, o in outcomes if o.state not in (SENT, CONFLICT)]
+        self.gate.check()
+        if errors:  # the pipe writes the batch again entity by entity: sent ones are counted then
+            self._uncounted.update((p.entity_id, p.kind) for p, _ in sent)
+            raise errors[0]
+        for plan, o in sent:
+            counts["unchanged" if (o.response or {}).get("unchanged") else _COUNTER[plan.kind]] += 1
+        counts["conflicted"] += sum(o.state == CONFLICT for _, o in outcomes)
+        return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"],
+                           conflicted=counts["conflicted"])
+
+    def _plans(self, entities: list[Entity], previous: dict[str, Outcome], counts: dict[str, int],
+               errors: list[EntityError]) -> Iterator[Plan]:
+        """The sends to make, planned as the workers take them (so the first requests go while
+        the rest of the batch is planned); entities not sent are counted in ``counts`` or added
+        to ``errors``."""
         for entity in entities:
             try:
                 plan = self._plan(entity, previous)
@@ -137,35 +155,28 @@ class RestSink(Sink):
                 continue
             invalid = schema_error(self.validator, plan.call.payload) if self.validator is not None else None
             if invalid is not None:
-                await self.ledger.record(Outcome(plan.entity_id, INVALID, plan.operation, plan.payload_hash, 0,
-                                                 error=invalid, run_id=self.context.run.run_id))
+                self.ledger.record_soon(Outcome(plan.entity_id, INVALID, plan.operation, plan.payload_hash, 0,
+                                                error=invalid, run_id=self.context.run.run_id))
                 errors.append(EntityError(f"entity {plan.entity_id!r}: {invalid}; not sent", entity_id=plan.entity_id,
                                           pipe=self.context.pipe, permanent=True))
                 continue
-            plans.append(plan)
-        outcomes = await self._run(plans)
-        sent = [(p, o) for p, o in outcomes if o.state == SENT]
-        errors += [entity_error(p, o, self.context.pipe) for p, o in outcomes if o.state not in (SENT, CONFLICT)]
-        self.gate.check()
-        if errors:  # the pipe writes the batch again entity by entity: sent ones are counted then
-            self._uncounted.update((p.entity_id, p.kind) for p, _ in sent)
-            raise errors[0]
-        for plan, o in sent:
-            counts["unchanged" if (o.response or {}).get("unchanged") else _COUNTER[plan.kind]] += 1
-        counts["conflicted"] += sum(o.state == CONFLICT for _, o in outcomes)
-        return WriteResult(counts["new"], counts["changed"], counts["deleted"], counts["unchanged"],
-                           conflicted=counts["conflicted"])
+            yield plan
 
-    async def _run(self, plans: list[Plan]) -> list[tuple[Plan, Outcome]]:
-        """Send ``plans``, ``concurrency`` at once (each worker takes the next plan, or the next
-        batch of ``batch_size`` plans), until done or the gate closes."""
+    async def _run(self, plans: Iterator[Plan], most: int) -> list[tuple[Plan, Outcome]]:
+        """Send ``plans`` (at most ``most``), ``concurrency`` at once (each worker takes the next
+        plan, or the next batch of ``batch_size`` plans), until done or the gate closes; every
+        outcome is committed when it returns."""
         size = self.config.batch_size
-        groups = [plans[i:i + size] for i in range(0, len(plans), size)] if size else [[p] for p in plans]
+        if size:
+            planned = list(plans)
+            groups: Iterator[list[Plan]] = iter([planned[i:i + size] for i in range(0, len(planned), size)])
+            most = -(-len(planned) // size)
+        else:
+            groups = ([p] for p in plans)
         out: list[tuple[Plan, Outcome]] = []
-        todo = iter(groups)
 
         async def worker() -> None:
-            for group in todo:
+            for group in groups:
                 if self.gate.closed:
                     return
                 if size:
@@ -176,7 +187,7 @@ class RestSink(Sink):
                     out.append((group[0], await self.sender.send(group[0])))
 
         try:
-            await run_workers(worker, min(self.config.concurrency, len(groups)))
+            await run_workers(worker, min(self.config.concurrency, most))
         finally:
             await self.ledger.drain()  # every outcome committed before the checkpoint
         return out
