@@ -54,18 +54,17 @@ class Capture:
         self.sender = Sender(system, self.ledger, None, config, context.pipe, context.run.run_id, allowed | ignored,
                              lookup, whole_responses=True)
 
-    async def plans(self, entities: list[Entity]) -> list[Plan | None]:
-        """The call of each entity (None for a ``_deleted`` one passed through without a call),
-        each with its latest outcome (one query for the batch).
+    async def previous(self, entities: list[Entity]) -> dict[str, Outcome]:
+        """The latest outcome of each entity that has one (one query for the batch)."""
+        return await self.ledger.load([e["_id"] for e in entities if isinstance(e.get("_id"), str)])
+
+    def plan(self, entity: Entity, previous: dict[str, Outcome]) -> Plan | None:
+        """The call of ``entity`` with its latest outcome (from :meth:`previous`); None for a
+        ``_deleted`` one, passed through without a call.
 
         Raises:
-            BadDataError: an entity has no string ``_id``, or a template failed.
+            BadDataError: the entity has no string ``_id``, or a template failed.
         """
-        ids = [e["_id"] for e in entities if isinstance(e.get("_id"), str)]
-        previous = await self.ledger.load(ids)
-        return [self._plan(e, previous) for e in entities]
-
-    def _plan(self, entity: Entity, previous: dict[str, Outcome]) -> Plan | None:
         c = self.config
         if entity.get("_deleted") is True and not c.call_deleted:
             return None

@@ -38,9 +38,10 @@ from runtime.store.protocol import StateStore
 SENT, FAILED, SENDING, UNKNOWN, INVALID, CONFLICT = (
     "sent", "failed", "sending", "unknown", "invalid", "modified-in-system")
 EXCERPT = 500  # characters of an error or response body kept in the ledger
-#: seconds a background outcome waits for others to share its transaction (a fraction of a
-#: request's latency; at 2,500 outcomes/s a transaction then holds about 25)
-LINGER_S = 0.01
+#: seconds a background outcome waits for others to share its transaction (about one request's
+#: latency; at 2,500 outcomes/s a transaction then holds about 50; bench/rest_share.py: 10 ms
+#: gave 28 per transaction, 50 ms 63-69 and 7 % less CPU per send)
+LINGER_S = 0.02
 _ID = ("_id",)
 
 

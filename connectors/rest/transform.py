@@ -74,17 +74,20 @@ class RestTransform(Transform):
         return results
 
     async def _captured(self, capture: Capture, entities: list[Entity]) -> list[list[Entity]]:
-        """Calls through the outcome ledger (:mod:`connectors.rest.capture`)."""
-        plans = await capture.plans(entities)
+        """Calls through the outcome ledger (:mod:`connectors.rest.capture`), each planned as a
+        worker takes it (the first calls go while the rest of the batch is planned)."""
+        previous = await capture.previous(entities)
         results: list[list[Entity]] = [[e] for e in entities]  # a _deleted entity passes through
         outcomes = []
-        todo = iter([(i, p) for i, p in enumerate(plans) if p is not None])
+        todo = iter(enumerate(entities))
 
         async def worker() -> None:
-            for i, plan in todo:
-                outcome = await capture.call(plan)
-                outcomes.append(outcome)
-                results[i] = capture.output(entities[i], outcome)
+            for i, entity in todo:
+                plan = capture.plan(entity, previous)
+                if plan is not None:
+                    outcome = await capture.call(plan)
+                    outcomes.append(outcome)
+                    results[i] = capture.output(entity, outcome)
 
         try:
             await run_workers(worker, min(self.config.concurrency, len(entities)))
