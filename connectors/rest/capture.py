@@ -9,7 +9,9 @@ their own; an entity already ``sent`` with the same payload hash, or a POST whos
 target created (a generated id), is not sent again, and its output is rebuilt from the ledger. So
 a run that fails or is killed after some calls re-sends none of them, and the sink dataset gets
 their responses from the re-run. A lost response is handled as by the sink: retried with an
-honoured ``Idempotency-Key``, else looked up with ``lookup_operation`` before any re-send.
+honoured ``Idempotency-Key``, else looked up with ``lookup_operation`` before any re-send; the
+record a look-up finds stands for the lost response (``response_property``; the status is the
+look-up's).
 
 A call whose outcome is not ``sent`` (a status outside ``allowed_status_codes`` and
 ``ignored_status_codes``, or no response) is recorded, the other calls of the batch finish, and

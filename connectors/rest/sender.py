@@ -331,8 +331,11 @@ class Sender:
         records = _records(response, self.lookup)
         if not records:
             return None
+        found: dict[str, Any] = {"status": response.status, "lookup": True}
+        if self.whole_responses:  # the record found stands for the lost response (capture response)
+            found["body"] = records[0]
         outcome = self._outcome(plan, SENT, self._attempt(plan) - 1 or 1, response.status, None,
-                                _generated(records[0], self.config, plan), {"status": response.status, "lookup": True})
+                                _generated(records[0], self.config, plan), found)
         await self.ledger.record(outcome)
         log.info("share.found_by_lookup", entity=plan.entity_id, generated_id=outcome.generated_id)
         return outcome

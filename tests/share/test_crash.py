@@ -9,6 +9,9 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from runtime import Runtime
 from tests.servers.target_api import TargetApi
@@ -35,12 +38,22 @@ async def kill_when(process: asyncio.subprocess.Process, target: TargetApi, crea
     raise AssertionError(f"the target never reached {creates} creates")
 
 
+def capture_pipe(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The side-effecting ``rest`` transform (capture response) doing the sink's inserts, its
+    responses in the dataset ``share``."""
+    return {"_id": "share", "type": "pipe", "source": {"type": "embedded", "entities": items},
+            "transform": {"type": "rest", "system": "target", "operation": "insert", "side_effects": True,
+                          "lookup_operation": "lookup", "concurrency": 8}}
+
+
+@pytest.mark.parametrize("component", ["sink", "capture-transform"])
 async def test_sigkill_between_the_write_and_its_commit_creates_nothing_twice(target: TargetApi, write_config,
-                                                                               tmp_path) -> None:
+                                                                               tmp_path, component: str) -> None:
     target.honour_idempotency = False
     target.latency = 0.03
     items = entities(60)
-    cfg = write_config([target_system(target.url), share_pipe("share", items, lookup_operation="lookup")])
+    pipe = share_pipe("share", items, lookup_operation="lookup") if component == "sink" else capture_pipe(items)
+    cfg = write_config([target_system(target.url), pipe])
     data = tmp_path / "data"
     # 1. writes applied, their responses held: the kill lands between each write and its outcome
     target.faults = [{"delay_after": 3, "method": "POST", "path": "/records", "repeat": True}]
@@ -60,8 +73,12 @@ async def test_sigkill_between_the_write_and_its_commit_creates_nothing_twice(ta
     assert refs == sorted(e["_id"] for e in items)  # exactly one create per entity
     async with Runtime(cfg, data_dir=data) as r:
         outcomes = {o["_id"]: o for o in await r.entities("share-responses", limit=1000)}
+        captured = {e["_id"]: e for e in await r.entities("share", limit=1000)} if component != "sink" else {}
     assert {o["state"] for o in outcomes.values()} == {"sent"} and len(outcomes) == 60
-    assert {k: o["generated_id"] for k, o in outcomes.items()} == {r["ref"]: k for k, r in target.records.items()}
+    by_ref = {r["ref"]: k for k, r in target.records.items()}
+    assert {k: o["generated_id"] for k, o in outcomes.items()} == by_ref
+    if component != "sink":  # every response captured, also those of entities sent before a kill
+        assert {k: e["response"]["id"] for k, e in captured.items() if "id" in (e["response"] or {})} == by_ref
 
 
 def updates(target: TargetApi) -> list[dict]:
