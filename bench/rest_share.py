@@ -11,7 +11,11 @@ own overhead (ledger commits included) is the difference of the two figures; CPU
 this process's (the client's threads, the SQLite writer's included; the server runs elsewhere).
 The entities are in a dataset written by a first pipe; only the share pipe is timed.
 
+A transform's batches are not coalesced as a sink's are (each of the 10 batches of 1,000 ends with
+its last calls and its ledger drain), so ``--batch-size`` changes its figure most.
+
 Run: .venv/bin/python bench/rest_share.py [--items N] [--concurrency C] [--component sink|transform]
+[--batch-size B]
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ def entities(items: int) -> list[dict[str, object]]:
     return [{"_id": f"e{n:06}", "name": f"entity {n}", "amount": n, "ref": f"e{n:06}"} for n in range(items)]
 
 
-def share_pipe(component: str, concurrency: int) -> dict[str, Any]:
-    pipe: dict[str, Any] = {"_id": "share", "type": "pipe", "source": {"type": "dataset", "dataset": "people"}}
+def share_pipe(component: str, concurrency: int, batch_size: int) -> dict[str, Any]:
+    pipe: dict[str, Any] = {"_id": "share", "type": "pipe", "source": {"type": "dataset", "dataset": "people"},
+                            "batch_size": batch_size}
     if component == "sink":
         pipe["sink"] = {"type": "rest", "system": "target", "insert_operation": "insert", "concurrency": concurrency}
     else:
@@ -49,14 +54,14 @@ def share_pipe(component: str, concurrency: int) -> dict[str, Any]:
     return pipe
 
 
-async def sluice(url: str, items: int, concurrency: int, component: str) -> tuple[float, float]:
+async def sluice(url: str, items: int, concurrency: int, component: str, batch_size: int) -> tuple[float, float]:
     """(wall, CPU) seconds the ``share`` pipe (dataset -> rest sink or transform) needs."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = write(Path(tmp) / "config", [
             {"_id": "target", "type": "system:rest", "base_url": url, "concurrency": concurrency,
              "operations": {"insert": {"method": "POST", "url": "/records"}}},
             {"_id": "people", "type": "pipe", "source": {"type": "embedded", "entities": entities(items)}},
-            share_pipe(component, concurrency),
+            share_pipe(component, concurrency, batch_size),
         ])
         async with Runtime(cfg, data_dir=Path(tmp) / "data") as rt:
             assert (await rt.run_pipe("people")).ok
@@ -70,15 +75,16 @@ async def sluice(url: str, items: int, concurrency: int, component: str) -> tupl
         return seconds
 
 
-async def bench(items: int, concurrency: int, component: str) -> None:
+async def bench(items: int, concurrency: int, component: str, batch_size: int) -> None:
     proc, url = start_api(0, LATENCY, lean=True)
     try:
         posts = (("POST", "/records", orjson.dumps(e)) for e in entities(items))
         baseline = await bare(url, posts, concurrency, 201)
-        seconds = await sluice(url, items, concurrency, component)
+        seconds = await sluice(url, items, concurrency, component, batch_size)
     finally:
         stop(proc)
-    print(f"rest share {component}: {items} POSTs, {LATENCY * 1000:.0f} ms server latency, concurrency {concurrency}, "
+    print(f"rest share {component} (batch_size {batch_size}): {items} POSTs, {LATENCY * 1000:.0f} ms server latency, "
+          f"concurrency {concurrency}, "
           f"outcomes committed per entity: "
           f"{latency_summary(items, LATENCY, concurrency, TARGET_RATIO, seconds, baseline, 'send')}")
 
@@ -88,5 +94,6 @@ if __name__ == "__main__":
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--component", choices=["sink", "transform"], default="sink")
+    parser.add_argument("--batch-size", type=int, default=1000, help="the share pipe's batch_size (Sluice's default)")
     args = parser.parse_args()
-    asyncio.run(bench(args.items, args.concurrency, args.component))
+    asyncio.run(bench(args.items, args.concurrency, args.component, args.batch_size))
