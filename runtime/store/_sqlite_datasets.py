@@ -25,9 +25,9 @@ import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store import _sqlite_indexes as ixsql
+from runtime.store._sqlite_bulk import MAX_VARS, each, insert_rows
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
-MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 NO_HOLD = 2**62  # a compaction hold above every offset: nothing held
 
 
@@ -287,12 +287,9 @@ async def write(
     ds.deleted += plan.deleted_delta
     if plan.log_rows:
         await conn.executemany(f"INSERT INTO {ds.log}(off, id, body) VALUES (?, ?, ?)", plan.log_rows)
-        await conn.executemany(
-            f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET off = excluded.off, hash = excluded.hash, "
-            "deleted = excluded.deleted, seen = excluded.seen",
-            plan.latest_rows,
-        )
+        await insert_rows(conn, f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen)", plan.latest_rows,
+                          "ON CONFLICT(id) DO UPDATE SET off = excluded.off, hash = excluded.hash, "
+                          "deleted = excluded.deleted, seen = excluded.seen")
         if ds.indexes:  # hop indexes move in this transaction (none: no statement)
             await ixsql.update(conn, ds, [body for _, _, body in plan.log_rows])
     n = len(plan.log_rows)
@@ -453,10 +450,10 @@ async def versions(
 async def latest_of(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]) -> list[Entity]:
     """Committed latest versions of ``ids`` (those the dataset has), in the order of ``ids``."""
     found: dict[str, Entity] = {}
-    for part in chunks(list(ids)):
+    for listed, params in each(ids):
         rows = await conn.execute_fetchall(
-            f"SELECT x.id, l.body FROM json_each(?) j JOIN {ds.latest} x ON x.id = j.value "
-            f"JOIN {ds.log} l ON l.off = x.off WHERE x.off <= ?", (orjson.dumps(list(part)).decode(), ds.committed))
+            f"SELECT x.id, l.body FROM {listed} j JOIN {ds.latest} x ON x.id = j.value "
+            f"JOIN {ds.log} l ON l.off = x.off WHERE x.off <= ?", (*params, ds.committed))
         found.update((r[0], orjson.loads(r[1])) for r in rows)
     return [found[i] for i in ids if i in found]
 
