@@ -346,7 +346,8 @@ class SqliteStore:
             return True
 
     @_translated
-    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
+                           parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
         name = path_name(path)
         ds = await dsql.find(self._r, dataset)
@@ -356,7 +357,7 @@ class SqliteStore:
             raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
                              "call ensure_index() first")
         found = await ixsql.lookup(self._r, ds, name, keys)
-        return {key: [orjson.loads(b) for b in bodies] for key, bodies in found.items()}
+        return {key: [parse(b) for b in bodies] for key, bodies in found.items()}
 
     # -- dependency tracking ------------------------------------------------------------------
     @_translated

@@ -323,3 +323,19 @@ async def test_awkward_join_values_are_indexed_looked_up_and_tracked(store, valu
     assert await store.tracked_sources("p", "addresses", mark, mark + 1, 10) == [value]
     again = await HopResolver(store).apply(rules(ONE_N), [{"_id": value}])
     assert found(again) == ([[]] if "\x00" in value else [["a prefix"]])
+
+
+async def test_transit_values_of_hopped_to_entities_are_decoded(store):
+    """Only bodies holding a transit string are decoded (a search for ``"~`` first): both kinds
+    come back as DTL values."""
+    from runtime.dtl import values
+
+    await store.write_batch("addresses", [
+        {"_id": "a1", "customer_id": "c1", "since": "~t2024-01-02T03:04:05.123456789Z", "tags": [{"n": "~f1.50"}]},
+        {"_id": "a2", "customer_id": "c1", "since": "plain ~ text"},
+    ], pipe="p", checkpoint=None)
+    out, _ = await run(store, ONE_N, [{"_id": "c1"}])
+    a1, a2 = out[0][0]["found"]
+    assert isinstance(a1["since"], values.Datetime) and a1["since"].to_transit().endswith("05.123456789Z")
+    assert a1["tags"][0]["n"] == decimal.Decimal("1.50")
+    assert a2["since"] == "plain ~ text"
