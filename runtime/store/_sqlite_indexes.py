@@ -76,16 +76,27 @@ async def refresh(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]
 
 async def create(conn: aiosqlite.Connection, ds: DatasetRow, name: str) -> None:
     """Add index ``name`` (a :func:`runtime.dtl.joinkeys.path_name`) to the dataset and build it from the latest
-    versions; the caller saves the dataset row (:func:`save_indexes`) in the same transaction."""
+    versions; the caller saves the dataset row (:func:`save_indexes`) in the same transaction.
+
+    A one-property path's plain texts (most join values) are indexed by one statement in SQLite
+    (their key is ``s:`` and the text); every other version (numbers, lists, transit values,
+    longer paths, a NUL anywhere in the body) goes through :func:`rows_of` in chunks."""
     await conn.execute(f"CREATE TABLE IF NOT EXISTS {table(ds)}(path TEXT NOT NULL, key TEXT NOT NULL, "
                        "id TEXT NOT NULL, PRIMARY KEY(path, key, id)) WITHOUT ROWID")
     await conn.execute(f"CREATE INDEX IF NOT EXISTS {table(ds)}_id ON {table(ds)}(id)")
     ds.indexes = (*ds.indexes, name)
+    rest = ""
+    if (plain := _plain_text(_path(name))) is not None:
+        value, condition = plain
+        await conn.execute(f"INSERT OR IGNORE INTO {table(ds)}(path, key, id) SELECT ?, 's:' || {value}, x.id "
+                           f"FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off WHERE x.deleted = 0 AND {condition}",
+                           (name,))
+        rest = f"AND NOT ({condition})"
     last = ""
     while True:
         found = await conn.execute_fetchall(
             f"SELECT x.id, l.body FROM {ds.latest} x JOIN {ds.log} l ON l.off = x.off "
-            f"WHERE x.id > ? AND x.deleted = 0 ORDER BY x.id LIMIT ?", (last, BUILD_CHUNK))
+            f"WHERE x.id > ? AND x.deleted = 0 {rest} ORDER BY x.id LIMIT ?", (last, BUILD_CHUNK))
         rows = list(found)
         if not rows:
             break
@@ -93,6 +104,18 @@ async def create(conn: aiosqlite.Connection, ds: DatasetRow, name: str) -> None:
         index_rows = [r for _, body in rows for r in rows_of(orjson.loads(body), [name])]
         await insert_rows(conn, f"INSERT OR IGNORE INTO {table(ds)}(path, key, id)", index_rows)
     await save_indexes(conn, ds)
+
+
+def _plain_text(path: list[str]) -> tuple[str, str] | None:
+    """The SQL expression of a stored body's value at ``path`` and the condition that it is a
+    text :func:`rows_of` keys as ``s:`` + the text: no list, no transit string (``~``), no NUL
+    (SQLite's JSON functions cut it). None for a path SQLite's JSON path syntax might read
+    otherwise than DTL (more than one property, or one that is not an ASCII identifier)."""
+    if len(path) != 1 or not (path[0].isascii() and path[0].isidentifier()):
+        return None
+    value = f"(l.body ->> '$.{path[0]}')"
+    return value, (f"json_type(l.body, '$.{path[0]}') = 'text' AND substr({value}, 1, 1) != '~' "
+                   "AND instr(l.body, CAST('\\u0000' AS BLOB)) = 0")
 
 
 async def save_indexes(conn: aiosqlite.Connection, ds: DatasetRow) -> None:

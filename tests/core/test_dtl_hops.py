@@ -339,3 +339,19 @@ async def test_transit_values_of_hopped_to_entities_are_decoded(store):
     assert isinstance(a1["since"], values.Datetime) and a1["since"].to_transit().endswith("05.123456789Z")
     assert a1["tags"][0]["n"] == decimal.Decimal("1.50")
     assert a2["since"] == "plain ~ text"
+
+
+async def test_an_index_built_over_existing_versions_equals_the_one_kept_by_writes(store):
+    """The build indexes plain texts in SQL and every other value in Python: over values of
+    every kind, the rows equal those :func:`rows_of` gives (what the write path keeps)."""
+    awkward = ["plain", "", "~~escaped", "~zunknown tag", "has\x00nul", 'quo"te', "ünï", 1, 1.0, 2.5, True, None,
+               ["x", ["y", 3]], [], {"k": "v"}, "~t2024-01-02T03:04:05Z", "~f1.50"]
+    entities = [{"_id": f"e{i:02}", "v": v, "w": {"x": v}, "ünï": v} for i, v in enumerate(awkward)]
+    entities += [{"_id": "no-v"}, {"_id": "gone", "v": "plain", "_deleted": True}]
+    await store.write_batch("awkward", entities, pipe="p", checkpoint=None)
+    paths = [["v"], ["w", "x"], ["ünï"]]
+    for path in paths:
+        assert await store.ensure_index("awkward", path) is True
+    rows, key = await index_rows(store, "awkward")
+    assert rows == await rebuilt(store, key, [orjson.dumps(p).decode() for p in paths])
+    assert ('["v"]', "s:plain", "e00") in rows and ('["v"]', "n:1", "e08") in rows
