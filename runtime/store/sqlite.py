@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS exec_log(
 CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
 CREATE TABLE IF NOT EXISTS consumers(
     dataset TEXT NOT NULL, pipe TEXT NOT NULL, PRIMARY KEY(dataset, pipe)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_floors(
+    ds INTEGER NOT NULL, pipe TEXT NOT NULL, off INTEGER NOT NULL, PRIMARY KEY(ds, pipe)) WITHOUT ROWID;
 """
 
 _SEENLESS = "SELECT ds FROM datasets WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'seen_' || ds)"
