@@ -14,6 +14,7 @@ from runtime.cli.display import RunProgress, summary_table, table
 from runtime.cli.options import Settings, common_options, err, notice, out, run_async
 from runtime.cli.waiting import run_waiting
 from runtime.config import load_config
+from runtime.heap import freeze_startup_heap
 from runtime.logs import log_format
 from runtime.plugins import default_registry
 from runtime.runtime import breaker, reset_pipe
@@ -34,6 +35,7 @@ def run(config_dir: str, pipes: tuple[str, ...], full: bool, no_wait: bool, sett
     async def go() -> int:
         settings.announce()
         async with settings.runtime(config_dir) as rt:
+            freeze_startup_heap()
             with RunProgress(err, enabled=log_format() != "json") as progress:
                 if pipes:
                     results = [await rt.run_pipe(p, full=full, on_progress=progress.update) for p in pipes]

@@ -10,6 +10,7 @@ from runtime.cli.options import log_options, notice, run_async
 from runtime.config import Secrets
 from runtime.daemon.settings import load_settings
 from runtime.errors import ConfigError, ConfigProblem
+from runtime.heap import freeze_startup_heap
 from runtime.logs import configure_logging
 
 
@@ -43,6 +44,7 @@ def serve(config_dir: str, settings_file: Path | None, log_format: str, log_leve
             raise ConfigError([ConfigProblem("<settings>", None, "secrets_file", str(exc))]) from exc
         rt = Runtime(config_dir, data_dir=settings.data_dir, store=settings.store, secrets=secrets)
         async with rt:
+            freeze_startup_heap()
             data_dir = settings.data_dir.resolve()
             notice("serve.starting", f"sluice serve: {config_dir} ({len(rt.pipe_ids())} pipes) on "
                    f"{settings.host}, data directory {data_dir}", config_dir=config_dir,

@@ -25,9 +25,9 @@ import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store import _sqlite_indexes as ixsql
+from runtime.store._sqlite_bulk import MAX_VARS, each, insert_rows
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
-MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 NO_HOLD = 2**62  # a compaction hold above every offset: nothing held
 
 
@@ -286,13 +286,12 @@ async def write(
     ds.ids += plan.new_ids
     ds.deleted += plan.deleted_delta
     if plan.log_rows:
+        if run_start is not None:  # before any compaction of this run's superseded versions
+            await note_run_start(conn, ds, pipe, run_start)
         await conn.executemany(f"INSERT INTO {ds.log}(off, id, body) VALUES (?, ?, ?)", plan.log_rows)
-        await conn.executemany(
-            f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET off = excluded.off, hash = excluded.hash, "
-            "deleted = excluded.deleted, seen = excluded.seen",
-            plan.latest_rows,
-        )
+        await insert_rows(conn, f"INSERT INTO {ds.latest}(id, off, hash, deleted, seen)", plan.latest_rows,
+                          "ON CONFLICT(id) DO UPDATE SET off = excluded.off, hash = excluded.hash, "
+                          "deleted = excluded.deleted, seen = excluded.seen")
         if ds.indexes:  # hop indexes move in this transaction (none: no statement)
             await ixsql.update(conn, ds, [body for _, _, body in plan.log_rows])
     n = len(plan.log_rows)
@@ -314,8 +313,7 @@ async def write(
     elif ds.trip is None:
         ds.committed = ds.next_offset - 1
         if keep_versions is not None and plan.superseded_ids:
-            floor = -1 if run_start is None else run_start.offset
-            await compact_ids(conn, ds, plan.superseded_ids, keep_versions, hold=hold, floor=floor)
+            await compact_ids(conn, ds, plan.superseded_ids, keep_versions, hold=hold)
     await save_row(conn, ds)
     r = plan.result
     return WriteResult(r.new, r.changed, r.deleted, r.unchanged, tripped=ds.trip is not None)
@@ -324,27 +322,35 @@ async def write(
 def _compactable(ds: DatasetRow, where: str) -> str:
     """Offsets of versions compaction may delete, among the ids matching ``where``: older than
     their id's newest ``keep_versions`` (parameter 1), at or below the consumers' hold
-    (parameter 2, see :func:`hold_of`), and not the newest version below the floor (parameter 3:
-    the running run's first offset, so a rollback of that run can restore it)."""
+    (parameter 2, see :func:`hold_of`), and not the newest version below any of the dataset's
+    run floors (:func:`note_run_start`)."""
     return (
         f"SELECT off FROM (SELECT off, id, row_number() OVER (PARTITION BY id ORDER BY off DESC) AS rn "
-        f"FROM {ds.log} {where}) t WHERE rn > ? AND off <= ? AND off IS NOT "
-        f"(SELECT max(m.off) FROM {ds.log} m WHERE m.id = t.id AND m.off < ?)"
+        f"FROM {ds.log} {where}) t WHERE rn > ? AND off <= ? AND NOT EXISTS (SELECT 1 FROM run_floors f "
+        f"WHERE f.ds = {ds.key} AND t.off = (SELECT max(m.off) FROM {ds.log} m WHERE m.id = t.id AND m.off < f.off))"
     )
 
 
+async def note_run_start(conn: aiosqlite.Connection, ds: DatasetRow, pipe: str, run_start: RunStart) -> None:
+    """Record where ``pipe``'s run into ``ds`` started: its floor, replaced by its next run's.
+    Compaction keeps each id's newest version below each floor, so a circuit breaker tripped
+    later in that run can roll the run back to it, whenever the compaction ran (a run that ended
+    keeps one version more of the ids it changed until the pipe's next run)."""
+    await conn.execute("INSERT INTO run_floors(ds, pipe, off) VALUES (?, ?, ?) ON CONFLICT(ds, pipe) "
+                       "DO UPDATE SET off = excluded.off WHERE off != excluded.off", (ds.key, pipe, run_start.offset))
+
+
 async def compact_ids(
-    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int,
-    *, hold: int = NO_HOLD, floor: int = -1,
+    conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int, *, hold: int = NO_HOLD,
 ) -> int:
     """Delete versions of ``ids`` older than their newest ``keep_versions``, keeping every version
-    above ``hold`` and the newest one below ``floor``; returns how many were deleted."""
+    above ``hold`` and the newest one below each run floor; returns how many were deleted."""
     removed: list[int] = []
     for part in chunks(list(dict.fromkeys(ids))):
         rows = await conn.execute_fetchall(
             f"DELETE FROM {ds.log} WHERE off IN ({_compactable(ds, f'WHERE id IN ({marks(len(part))})')}) "
             "RETURNING off",
-            (*part, keep_versions, hold, floor),
+            (*part, keep_versions, hold),
         )
         removed.extend(r[0] for r in rows)
     await forget_seen(conn, ds, removed)
@@ -382,7 +388,8 @@ async def compact_all(conn: aiosqlite.Connection, ds: DatasetRow, keep_versions:
     """Compact every id of the dataset, keeping every version above ``hold`` (operator command;
     O(dataset))."""
     rows = await conn.execute_fetchall(
-        f"DELETE FROM {ds.log} WHERE off IN ({_compactable(ds, '')}) RETURNING off", (keep_versions, hold, -1)
+        f"DELETE FROM {ds.log} WHERE off IN ({_compactable(ds, '')}) RETURNING off",
+        (keep_versions, hold),
     )
     removed = [r[0] for r in rows]
     await forget_seen(conn, ds, removed)
@@ -453,10 +460,10 @@ async def versions(
 async def latest_of(conn: aiosqlite.Connection, ds: DatasetRow, ids: Sequence[str]) -> list[Entity]:
     """Committed latest versions of ``ids`` (those the dataset has), in the order of ``ids``."""
     found: dict[str, Entity] = {}
-    for part in chunks(list(ids)):
+    for listed, params in each(ids):
         rows = await conn.execute_fetchall(
-            f"SELECT x.id, l.body FROM json_each(?) j JOIN {ds.latest} x ON x.id = j.value "
-            f"JOIN {ds.log} l ON l.off = x.off WHERE x.off <= ?", (orjson.dumps(list(part)).decode(), ds.committed))
+            f"SELECT x.id, l.body FROM {listed} j JOIN {ds.latest} x ON x.id = j.value "
+            f"JOIN {ds.log} l ON l.off = x.off WHERE x.off <= ?", (*params, ds.committed))
         found.update((r[0], orjson.loads(r[1])) for r in rows)
     return [found[i] for i in ids if i in found]
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 import aiosqlite
-import orjson
 
 from runtime.store import _sqlite_indexes as ixsql
+from runtime.store._sqlite_bulk import each, insert_rows
 from runtime.store._sqlite_datasets import DatasetRow
 from runtime.store.protocol import FOUND, Dependency
 
@@ -41,11 +41,11 @@ async def record(conn: aiosqlite.Connection, pipe: str, dependencies: Mapping[st
     """Replace the rows of each source id of ``dependencies``: two statements per call."""
     if not dependencies:
         return
-    await conn.execute("DELETE FROM deps WHERE pipe = ? AND src IN (SELECT value FROM json_each(?))",
-                       (pipe, orjson.dumps(list(dependencies)).decode()))
-    await conn.executemany("INSERT OR IGNORE INTO deps(pipe, ds, path, key, src) VALUES (?, ?, ?, ?, ?)",
-                           [(pipe, ds, path, key, src) for src, deps in dependencies.items()
-                            for ds, path, key in deps])
+    for sources, params in each(list(dependencies)):
+        await conn.execute(f"DELETE FROM deps WHERE pipe = ? AND src IN (SELECT value FROM {sources})",
+                           (pipe, *params))
+    await insert_rows(conn, "INSERT OR IGNORE INTO deps(pipe, ds, path, key, src)",
+                      [(pipe, ds, path, key, src) for src, deps in dependencies.items() for ds, path, key in deps])
 
 
 def _matches(pipe: str, ds: DatasetRow, after: int, upto: int) -> tuple[str, tuple[object, ...]]:

@@ -22,6 +22,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from runtime.entities import Entity, PreparedBatch
 
 FOUND = "#"
@@ -377,10 +379,13 @@ class StateStore(Protocol):
         builds nothing) when the dataset does not exist yet."""
         ...
 
-    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
+                           parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """The committed, non-deleted latest versions (stored transit JSON) whose value at
         ``path`` has one of ``keys`` (:func:`runtime.dtl.joinkeys.join_keys`), per key, ordered
-        by ``_id``; keys without matches are absent. One batched query over the index.
+        by ``_id``; keys without matches are absent. One batched query over the index. ``parse``
+        makes each stored body (JSON bytes) an entity: the hop resolver decodes transit values
+        only in bodies that hold one.
 
         Raises:
             StoreError: the dataset has no index on ``path`` (call :meth:`ensure_index`).

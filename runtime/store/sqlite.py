@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS exec_log(
 CREATE INDEX IF NOT EXISTS exec_log_pipe ON exec_log(pipe, seq);
 CREATE TABLE IF NOT EXISTS consumers(
     dataset TEXT NOT NULL, pipe TEXT NOT NULL, PRIMARY KEY(dataset, pipe)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_floors(
+    ds INTEGER NOT NULL, pipe TEXT NOT NULL, off INTEGER NOT NULL, PRIMARY KEY(ds, pipe)) WITHOUT ROWID;
 """
 
 _SEENLESS = "SELECT ds FROM datasets WHERE NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'seen_' || ds)"
@@ -346,7 +348,8 @@ class SqliteStore:
             return True
 
     @_translated
-    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
+                           parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
         name = path_name(path)
         ds = await dsql.find(self._r, dataset)
@@ -356,7 +359,7 @@ class SqliteStore:
             raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
                              "call ensure_index() first")
         found = await ixsql.lookup(self._r, ds, name, keys)
-        return {key: [orjson.loads(b) for b in bodies] for key, bodies in found.items()}
+        return {key: [parse(b) for b in bodies] for key, bodies in found.items()}
 
     # -- dependency tracking ------------------------------------------------------------------
     @_translated

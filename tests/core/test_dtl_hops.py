@@ -304,3 +304,54 @@ async def test_sleep_pauses_in_the_worker_thread_and_refuses_a_non_number(stocke
     assert time.perf_counter() - t0 >= 0.1 and [len(o[0]["n"]) for o in out] == [2, 2]
     with pytest.raises(EntityError, match=r"sleep! takes a number of seconds"):
         RuleSet({"default": [["sleep!", "_S.name"]]}).apply({"_id": "x", "name": "soon"})
+
+
+@pytest.mark.parametrize("value", ["nul\x00inside", 'quo"te', "ünï 🚰", "line\u2028sep"])
+async def test_awkward_join_values_are_indexed_looked_up_and_tracked(store, value):
+    """Index rows and recorded look-ups go to SQLite in one ``json_each`` statement, or row by row
+    when a text holds NUL (SQLite's JSON functions cut it there): both ways, exactly."""
+    await store.write_batch("addresses", [{"_id": f"a {value}", "customer_id": value},
+                                          {"_id": "a prefix", "customer_id": value.split("\x00")[0]}],
+                            pipe="p", checkpoint=None)
+    resolver = HopResolver(store, record=True)
+    out = await resolver.apply(rules(ONE_N), [{"_id": value}])
+    assert found(out) == ([[f"a {value}"]] if "\x00" in value else [sorted(["a prefix", f"a {value}"])])
+    await store.record_dependencies("p", resolver.dependencies)
+    mark = (await store.dataset_info("addresses")).committed
+    await store.write_batch("addresses", [{"_id": f"a {value}", "customer_id": "elsewhere"}], pipe="p",
+                            checkpoint=None)
+    assert await store.tracked_sources("p", "addresses", mark, mark + 1, 10) == [value]
+    again = await HopResolver(store).apply(rules(ONE_N), [{"_id": value}])
+    assert found(again) == ([[]] if "\x00" in value else [["a prefix"]])
+
+
+async def test_transit_values_of_hopped_to_entities_are_decoded(store):
+    """Only bodies holding a transit string are decoded (a search for ``"~`` first): both kinds
+    come back as DTL values."""
+    from runtime.dtl import values
+
+    await store.write_batch("addresses", [
+        {"_id": "a1", "customer_id": "c1", "since": "~t2024-01-02T03:04:05.123456789Z", "tags": [{"n": "~f1.50"}]},
+        {"_id": "a2", "customer_id": "c1", "since": "plain ~ text"},
+    ], pipe="p", checkpoint=None)
+    out, _ = await run(store, ONE_N, [{"_id": "c1"}])
+    a1, a2 = out[0][0]["found"]
+    assert isinstance(a1["since"], values.Datetime) and a1["since"].to_transit().endswith("05.123456789Z")
+    assert a1["tags"][0]["n"] == decimal.Decimal("1.50")
+    assert a2["since"] == "plain ~ text"
+
+
+async def test_an_index_built_over_existing_versions_equals_the_one_kept_by_writes(store):
+    """The build indexes plain texts in SQL and every other value in Python: over values of
+    every kind, the rows equal those :func:`rows_of` gives (what the write path keeps)."""
+    awkward = ["plain", "", "~~escaped", "~zunknown tag", "has\x00nul", 'quo"te', "ünï", 1, 1.0, 2.5, True, None,
+               ["x", ["y", 3]], [], {"k": "v"}, "~t2024-01-02T03:04:05Z", "~f1.50"]
+    entities = [{"_id": f"e{i:02}", "v": v, "w": {"x": v}, "ünï": v} for i, v in enumerate(awkward)]
+    entities += [{"_id": "no-v"}, {"_id": "gone", "v": "plain", "_deleted": True}]
+    await store.write_batch("awkward", entities, pipe="p", checkpoint=None)
+    paths = [["v"], ["w", "x"], ["ünï"]]
+    for path in paths:
+        assert await store.ensure_index("awkward", path) is True
+    rows, key = await index_rows(store, "awkward")
+    assert rows == await rebuilt(store, key, [orjson.dumps(p).decode() for p in paths])
+    assert ('["v"]', "s:plain", "e00") in rows and ('["v"]', "n:1", "e08") in rows

@@ -5,6 +5,7 @@ import pytest
 
 from runtime.errors import EntityError, OperationRefusedError
 from runtime.store import Checkpoint
+from runtime.store.protocol import RunStart
 from tests.core.helpers import is_postgres, pg_rows
 
 
@@ -319,10 +320,34 @@ async def test_a_postgresql_store_of_a_newer_schema_is_refused(postgres_server, 
         await PostgresStore(url).open()
 
 
+async def test_a_postgresql_store_of_version_2_gets_its_run_floors(postgres_server, postgres_template):
+    """Version 3 added the table of where each pipe's last run started (compaction keeps what a
+    rollback of that run restores): a version-2 store gets it, and compaction then honours it."""
+    from runtime.store import PostgresStore
+
+    url = await postgres_server.create_database("version_2", template=postgres_template)
+    s = PostgresStore(url)
+    await s.open()
+    await s.write_batch("ds", [{"_id": "a", "v": 0}], pipe="p", checkpoint=None)
+    await s.close()
+    await pg_rows(s, "DROP TABLE run_floors")
+    await pg_rows(s, "UPDATE sluice_schema SET version = 2")
+    s = PostgresStore(url)
+    await s.open()
+    try:
+        await s.write_batch("ds", [{"_id": "a", "v": 1}], pipe="p", checkpoint=None,
+                            run_start=RunStart(1, Checkpoint()))
+        assert await s.compact("ds", 1) == 0  # v0 is what a rollback of the run from offset 1 restores
+        assert await pg_rows(s, "SELECT pipe, off FROM run_floors") == [("p", 1)]
+    finally:
+        await s.close()
+
+
 async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_server):
     import anyio
 
     from runtime.store import PostgresStore
+    from runtime.store.postgres.schema import SCHEMA_VERSION
 
     url = await postgres_server.create_database("opened_at_once")
     stores = [PostgresStore(url) for _ in range(4)]
@@ -330,7 +355,7 @@ async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_serve
         for s in stores:
             tg.start_soon(s.open)
     try:
-        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(2,)]
+        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(SCHEMA_VERSION,)]
     finally:
         for s in stores:
             await s.close()

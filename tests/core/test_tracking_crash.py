@@ -1,18 +1,17 @@
 """Crash safety of dependency tracking: ``sluice run`` SIGKILLed while a DTL pipe is putting the
 customers whose addresses changed through again; after a restart nothing is missed: the pipe's
-dataset equals the one an uninterrupted run from scratch over the same files gives."""
+dataset equals the one an uninterrupted run from scratch over the same files gives (the crashed
+runs on each store, the reference on SQLite)."""
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 
 import yaml
 
-from runtime.store import SqliteStore
+from runtime.store import make_store
 from tests.core.helpers import write_ndjson
-from tests.core.test_crash import committed, run_to_end, snapshot, start
+from tests.core.test_crash import kill_when, run_to_end, snapshot
 
 N = 3_000
 PIPES = [
@@ -37,28 +36,8 @@ def make_config(root: Path, version: int) -> Path:
     return cfg
 
 
-def kill_at(cfg: Path, data: Path, enriched_versions: int) -> None:
-    """Run and SIGKILL once ``enriched`` has ``enriched_versions`` versions committed."""
-    proc = start(cfg, data)
-    db = data / "sluice.db"
-    t0 = time.monotonic()
-    try:
-        while proc.poll() is None:
-            if committed(db, "enriched") + 1 >= enriched_versions:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-                return
-            assert time.monotonic() - t0 < 90, "the run neither reached the kill point nor ended"
-            time.sleep(0.003)
-        raise AssertionError(f"the run ended before enriched reached {enriched_versions} versions")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-async def tracking_of(data: Path) -> dict[str, int]:
-    store = SqliteStore(data / "sluice.db")
+async def tracking_of(data: Path, store_url: str | None) -> dict[str, int]:
+    store = make_store(store_url, data)
     await store.open()
     try:
         return (await store.pipe_state("enriched")).tracking
@@ -66,24 +45,26 @@ async def tracking_of(data: Path) -> dict[str, int]:
         await store.close()
 
 
-async def test_sigkill_with_pending_tracked_entities_then_restart_misses_nothing(tmp_path: Path) -> None:
+async def test_sigkill_with_pending_tracked_entities_then_restart_misses_nothing(
+        tmp_path: Path, store_url: str | None) -> None:
     ref_cfg = make_config(tmp_path / "ref", version=2)
     run_to_end(ref_cfg, tmp_path / "ref" / "data")
     want = await snapshot(tmp_path / "ref" / "data")
 
     cfg = make_config(tmp_path / "crash", version=1)
     data = tmp_path / "crash" / "data"
-    run_to_end(cfg, data)
-    before = await tracking_of(data)
+    run_to_end(cfg, data, store_url)
+    before = await tracking_of(data, store_url)
     make_config(tmp_path / "crash", version=2)  # every address changes: every customer is pending
-    kill_at(cfg, data, N + int(0.3 * N))
-    after_kill = await snapshot(data)
+    assert await kill_when(cfg, data, store_url, dataset="enriched", fraction=1.3, total=N)
+    after_kill = await snapshot(data, store_url)
     assert N + 0.3 * N <= after_kill["enriched"]["committed"] + 1 < 2 * N  # killed mid-way
-    assert await tracking_of(data) == before  # the offsets move only with the run's end
-    kill_at(cfg, data, N + int(0.7 * N))  # the restarted run finds every pending customer again
-    run_to_end(cfg, data)
+    assert await tracking_of(data, store_url) == before  # the offsets move only with the run's end
+    # the restarted run finds every pending customer again
+    assert await kill_when(cfg, data, store_url, dataset="enriched", fraction=1.7, total=N)
+    run_to_end(cfg, data, store_url)
 
-    got = await snapshot(data)
+    got = await snapshot(data, store_url)
     assert got["enriched"]["latest"] == want["enriched"]["latest"]
     assert got["enriched"]["duplicates"] == 0
-    assert (await tracking_of(data))["addresses"] > before["addresses"]
+    assert (await tracking_of(data, store_url))["addresses"] > before["addresses"]

@@ -129,6 +129,8 @@ async def write(
     ds.ids += plan.new_ids
     ds.deleted += plan.deleted_delta
     if plan.log_rows:
+        if run_start is not None:  # before any compaction of this run's superseded versions
+            await note_run_start(conn, ds, pipe, run_start)
         offs, ids, bodies = zip(*plan.log_rows, strict=True)
         await conn.execute(
             "INSERT INTO log(ds, off, id, body) SELECT $1, * FROM unnest($2::bigint[], $3::bytea[], $4::bytea[])",
@@ -158,32 +160,44 @@ async def write(
     elif ds.trip is None:
         ds.committed = ds.next_offset - 1
         if keep_versions is not None and plan.superseded_ids:
-            floor = -1 if run_start is None else run_start.offset
-            await compact_ids(conn, ds, plan.superseded_ids, keep_versions, hold=hold, floor=floor)
+            await compact_ids(conn, ds, plan.superseded_ids, keep_versions, hold=hold)
     await save_row(conn, ds)
     r = plan.result
     return WriteResult(r.new, r.changed, r.deleted, r.unchanged, tripped=ds.trip is not None)
 
 
+RUN_FLOORS = """
+CREATE TABLE run_floors(ds integer NOT NULL, pipe text COLLATE "C" NOT NULL, off bigint NOT NULL,
+    PRIMARY KEY(ds, pipe));
+"""
+"""Where the last run of each pipe writing a dataset started (schema version 3; see
+:func:`runtime.store._sqlite_datasets.note_run_start`)."""
+
 _COMPACTABLE = (
     "SELECT off FROM (SELECT off, id, row_number() OVER (PARTITION BY id ORDER BY off DESC) AS rn "
-    "FROM log WHERE ds = $1 {where}) t WHERE rn > $2 AND off <= $3 AND off IS DISTINCT FROM "
-    "(SELECT max(m.off) FROM log m WHERE m.ds = $1 AND m.id = t.id AND m.off < $4)"
+    "FROM log WHERE ds = $1 {where}) t WHERE rn > $2 AND off <= $3 AND NOT EXISTS (SELECT 1 FROM run_floors f "
+    "WHERE f.ds = $1 AND t.off = (SELECT max(m.off) FROM log m WHERE m.ds = $1 AND m.id = t.id AND m.off < f.off))"
 )
 """Offsets compaction may delete (see :func:`runtime.store._sqlite_datasets._compactable`):
 older than their id's newest ``$2`` versions, at or below the consumers' hold ``$3``, and not the
-newest version below the floor ``$4``."""
+newest version below any of the dataset's run floors."""
+
+
+async def note_run_start(conn: asyncpg.Connection, ds: DatasetRow, pipe: str, run_start: RunStart) -> None:
+    """See :func:`runtime.store._sqlite_datasets.note_run_start`."""
+    await conn.execute("INSERT INTO run_floors(ds, pipe, off) VALUES ($1, $2, $3) ON CONFLICT (ds, pipe) "
+                       "DO UPDATE SET off = excluded.off WHERE run_floors.off != excluded.off",
+                       ds.key, pipe, run_start.offset)
 
 
 async def compact_ids(
-    conn: asyncpg.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int,
-    *, hold: int = NO_HOLD, floor: int = -1,
+    conn: asyncpg.Connection, ds: DatasetRow, ids: Sequence[str], keep_versions: int, *, hold: int = NO_HOLD,
 ) -> int:
     """Delete versions of ``ids`` older than their newest ``keep_versions``, keeping every version
-    above ``hold`` and the newest one below ``floor``; returns how many were deleted."""
+    above ``hold`` and the newest one below each run floor; returns how many were deleted."""
     rows = await conn.fetch(
-        f"DELETE FROM log WHERE ds = $1 AND off IN ({_COMPACTABLE.format(where='AND id = ANY($5::bytea[])')}) "
-        "RETURNING off", ds.key, keep_versions, hold, floor, [b(e) for e in dict.fromkeys(ids)],
+        f"DELETE FROM log WHERE ds = $1 AND off IN ({_COMPACTABLE.format(where='AND id = ANY($4::bytea[])')}) "
+        "RETURNING off", ds.key, keep_versions, hold, [b(e) for e in dict.fromkeys(ids)],
     )
     removed = [r[0] for r in rows]
     await forget_seen(conn, ds, removed)
@@ -193,7 +207,7 @@ async def compact_ids(
 async def compact_all(conn: asyncpg.Connection, ds: DatasetRow, keep_versions: int, *, hold: int = NO_HOLD) -> int:
     """Compact every id of the dataset, keeping every version above ``hold``."""
     rows = await conn.fetch(f"DELETE FROM log WHERE ds = $1 AND off IN ({_COMPACTABLE.format(where='')}) "
-                            "RETURNING off", ds.key, keep_versions, hold, -1)
+                            "RETURNING off", ds.key, keep_versions, hold)
     removed = [r[0] for r in rows]
     await forget_seen(conn, ds, removed)
     return len(removed)

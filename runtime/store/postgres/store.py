@@ -300,7 +300,8 @@ class PostgresStore:
             return True
 
     @_translated
-    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str]) -> dict[str, list[Entity]]:
+    async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
+                           parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
         name = path_name(path)
         async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -311,7 +312,7 @@ class PostgresStore:
                 raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
                                  "call ensure_index() first")
             found = await ixpg.lookup(conn, ds, name, keys)
-        return {key: [orjson.loads(b) for b in bodies] for key, bodies in found.items()}
+        return {key: [parse(b) for b in bodies] for key, bodies in found.items()}
 
     @_translated
     async def compact(self, dataset: str, keep_versions: int) -> int:
