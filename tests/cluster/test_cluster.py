@@ -7,11 +7,16 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 
+import aiohttp
 import anyio
 
 from tests.cluster.conftest import LEASE_S, Cluster, unit_pipe
 from tests.daemon.conftest import Served
+from tests.servers.faults import serve
+from tests.servers.postgres import PostgresServer
+from tests.servers.unit_api import UnitApi
 
 KEYS = [f"u{i:03d}" for i in range(60)]
 
@@ -127,3 +132,30 @@ async def test_concurrency_limit_holds_across_members(cluster: Cluster) -> None:
     assert await cluster.versions() == {k: 1 for k in KEYS[:40]}
     await anyio.sleep(LEASE_S)  # the members' last runs end and log what they did
     assert sum(done_by(m) > 0 for m in members) >= 2  # the limit held across members sharing the units
+
+
+async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
+    """A server of its own (the session's serves other tests): cut every session mid-run, down
+    for a second; the members reconnect and finish every unit, none stays ``running``."""
+    server = PostgresServer.start()
+    api = UnitApi()
+    api.latency = 0.2
+    try:
+        async with serve(api), aiohttp.ClientSession() as session:
+            cluster = Cluster(tmp_path, await server.create_database("restart"), api, session)
+            try:
+                cluster.configure(unit_pipe(api.url, KEYS[:30], concurrency=6))
+                a, *_ = cluster.start(3)
+                await cluster.start_run(a)
+                while sum(s == "done" for s in (await cluster.units()).values()) < 5:
+                    await anyio.sleep(0.05)
+                await anyio.to_thread.run_sync(server.restart, 1.0)
+                units = await settled(cluster, KEYS[:30], timeout=30)
+                assert "running" not in units.values()
+                assert set(await cluster.versions()) == set(KEYS[:30])
+                beats = (await cluster.api_of(a).get("/api/cluster"))["members"]
+                assert len(beats) == 3 and all(m["alive"] for m in beats)  # heartbeats again
+            finally:
+                cluster.stop()
+    finally:
+        server.stop()
