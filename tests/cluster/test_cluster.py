@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import anyio
 
 from tests.cluster.conftest import LEASE_S, Cluster, unit_pipe
-from tests.daemon.conftest import Served
+from tests.daemon.conftest import Served, counter_pipe
 from tests.servers.faults import serve
 from tests.servers.postgres import PostgresServer
 from tests.servers.unit_api import UnitApi
@@ -159,3 +160,27 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
                 cluster.stop()
     finally:
         server.stop()
+
+
+def runs_in(served: Served) -> int:
+    return served.log().count('"event": "run.started"')
+
+
+async def test_leader_alone_runs_schedules_and_a_new_one_takes_over(cluster: Cluster) -> None:
+    cluster.configure([counter_pipe("counted", 3, schedule_interval=0.3)])
+    a, b = cluster.start(2)
+    await until(lambda: runs_in(a) >= 3, "the leader's scheduled runs", a)
+    assert runs_in(b) == 0  # a holds the leader lease (it started first)
+    a.signal(signal.SIGKILL)
+    a.wait()
+    await until(lambda: runs_in(b) >= 2, "runs on the new leader", b)  # after a's lease expired
+    assert '"event": "cluster.leader"' in b.log()
+    overview = await cluster.api_of(b).get("/api/cluster")
+    assert overview["leader"] == overview["member"]
+
+
+async def until(predicate: Callable[[], bool], what: str, served: Served, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{served.log()[-3000:]}"
+        await anyio.sleep(0.1)
