@@ -94,3 +94,33 @@ async def test_unit_claims_fenced_by_epoch(members: tuple[PostgresStore, Postgre
             await b.write_batch("out", [entity("k1", "b")], pipe="p", checkpoint=Checkpoint(None, None, done))
     assert [e["by"] for e in await a.get("out", "k1", history=True)] == ["b"]  # a's commit: 0 rows
     assert {u.key: u.status for u in await a.work_units("p")} == {"k1": "done", "k2": "pending"}
+
+
+async def test_a_version_2_store_gains_the_cluster_tables(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncpg
+
+    from runtime.store.postgres.schema import SCHEMA, SCHEMA_VERSION, TRACKING
+
+    url = await postgres_server.create_database("version_2")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(SCHEMA + TRACKING + "CREATE TABLE sluice_schema(version integer NOT NULL);"
+                           "INSERT INTO sluice_schema VALUES (2)")
+        await conn.execute("INSERT INTO work_units(pipe, key, status, attempts) VALUES ('p', 'k', 'done', 0)")
+    finally:
+        await conn.close()
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        store.cluster = new_membership(LEASE_S)
+        await store.cluster_heartbeat()
+        assert (await store.cluster_overview())["members"][0]["member"] == store.cluster.member
+        assert [u.status for u in await store.work_units("p")] == ["done"]
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT version FROM sluice_schema") == SCHEMA_VERSION == 3
+        assert await conn.fetchval("SELECT lease_epoch FROM work_units") == 0
+    finally:
+        await conn.close()

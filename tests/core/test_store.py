@@ -323,6 +323,7 @@ async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_serve
     import anyio
 
     from runtime.store import PostgresStore
+    from runtime.store.postgres.schema import SCHEMA_VERSION
 
     url = await postgres_server.create_database("opened_at_once")
     stores = [PostgresStore(url) for _ in range(4)]
@@ -330,7 +331,7 @@ async def test_postgresql_stores_opened_at_once_create_one_schema(postgres_serve
         for s in stores:
             tg.start_soon(s.open)
     try:
-        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(2,)]
+        assert await pg_rows(stores[0], "SELECT version FROM sluice_schema") == [(SCHEMA_VERSION,)]
     finally:
         for s in stores:
             await s.close()
