@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import asyncpg
 import pytest
 import yaml
@@ -89,9 +90,10 @@ class Cluster:
     async def start_run(self, served: Served, pipe: str = "items") -> None:
         await self.api_of(served).post(f"/api/pipes/{pipe}/pump", json={"operation": "start"}, token=ADMIN)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop every member (in a thread: the test API they may be reading runs on this loop)."""
         for served in self.members:
-            served.stop()
+            await anyio.to_thread.run_sync(served.stop)
 
 
 @pytest.fixture
@@ -102,4 +104,4 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         try:
             yield c
         finally:
-            c.stop()
+            await c.stop()

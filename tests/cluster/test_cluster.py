@@ -157,7 +157,7 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
                 beats = (await cluster.api_of(a).get("/api/cluster"))["members"]
                 assert len(beats) == 3 and all(m["alive"] for m in beats)  # heartbeats again
             finally:
-                cluster.stop()
+                await cluster.stop()
     finally:
         server.stop()
 
@@ -184,3 +184,17 @@ async def until(predicate: Callable[[], bool], what: str, served: Served, timeou
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}\n{served.log()[-3000:]}"
         await anyio.sleep(0.1)
+
+
+async def test_members_stopped_mid_run_leave_no_unit_running(cluster: Cluster) -> None:
+    cluster.api.latency = 0.3
+    cluster.configure(unit_pipe(cluster.api.url, KEYS, concurrency=6))
+    a, *_ = cluster.start(3)
+    await cluster.start_run(a)
+    while sum(s == "done" for s in (await cluster.units()).values()) < 6:
+        await anyio.sleep(0.05)
+    await cluster.stop()  # SIGTERM: runs stop cleanly, each member releases what it holds
+    units = await cluster.units()
+    assert "running" not in units.values() and "pending" in units.values(), units
+    assert not await cluster.query("SELECT * FROM cluster_members")
+    assert not await cluster.query("SELECT * FROM leases WHERE expiry_us > 0")
