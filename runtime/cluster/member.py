@@ -9,6 +9,10 @@ the commits of its work are refused, :class:`~runtime.errors.FencedError`). The 
 this member's pump of each pipe with work units whose run another member started and whose units
 are ready to claim, so the units of one run spread over every member.
 
+Idle members are also woken at once (LISTEN/NOTIFY on a connection of their own): a commit that
+changes a dataset, by any process on the store, signals the pumps reading it (debounced as local
+changes are); units added to a pipe's ledger wake its pump to take a share of them.
+
 A dead member's leases are never reaped: they expire, and the next claim of a lease or unit checks
 the expiry itself, so another member takes them within the lease time plus one heartbeat.
 (Anchors: ``shared/reference/anchors-wave2.md`` section E: no separate reaper that can stall, no
@@ -21,7 +25,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -47,13 +51,17 @@ class ClusterMember:
     Args:
         store: the daemon's open PostgreSQL store.
         lease_s: lease lifetime, seconds (the daemon setting ``cluster_lease_s``).
-        on_join: called with a pipe id when another member's run of it has units to claim.
+        on_join: called with a pipe id when another member's run of it has units to claim, or
+            units were added to it.
+        on_dataset: called with a dataset name when a commit changed it (any process).
     """
 
-    def __init__(self, store: PostgresStore, lease_s: float, on_join: Callable[[str], None]) -> None:
+    def __init__(self, store: PostgresStore, lease_s: float, on_join: Callable[[str], None],
+                 on_dataset: Callable[[str], None]) -> None:
         self.store = store
         self.membership = new_membership(lease_s)
-        self.on_join = on_join
+        self.on_join, self.on_dataset = on_join, on_dataset
+        self._unlisten: Callable[[], Awaitable[None]] | None = None
         store.cluster = self.membership
 
     @property
@@ -81,16 +89,32 @@ class ClusterMember:
         """
         await self.store.cluster_sessions()
         await self.beat()
+        await self._listen()
         log.info("cluster.joined", member=self.member, lease_s=self.membership.lease_s, leader=self.leader)
         task_status.started()
-        while True:
-            await anyio.sleep(self.membership.lease_s / 3)
-            try:
-                await self.beat()
-                for pipe in await self.store.cluster_joinable():
-                    self.on_join(pipe)
-            except SluiceError as exc:  # e.g. PostgreSQL restarting: the next beat tries again
-                log.warning("cluster.heartbeat_failed", member=self.member, error=str(exc))
+        try:
+            while True:
+                await anyio.sleep(self.membership.lease_s / 3)
+                try:
+                    await self.beat()
+                    if not self.store.listening():  # the server restarted: listen again
+                        await self._listen()
+                    for pipe in await self.store.cluster_joinable():
+                        self.on_join(pipe)
+                except SluiceError as exc:  # e.g. PostgreSQL restarting: the next beat tries again
+                    log.warning("cluster.heartbeat_failed", member=self.member, error=str(exc))
+        finally:
+            if self._unlisten is not None:
+                await self._unlisten()
+
+    async def _listen(self) -> None:
+        self._unlisten = await self.store.cluster_listen(self._changed)
+
+    def _changed(self, kind: str, name: str) -> None:
+        if kind == "dataset":
+            self.on_dataset(name)
+        elif kind == "units":
+            self.on_join(name)
 
     async def beat(self) -> None:
         """One heartbeat (see the module docstring); logs what was lost and leadership changes."""

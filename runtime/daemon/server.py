@@ -61,7 +61,7 @@ class Daemon:
         self.read_store: Any = runtime.store
         self.cluster: ClusterMember | None = None
         if isinstance(runtime.store, PostgresStore):
-            self.cluster = ClusterMember(runtime.store, settings.cluster_lease_s, self._join)
+            self.cluster = ClusterMember(runtime.store, settings.cluster_lease_s, self._join, self._changed)
             self.cluster.configure(runtime.config)
 
     def request_stop(self) -> None:
@@ -81,6 +81,10 @@ class Daemon:
     def _join(self, pipe: str) -> None:
         if self.scheduler is not None:
             self.scheduler.join(pipe)
+
+    def _changed(self, dataset: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.signal([dataset])
 
     def _on_start(self, spec: PipeSpec) -> None:
         metrics.RUNNING.labels(spec.id).set(1)

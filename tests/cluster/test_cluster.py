@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 
+from runtime.store import PostgresStore
 from tests.cluster.conftest import LEASE_S, Cluster, unit_pipe
 from tests.daemon.conftest import Served, counter_pipe
 from tests.servers.faults import serve
@@ -198,3 +199,21 @@ async def test_members_stopped_mid_run_leave_no_unit_running(cluster: Cluster) -
     assert "running" not in units.values() and "pending" in units.values(), units
     assert not await cluster.query("SELECT * FROM cluster_members")
     assert not await cluster.query("SELECT * FROM leases WHERE expiry_us > 0")
+
+
+async def test_a_commit_by_any_process_wakes_idle_members(cluster: Cluster) -> None:
+    """LISTEN/NOTIFY: the pipe reading ``fed`` is scheduled for next New Year; a commit to ``fed``
+    by a process outside the cluster makes a member run it within the signal debounce."""
+    cluster.configure([{"_id": "copy", "type": "pipe", "source": {"type": "dataset", "dataset": "fed"},
+                        "pump": {"cron_expression": "0 0 1 1 *"}}])
+    cluster.start(2)
+    outside = PostgresStore(cluster.url)
+    await outside.open()
+    try:
+        await outside.write_batch("fed", [{"_id": "e1", "n": 1}], pipe="feeder", checkpoint=None)
+        deadline = time.monotonic() + 20
+        while not await outside.get("copy", "e1"):
+            assert time.monotonic() < deadline, "\n".join(m.log()[-2000:] for m in cluster.members)
+            await anyio.sleep(0.1)
+    finally:
+        await outside.close()

@@ -35,6 +35,9 @@ CREATE TABLE leases(
 ALTER TABLE work_units ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;
 """
 
+CHANNEL = "sluice_changes"
+"""The LISTEN/NOTIFY channel: payload ``dataset:<name>`` or ``units:<pipe>``."""
+
 FORGET_AFTER_S = 3600.0
 """A member whose last heartbeat is older than this (seconds) is removed from ``cluster_members``."""
 
@@ -77,6 +80,13 @@ class Taken:
 
     epoch: int
     resumed: bool
+
+
+async def notify(conn: asyncpg.Connection, kind: str, name: str) -> None:
+    """Announce a change to every listener when the caller's transaction commits (NOTIFY is
+    transactional: a rolled-back change is never announced; repeats in one transaction are
+    delivered once)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind}:{name}")
 
 
 async def heartbeat(conn: asyncpg.Connection, member: str, host: str, pid: int, port: int | None,

@@ -85,6 +85,7 @@ class PostgresStore:
         self.label = str(url.with_password("***")) if url.password else dsn
         self._pool: asyncpg.Pool | None = None
         self.cluster: cpg.Membership | None = None
+        self._listener: asyncpg.Connection | None = None
         """Set by ``sluice serve`` (:mod:`runtime.cluster`): the store is then a cluster member's,
         pipe runs are claimed by leases and their commits fenced (see :meth:`pipe_lock`)."""
 
@@ -184,6 +185,8 @@ class PostgresStore:
                 if populate and not ds.populated:
                     ds.populated = True
                     await dpg.save_row(conn, ds)
+                if result.changes:
+                    await cpg.notify(conn, "dataset", dataset)
             self._settle(pipe, checkpoint)
             return result
         except DB_ERRORS as exc:
@@ -604,6 +607,33 @@ class PostgresStore:
         await self._p.expire_connections()
 
     @_translated
+    async def cluster_listen(self, on_change: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]:
+        """Listen for the changes every store on this database announces (:func:`cpg.notify`):
+        ``on_change(kind, name)`` with kind ``dataset`` (committed changes to that dataset) or
+        ``units`` (units added to that pipe). Returns the coroutine function that stops
+        listening; the listening connection is a dedicated one (see :meth:`listening`)."""
+        conn = await asyncpg.connect(self.dsn)
+
+        def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            kind, _, name = payload.partition(":")
+            on_change(kind, name)
+
+        await conn.add_listener(cpg.CHANNEL, received)
+        self._listener = conn
+
+        async def stop() -> None:
+            self._listener = None
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+        return stop
+
+    def listening(self) -> bool:
+        """Whether the connection of :meth:`cluster_listen` is still open (it closes when the
+        server restarts; listen again then)."""
+        return self._listener is not None and not self._listener.is_closed()
+
+    @_translated
     async def cluster_heartbeat(self) -> list[str]:
         """Record the member's heartbeat and renew its leases and units (one transaction); take
         the ``leader`` lease if it is free or expired. Returns the leases lost (``pipe:<id>``,
@@ -715,7 +745,10 @@ class PostgresStore:
         if self.cluster is not None and pipe in self.cluster.helping:
             return 0, 0
         async with self._transaction() as conn:
-            return await upg.plan(conn, pipe, units)
+            added, retired = await upg.plan(conn, pipe, units)
+            if added:
+                await cpg.notify(conn, "units", pipe)
+            return added, retired
 
     @_translated
     async def prepare_units(self, pipe: str, *, sweep: int | None) -> None:
