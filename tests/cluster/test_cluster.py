@@ -36,10 +36,12 @@ async def settled(cluster: Cluster, keys: list[str], timeout: float = 60) -> dic
         await anyio.sleep(0.1)
 
 
-def done_by(served: Served) -> int:
-    """How many units a member's runs finished (the ``units.done`` of its ``run.finished`` log lines)."""
+def done_by(served: Served, pipe: str = "items") -> int:
+    """How many units of ``pipe`` a member's runs finished (the ``units.done`` of its
+    ``run.finished`` log lines)."""
     lines = [json.loads(line) for line in served.log().splitlines() if line.startswith("{")]
-    return sum(e.get("units", {}).get("done", 0) for e in lines if e.get("event") == "run.finished")
+    return sum(e.get("units", {}).get("done", 0) for e in lines
+               if e.get("event") == "run.finished" and e.get("pipe") == pipe)
 
 
 async def test_three_members_spread_units_exactly_once(cluster: Cluster) -> None:

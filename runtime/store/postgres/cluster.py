@@ -168,12 +168,19 @@ async def hold_lease(conn: asyncpg.Connection, name: str, member: str, epoch: in
 
 async def hold_units(conn: asyncpg.Connection, pipe: str, member: str, held: dict[str, int]) -> list[str]:
     """Inside a commit: share-lock the units ``member`` holds (key -> epoch); returns the keys it
-    lost (another member reclaimed them, or they are no longer running)."""
-    rows = await conn.fetch(
-        "SELECT w.key FROM work_units w JOIN unnest($3::bytea[], $4::bigint[]) j(key, epoch) ON w.key = j.key "
-        "WHERE w.pipe = $1 AND w.lease_epoch = j.epoch AND w.lease_owner = $2 AND w.status = 'running' "
-        "FOR SHARE OF w", pipe, member, [k.encode() for k in held], list(held.values()))
-    return sorted(set(held) - {r[0].decode() for r in rows})
+    lost (another member reclaimed them, or they are no longer running). The rows are locked by
+    key and compared after the lock is granted (the latest version), not filtered by the lock."""
+    rows = await conn.fetch("SELECT key, lease_owner, lease_epoch, status FROM work_units WHERE pipe = $1 "
+                            "AND key = ANY($2::bytea[]) FOR SHARE", pipe, [k.encode() for k in held])
+    kept = {r[0].decode() for r in rows if r[1] == member and r[3] == "running" and held.get(r[0].decode()) == r[2]}
+    return sorted(set(held) - kept)
+
+
+async def unit_holders(conn: asyncpg.Connection, pipe: str, keys: list[str]) -> dict[str, str]:
+    """For an error message: who holds each of ``keys`` now (``status, owner, epoch``)."""
+    rows = await conn.fetch("SELECT key, status, lease_owner, lease_epoch FROM work_units WHERE pipe = $1 "
+                            "AND key = ANY($2::bytea[])", pipe, [k.encode() for k in keys])
+    return {r[0].decode(): f"{r[1]}, owner {r[2]}, epoch {r[3]}" for r in rows}
 
 
 async def claim(conn: asyncpg.Connection, pipe: str, member: str, limit: int, lease_s: float,

@@ -571,14 +571,15 @@ class PostgresStore:
         if member is None:
             return
         if pipe in member.shared:
-            held = member.units.get(pipe, {})
+            held = dict(member.units.get(pipe, {}))  # a snapshot: claims go on during the awaits below
             moved = set(checkpoint.units or {}) if checkpoint is not None else set()
             lost = sorted(moved - set(held)) + (await cpg.hold_units(conn, pipe, member.member, held) if held else [])
             if lost:
+                now = await cpg.unit_holders(conn, pipe, lost[:5])
+                mine = ", ".join(f"{k} (held at epoch {held.get(k)}; now {now.get(k, 'gone')})" for k in lost[:5])
                 raise FencedError(
-                    f"member {member.member} lost the lease of work unit(s) {', '.join(lost[:5])} "
-                    "(it expired and another member took them); this commit is refused and its work dropped",
-                    pipe=pipe)
+                    f"member {member.member} lost the lease of work unit(s) {mine}: it expired and another "
+                    "member took them; this commit is refused and its work dropped", pipe=pipe)
             return
         epoch = member.leases.get(f"pipe:{pipe}")
         if epoch is not None and not await cpg.hold_lease(conn, f"pipe:{pipe}", member.member, epoch):
@@ -641,9 +642,12 @@ class PostgresStore:
         m = self._member()
         async with self._transaction() as conn:
             await cpg.heartbeat(conn, m.member, m.host, m.pid, m.port, m.started_us)
-            lost, lost_units = await cpg.renew(conn, m.member, m.leases, m.units, m.lease_s)
+            leases = dict(m.leases)  # snapshots: leases are taken and units claimed during the awaits
+            lost, lost_units = await cpg.renew(conn, m.member, leases, {p: dict(h) for p, h in m.units.items()},
+                                               m.lease_s)
         for name in lost:
-            m.leases.pop(name, None)
+            if m.leases.get(name) == leases[name]:  # not taken again meanwhile
+                del m.leases[name]
         if "leader" in lost or "leader" not in m.leases:
             async with self._transaction() as conn:
                 taken = await cpg.take(conn, "leader", m.member, "the leader", m.lease_s)
