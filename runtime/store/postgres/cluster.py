@@ -185,10 +185,12 @@ async def unit_holders(conn: asyncpg.Connection, pipe: str, keys: list[str]) -> 
 
 async def claim(conn: asyncpg.Connection, pipe: str, member: str, limit: int, lease_s: float,
                 cap: int | None) -> list[tuple[WorkUnit, int]]:
-    """Claim up to ``limit`` units (the order of :func:`runtime.store.postgres.units.claim`, rows
-    another claim holds skipped), with their new epochs. With ``cap`` (the pipe's concurrency
-    limit) claims of one pipe are serialised by a transaction advisory lock, at most ``cap`` units
-    run at once across the cluster, and one member holds at most its share of them
+    """Claim up to ``limit`` units, with their new epochs: first running ones whose lease expired
+    (a dead or frozen member's, taken over before anything else), then pending ones, then due
+    failed or waiting ones, each group by key; rows another claim holds are skipped. With ``cap``
+    (the pipe's concurrency limit) claims of one pipe are serialised by a transaction advisory
+    lock, at most ``cap`` units run at once across the cluster, and one member holds at most its
+    share of them
     (``ceil(cap / live members)``), so the units spread over every member."""
     now = now_us()
     if cap is not None:
@@ -207,7 +209,7 @@ async def claim(conn: asyncpg.Connection, pipe: str, member: str, limit: int, le
         "WITH c AS (SELECT key FROM work_units WHERE pipe = $1 AND NOT retired AND (status = 'pending' "
         "OR (status IN ('failed', 'waiting') AND coalesce(due_us, 0) <= $2) "
         "OR (status = 'running' AND lease_expiry_us < $2)) "
-        "ORDER BY CASE status WHEN 'pending' THEN 0 WHEN 'running' THEN 2 ELSE 1 END, key LIMIT $3 "
+        "ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, key LIMIT $3 "
         "FOR UPDATE SKIP LOCKED) "
         "UPDATE work_units w SET status = 'running', lease_owner = $4, lease_expiry_us = $5, "
         "lease_epoch = w.lease_epoch + 1 FROM c "
