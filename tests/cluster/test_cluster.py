@@ -82,18 +82,28 @@ async def until_holds(cluster: Cluster, member: str) -> set[str]:
     return held
 
 
-async def test_killed_member_units_finish_on_the_others(cluster: Cluster) -> None:
+async def holding_mid_run(cluster: Cluster) -> tuple[Served, Served, str, set[str]]:
+    """Three members, 30 units of 300 ms, a run started on the first: returns the first, the
+    second, the second's member id and the units it holds once it holds some."""
     cluster.api.latency = 0.3
     cluster.configure(unit_pipe(cluster.api.url, KEYS[:30], concurrency=6))
     a, b, _ = cluster.start(3)
-    victim = await member_id(cluster, b)
+    member = await member_id(cluster, b)
     await cluster.start_run(a)
-    held = await until_holds(cluster, victim)
+    return a, b, member, await until_holds(cluster, member)
+
+
+async def until_done(cluster: Cluster, keys: set[str]) -> None:
+    while not await all_done(cluster, keys):
+        await anyio.sleep(0.05)
+
+
+async def test_killed_member_units_finish_on_the_others(cluster: Cluster) -> None:
+    a, b, victim, held = await holding_mid_run(cluster)
     b.signal(signal.SIGKILL)
     b.wait()
     killed = time.monotonic()
-    while not await all_done(cluster, held):
-        await anyio.sleep(0.05)
+    await until_done(cluster, held)
     taken_over_s = time.monotonic() - killed
     await settled(cluster, KEYS[:30], timeout=20)
     assert await cluster.versions() == {k: 1 for k in KEYS[:30]}  # nothing lost, nothing written twice
@@ -104,16 +114,10 @@ async def test_killed_member_units_finish_on_the_others(cluster: Cluster) -> Non
 
 
 async def test_frozen_member_commits_nothing_after_its_lease(cluster: Cluster) -> None:
-    cluster.api.latency = 0.3
-    cluster.configure(unit_pipe(cluster.api.url, KEYS[:30], concurrency=6))
-    a, b, _ = cluster.start(3)
-    frozen = await member_id(cluster, b)
-    await cluster.start_run(a)
-    held = await until_holds(cluster, frozen)
+    _, b, _, held = await holding_mid_run(cluster)
     b.signal(signal.SIGSTOP)
     try:
-        while not await all_done(cluster, held):  # the others take them over
-            await anyio.sleep(0.05)
+        await until_done(cluster, held)  # the others take them over
     finally:
         b.signal(signal.SIGCONT)
     await settled(cluster, KEYS[:30], timeout=20)
