@@ -6,6 +6,7 @@ Branches follow what the caller does next::
     ├── ConfigError                  fix the config; never retried (lists every problem at once)
     │   └── DtlCompileError          a DTL expression or rule set does not compile (positions named)
     ├── StoreError                   the state store failed; the run stops, nothing uncommitted is visible
+    │   └── FencedError              a cluster member's lease was lost: its commit is refused (0 rows)
     ├── TransientError               retry later with backoff (network, 429/5xx, lease lost)
     ├── FatalError                   stop the pipe: retrying the same input fails the same way
     │   ├── BadDataError             a source returned data that cannot be used (names request/file/record)
@@ -16,6 +17,7 @@ Branches follow what the caller does next::
     │   └── ComponentError           a component raised something unexpected (wrapped, original chained)
     ├── EntityError                  one entity cannot be written; dead-letter it and go on
     └── OperationRefusedError        an operator request is not allowed (e.g. reset of a protected pipe)
+        └── LeaseHeldError           another cluster member holds the pipe run's lease
 
 Foreign exceptions (aiohttp, aiosqlite, ...) are translated at the boundary with
 ``raise SomeSluiceError(...) from exc``; none leaves ``connectors/`` or ``runtime/store``.
@@ -96,6 +98,12 @@ class DtlCompileError(ConfigError):
 
 class StoreError(SluiceError):
     """Raised when the state store fails (I/O, corruption, schema). Nothing uncommitted is visible."""
+
+
+class FencedError(StoreError):
+    """Raised when a cluster member commits work whose lease it lost (it expired and another member
+    took it, e.g. after a SIGSTOP or a network partition): the transaction is rolled back, nothing
+    of it is visible, and the work is done again by the lease's new holder."""
 
 
 class TransientError(SluiceError):
@@ -191,6 +199,10 @@ class EntityError(SluiceError):
 
 class OperationRefusedError(SluiceError):
     """Raised when an operator request is not allowed, e.g. resetting a ``disable_set_last_seen`` pipe."""
+
+
+class LeaseHeldError(OperationRefusedError):
+    """Raised when another cluster member holds the lease of a pipe run (it is running there)."""
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:

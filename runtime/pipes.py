@@ -645,7 +645,9 @@ class _Cutter:
     A :class:`UnitChunk`'s progress rides on the batch that holds the chunk's last entity (or on
     an empty batch of its own when the chunk ended a batch exactly); a source's page without
     entities (``running`` progress alone, e.g. an asynchronous job's id) is sent at once, with the
-    entities pending before it.
+    entities pending before it. In a cluster member (the store has ``cluster`` set) every unit's
+    last progress (done, failed, waiting) is also sent at once: its lease and its share of the
+    pipe's concurrency limit are freed when it commits, not when the run ends.
     """
 
     def __init__(self, run: PipeRun, outbox: Mailbox, since: Any, info: RunInfo, strategy: Strategy) -> None:
@@ -675,7 +677,8 @@ class _Cutter:
                 await self._send()
         if isinstance(chunk, UnitChunk) and chunk.progress:
             merge_progress(self.units, chunk.progress)
-            if not self.pending or (not chunk and all(p.status == "running" for p in chunk.progress.values())):
+            ended = not chunk and getattr(self.run.store, "cluster", None) is not None
+            if not self.pending or ended or (not chunk and all(p.status == "running" for p in chunk.progress.values())):
                 await self._send()  # a source's page of progress alone (a job id) goes at once
 
     async def flush(self) -> None:

@@ -167,13 +167,14 @@ class AccessLogger(AbstractAccessLogger):
 
 def build_app(daemon: Daemon) -> web.Application:
     """The application with every route of the daemon."""
-    from runtime.daemon import api_data, api_pipes, api_units, publishers, receivers, scrape, status
+    from runtime.daemon import api_cluster, api_data, api_pipes, api_units, publishers, receivers, scrape, status
 
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024**2)
     app[DAEMON] = daemon
     app.router.add_get("/api/health", health)
     api_pipes.add_routes(app.router)
     api_units.add_routes(app.router)
+    api_cluster.add_routes(app.router)
     api_data.add_routes(app.router)
     publishers.add_routes(app.router)
     receivers.add_routes(app.router)

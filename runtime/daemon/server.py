@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from runtime import metrics
+from runtime.cluster import ClusterMember
 from runtime.config import load_config
 from runtime.config.models import PipeSpec
 from runtime.daemon.app import AccessLogger, build_app
@@ -31,6 +32,7 @@ from runtime.errors import ConfigError, SluiceError
 from runtime.pipes import RunResult
 from runtime.pump import Scheduler
 from runtime.store import SqliteStore
+from runtime.store.postgres import PostgresStore
 
 log = structlog.get_logger("sluice.daemon")
 
@@ -57,6 +59,10 @@ class Daemon:
         self.receiver_locks: dict[str, anyio.Lock] = {}
         self.publish_gate = anyio.Semaphore(settings.publisher_concurrency)
         self.read_store: Any = runtime.store
+        self.cluster: ClusterMember | None = None
+        if isinstance(runtime.store, PostgresStore):
+            self.cluster = ClusterMember(runtime.store, settings.cluster_lease_s, self._join, self._changed)
+            self.cluster.configure(runtime.config)
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to stop cleanly (idempotent; safe from a signal handler)."""
@@ -69,7 +75,16 @@ class Daemon:
         return Scheduler(
             self.runtime, debounce_s=s.signal_debounce_s, backoff_s=s.retry_backoff_s,
             backoff_max_s=s.retry_backoff_max_s, on_start=self._on_start, on_finish=self._on_finish,
+            leader=lambda: self.cluster is None or self.cluster.leader,
         )
+
+    def _join(self, pipe: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.join(pipe)
+
+    def _changed(self, dataset: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.signal([dataset])
 
     def _on_start(self, spec: PipeSpec) -> None:
         metrics.RUNNING.labels(spec.id).set(1)
@@ -103,6 +118,9 @@ class Daemon:
             self.port = int(runner.addresses[0][1])
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self.cluster is not None:
+                    self.cluster.configure(self.runtime.config, self.port)
+                    await tg.start(self.cluster.run, name="cluster")
                 self.scheduler = self._new_scheduler()
                 await tg.start(self.scheduler.run, name="scheduler")
                 if handle_signals:
@@ -112,6 +130,8 @@ class Daemon:
                 log.info("daemon.stopping")
                 async with self._reload_lock:
                     await self.scheduler.stop(self.settings.shutdown_timeout_s)
+                if self.cluster is not None:
+                    await self.cluster.leave()
                 tg.cancel_scope.cancel()
         finally:
             if handle_signals:
@@ -199,6 +219,8 @@ class Daemon:
                 await system.close()
         rt.systems.clear()
         rt.config = config
+        if self.cluster is not None:
+            self.cluster.configure(config)
         for spec in config.systems.values():
             system = spec.cls(spec.config, spec.id)
             await system.open()

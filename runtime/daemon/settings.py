@@ -64,6 +64,9 @@ class DaemonSettings(BaseSettings):
             same time (the others wait their turn, so API requests are served in between).
         receiver_max_body_bytes: the largest body a JSON push receiver accepts (bytes, default
             16 MiB); a larger one is refused with 413 before it is parsed.
+        cluster_lease_s: with a PostgreSQL store, the lifetime of a cluster member's leases
+            (pipe runs, work units, the leader), seconds; renewed every third of it. A member
+            frozen or dead longer loses them, and another takes them within twice this.
         ready_file: if set, the daemon writes ``{"host":..,"port":..,"pid":..}`` there once listening.
     """
 
@@ -86,6 +89,7 @@ class DaemonSettings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     publisher_concurrency: int = Field(default=2, ge=1)
     receiver_max_body_bytes: int = Field(default=16 * 1024**2, ge=1)
+    cluster_lease_s: float = Field(default=30.0, gt=0)
     ready_file: Path | None = None
 
     @classmethod

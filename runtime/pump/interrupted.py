@@ -44,6 +44,9 @@ async def record_interrupted(store: StateStore, pipe: str) -> dict[str, Any] | N
     Raises:
         StoreError: the store failed.
     """
+    cluster = getattr(store, "cluster", None)
+    if cluster is not None and pipe in cluster.shared:  # runs of work units are shared by members:
+        return None  # a marker may be a live member's; a dead one's units are taken over by lease
     state = await store.pipe_state(pipe)
     marker = state.info.get(RUN_IN_PROGRESS)
     if not isinstance(marker, dict):

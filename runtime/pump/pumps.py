@@ -26,7 +26,7 @@ import anyio
 import structlog
 
 from runtime.config.models import PipeSpec
-from runtime.errors import OperationRefusedError, PipeTrippedError, SluiceError
+from runtime.errors import LeaseHeldError, OperationRefusedError, PipeTrippedError, SluiceError
 from runtime.pipes import RunResult
 from runtime.pump.interrupted import record_all_interrupted
 from runtime.pump.schedule import backoff, first_regular, next_regular, soon
@@ -93,6 +93,15 @@ class Pump:
         self.request = "rescan" if full else "start"
         self.wake()
 
+    def join(self) -> None:
+        """Another cluster member runs this pipe's work units: take a share of them now (unless
+        running, stopping, disabled or ``mode: off``)."""
+        if self.running or self.request is not None or self.stopping or self.disabled \
+                or self.spec.model.pump.mode == "off" or not has_pump(self.spec):
+            return
+        self.request = "start"
+        self.wake()
+
     def signal(self) -> None:
         """An input dataset changed: run soon (after the debounce), if scheduled."""
         if self.scheduled and self.signalled_at is None:
@@ -150,6 +159,9 @@ class Pump:
         timed = self.next_at is not None and now >= self.next_at
         if not (signalled or timed):
             return None
+        if timed and not signalled and not self.scheduler.leader():  # the cluster's leader runs the schedule
+            self.next_at = next_regular(self.spec, now, now)
+            return None
         if await self.scheduler.tripped(self.spec):
             self.signalled_at = None
             self.next_at = next_regular(self.spec, now, now)
@@ -166,6 +178,8 @@ class Pump:
             try:
                 self.scheduler.on_start(self.spec)
                 result = await self.scheduler.runtime.run_pipe(self.pipe, full=full, on_progress=self._progress)
+            except LeaseHeldError as exc:  # another cluster member runs it: not a failure
+                log.info("pump.leased_elsewhere", pipe=self.pipe, reason=str(exc))
             except OperationRefusedError as exc:  # e.g. `sluice run` holds the pipe's lock
                 log.warning("pump.refused", pipe=self.pipe, error=str(exc))
                 self._failed(str(exc), time.time())  # retried after the backoff, not at once
@@ -238,14 +252,17 @@ class Scheduler:
         debounce_s: signal debounce, seconds.
         backoff_s, backoff_max_s: retry backoff of failed runs, seconds.
         on_start, on_finish: hooks called around every run (metrics).
+        leader: whether this process starts scheduled runs (in a cluster, only the member holding
+            the leader lease does; signals and requests start runs on any member).
     """
 
     def __init__(
         self, runtime: Any, *, debounce_s: float = 0.5, backoff_s: float = 1.0,
         backoff_max_s: float = 300.0, on_start: Callable[[PipeSpec], None] | None = None,
-        on_finish: Hook | None = None,
+        on_finish: Hook | None = None, leader: Callable[[], bool] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.leader = leader or (lambda: True)
         self.debounce_s = debounce_s
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
         self.on_start = on_start or (lambda spec: None)
@@ -264,6 +281,12 @@ class Scheduler:
         if found is None:
             raise OperationRefusedError(f"no pipe {pipe!r} in the running config; check the pipe id")
         return found
+
+    def join(self, pipe: str) -> None:
+        """Another cluster member runs ``pipe``'s work units: :meth:`Pump.join` (unknown pipes
+        are ignored: the members' configs may differ during a reload)."""
+        if pipe in self.pumps:
+            self.pumps[pipe].join()
 
     def signal(self, datasets: list[str]) -> None:
         """Datasets changed: signal every pipe reading one of them."""

@@ -28,6 +28,8 @@ log = structlog.get_logger("sluice.units")
 
 CLAIM_BATCH = 500
 LEASE_S = 300.0
+SETTLE_POLL_S = 0.05
+"""How often a cluster member's run with nothing to claim looks whether its ended units committed."""
 
 
 class UnitChunk(list[Any]):
@@ -90,6 +92,7 @@ class UnitRunner:
         self.tally = UnitTally()
         self._last_start = 0.0
         self._running = 0
+        self._claimed: set[str] = set()
         self._ended = anyio.Event()  # set when a unit ends; replaced by the claim loop after each wait
 
     async def run(self, emit: Callable[[UnitChunk], Awaitable[None]], stop: anyio.Event) -> UnitTally:
@@ -110,13 +113,14 @@ class UnitRunner:
             while not stop.is_set() and (limit is None or started < limit):
                 want = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - started)
                 claimed = await self.store.claim_units(self.pipe, self.owner, limit=want, lease_s=LEASE_S)
+                self._claimed.update(u.key for u in claimed)
                 if not claimed:
                     if self._running:  # claim again when one ends: a failed one may be due again
                         await self._ended.wait()
                         self._ended = anyio.Event()
                         continue
-                    if await self._due_soon(wait_until):
-                        await anyio.sleep(0.05)
+                    if await self._due_soon(wait_until) or await self._settling():
+                        await anyio.sleep(SETTLE_POLL_S)
                         continue
                     break
                 for unit in claimed:
@@ -140,6 +144,14 @@ class UnitRunner:
             if any((u.due_us or 0) <= horizon for u in await self.store.work_units(self.pipe, status=status)):
                 return True
         return False
+
+    async def _settling(self) -> bool:
+        """In a cluster member: whether units this run ran are still ``running`` in the ledger
+        (their last progress is on its way to the sink, and sent at once there): until it
+        commits they count against the pipe's concurrency limit, so claim again after."""
+        if getattr(self.store, "cluster", None) is None:
+            return False
+        return any(u.key in self._claimed for u in await self.store.work_units(self.pipe, status="running"))
 
     async def _pace(self) -> None:
         gap = self.config.unit_interval_s - (time.monotonic() - self._last_start)

@@ -320,18 +320,18 @@ async def test_a_postgresql_store_of_a_newer_schema_is_refused(postgres_server, 
         await PostgresStore(url).open()
 
 
-async def test_a_postgresql_store_of_version_2_gets_its_run_floors(postgres_server, postgres_template):
-    """Version 3 added the table of where each pipe's last run started (compaction keeps what a
+async def test_a_postgresql_store_of_version_3_gets_its_run_floors(postgres_server, postgres_template):
+    """Version 4 added the table of where each pipe's last run started (compaction keeps what a
     rollback of that run restores): a version-2 store gets it, and compaction then honours it."""
     from runtime.store import PostgresStore
 
-    url = await postgres_server.create_database("version_2", template=postgres_template)
+    url = await postgres_server.create_database("version_3", template=postgres_template)
     s = PostgresStore(url)
     await s.open()
     await s.write_batch("ds", [{"_id": "a", "v": 0}], pipe="p", checkpoint=None)
     await s.close()
     await pg_rows(s, "DROP TABLE run_floors")
-    await pg_rows(s, "UPDATE sluice_schema SET version = 2")
+    await pg_rows(s, "UPDATE sluice_schema SET version = 3")
     s = PostgresStore(url)
     await s.open()
     try:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,21 @@ class PostgresServer:
         data = root / "data"
         server._run([str(found / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
                      "-E", "UTF8", "--locale=C"])
-        options = (f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        server._run([str(found / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "server.log"),
-                     "-o", options, "start"])
+        server._start()
         return server
+
+    def _start(self) -> None:
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-w", "-l", str(self.root / "server.log"),
+                   "-o", options, "start"])
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server at once (``-m immediate``: every session cut, as in a crash), stay down
+        ``down_s`` seconds, start it again on the same port with the same data."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"])
+        time.sleep(down_s)
+        self._start()
 
     def _run(self, args: list[str]) -> None:
         done = subprocess.run(_as_server_user(args), capture_output=True, text=True, cwd=self.root)

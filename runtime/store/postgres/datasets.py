@@ -170,7 +170,7 @@ RUN_FLOORS = """
 CREATE TABLE run_floors(ds integer NOT NULL, pipe text COLLATE "C" NOT NULL, off bigint NOT NULL,
     PRIMARY KEY(ds, pipe));
 """
-"""Where the last run of each pipe writing a dataset started (schema version 3; see
+"""Where the last run of each pipe writing a dataset started (schema version 4; see
 :func:`runtime.store._sqlite_datasets.note_run_start`)."""
 
 _COMPACTABLE = (

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncpg
 
 from runtime.errors import StoreError
+from runtime.store.postgres.cluster import SCHEMA as CLUSTER
 from runtime.store.postgres.datasets import RUN_FLOORS
 from runtime.store.postgres.tracking import SCHEMA as TRACKING
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x5117CE  # pg_advisory_xact_lock key held while a store is migrated
 
 SCHEMA = """
@@ -61,9 +62,10 @@ CREATE TABLE consumers(dataset text COLLATE "C" NOT NULL, pipe text COLLATE "C" 
 CREATE TABLE pipe_locks(pipe text COLLATE "C" PRIMARY KEY, holder text NOT NULL);
 """
 
-MIGRATIONS: dict[int, str] = {2: TRACKING, 3: RUN_FLOORS}
+MIGRATIONS: dict[int, str] = {2: TRACKING, 3: CLUSTER, 4: RUN_FLOORS}
 """Version N-1 -> N: the statements that bring a store of version N-1 to N (2: the dependency
-tracking tables; 3: the run floors compaction keeps)."""
+tracking tables; 3: cluster members, leases and the work units' lease epoch; 4: the run floors
+compaction keeps)."""
 
 
 async def migrate(conn: asyncpg.Connection, label: str) -> None:
@@ -76,7 +78,7 @@ async def migrate(conn: asyncpg.Connection, label: str) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         exists = await conn.fetchval("SELECT to_regclass('sluice_schema') IS NOT NULL")
         if not exists:
-            await conn.execute(SCHEMA + TRACKING + RUN_FLOORS)
+            await conn.execute(SCHEMA + TRACKING + CLUSTER + RUN_FLOORS)
             await conn.execute("CREATE TABLE sluice_schema(version integer NOT NULL)")
             await conn.execute("INSERT INTO sluice_schema(version) VALUES ($1)", SCHEMA_VERSION)
             return

@@ -25,7 +25,8 @@ from yarl import URL
 
 from runtime.dtl.joinkeys import path_name
 from runtime.entities import Entity, PreparedBatch
-from runtime.errors import OperationRefusedError, PipeTrippedError, StoreError
+from runtime.errors import FencedError, LeaseHeldError, OperationRefusedError, PipeTrippedError, StoreError
+from runtime.store.postgres import cluster as cpg
 from runtime.store.postgres import datasets as dpg
 from runtime.store.postgres import indexes as ixpg
 from runtime.store.postgres import tracking as tpg
@@ -83,6 +84,10 @@ class PostgresStore:
         url = URL(dsn)
         self.label = str(url.with_password("***")) if url.password else dsn
         self._pool: asyncpg.Pool | None = None
+        self.cluster: cpg.Membership | None = None
+        self._listener: asyncpg.Connection | None = None
+        """Set by ``sluice serve`` (:mod:`runtime.cluster`): the store is then a cluster member's,
+        pipe runs are claimed by leases and their commits fenced (see :meth:`pipe_lock`)."""
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.label!r})"
@@ -95,7 +100,8 @@ class PostgresStore:
                 newer Sluice.
         """
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
+                                                   init=self._session)
             async with self._pool.acquire() as conn:
                 await migrate(conn, self.label)
         except DB_ERRORS as exc:
@@ -104,6 +110,14 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
+
+    async def _session(self, conn: asyncpg.Connection) -> None:
+        """Set up a new pooled connection. A cluster member's sessions end when they stay idle in
+        a transaction longer than the lease (the member froze mid-transaction): the server then
+        rolls it back and releases its row and advisory locks, so a frozen member never blocks
+        the others for longer than its leases last."""
+        if self.cluster is not None:
+            await conn.execute(f"SET idle_in_transaction_session_timeout = {int(self.cluster.lease_s * 1000)}")
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
@@ -157,6 +171,7 @@ class PostgresStore:
         """See :meth:`StateStore.write_batch`."""
         try:
             async with self._transaction() as conn:
+                await self._fence(conn, pipe, checkpoint)
                 ds = await dpg.find_or_create(conn, dataset)
                 previous = await self._checkpoint_in(conn, pipe)
                 hold = await dpg.hold_of(conn, ds) if keep_versions is not None else dpg.NO_HOLD
@@ -170,7 +185,10 @@ class PostgresStore:
                 if populate and not ds.populated:
                     ds.populated = True
                     await dpg.save_row(conn, ds)
-                return result
+                if result.changes:
+                    await cpg.notify(conn, "dataset", dataset)
+            self._settle(pipe, checkpoint)
+            return result
         except DB_ERRORS as exc:
             raise StoreError(f"writing to dataset {dataset!r} failed: {exc}", pipe=pipe) from exc
 
@@ -423,7 +441,9 @@ class PostgresStore:
     async def save_checkpoint(self, pipe: str, checkpoint: Checkpoint) -> None:
         """See :meth:`StateStore.save_checkpoint`."""
         async with self._transaction() as conn:
+            await self._fence(conn, pipe, checkpoint)
             await self._put_checkpoint(conn, pipe, checkpoint)
+        self._settle(pipe, checkpoint)
 
     @_translated
     async def update_pipe_info(self, pipe: str, changes: dict[str, Any]) -> PipeState:
@@ -453,9 +473,15 @@ class PostgresStore:
 
     @asynccontextmanager
     async def pipe_lock(self, pipe: str, holder: str = "") -> AsyncIterator[None]:
-        """See :meth:`StateStore.pipe_lock`: a session advisory lock on a connection of its own
-        (outside the pool), held while the block runs and released by the server when that
-        connection closes, also when the process dies; ``pipe_locks`` names the holder."""
+        """See :meth:`StateStore.pipe_lock`. Outside a cluster: a session advisory lock on a
+        connection of its own (outside the pool), held while the block runs and released by the
+        server when that connection closes, also when the process dies; ``pipe_locks`` names the
+        holder; refused while a cluster member holds the pipe's lease. In a cluster member's store:
+        the pipe's lease (:meth:`_leased`)."""
+        if self.cluster is not None:
+            async with self._leased(pipe, holder):
+                yield
+            return
         try:
             conn = await asyncpg.connect(self.dsn)
         except DB_ERRORS as exc:
@@ -471,10 +497,188 @@ class PostgresStore:
             name = f"{holder or 'a run'} (process {os.getpid()} on {socket.gethostname()})"
             await conn.execute("INSERT INTO pipe_locks(pipe, holder) VALUES ($1, $2) ON CONFLICT (pipe) "
                                "DO UPDATE SET holder = excluded.holder", pipe, upg.text(name))
+            leased = await cpg.holder_of(conn, f"pipe:{pipe}")
+            if leased is not None:
+                raise LeaseHeldError(f"pipe {pipe!r} is running in the cluster sharing {self.label} "
+                                     f"({leased}); wait for it to finish or stop it there", pipe=pipe)
             yield
         finally:
             with anyio.CancelScope(shield=True):  # closing the session releases the lock
                 await conn.close()
+
+    @asynccontextmanager
+    async def _leased(self, pipe: str, holder: str) -> AsyncIterator[None]:
+        """A cluster member's pipe lock: the lease ``pipe:<id>`` (owner, epoch, expiry), renewed by
+        the member's heartbeat (:mod:`runtime.cluster`) and checked by every commit of the run.
+
+        A pipe with work units is shared: when another member holds its lease (or left it
+        expired, unreleased) this member joins that run, claiming units but neither planning nor
+        preparing them. Its held units are released when the block ends.
+
+        Raises:
+            LeaseHeldError: another member runs the pipe (not shared), or a process outside the
+                cluster (``sluice run``) holds its advisory lock.
+        """
+        member = self.cluster
+        assert member is not None
+        name, shared = f"pipe:{pipe}", pipe in member.shared
+        try:
+            async with self._transaction() as conn:
+                taken = await cpg.take(conn, name, member.member, holder or "a run", member.lease_s)
+                who = None if taken is not None else await cpg.holder_of(conn, name)
+            async with self._transaction() as conn:  # a transaction lock: a frozen member's ends with it
+                outside = not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(pipe))
+        except DB_ERRORS as exc:
+            raise StoreError(f"state store {self.label}: cannot take the lease of pipe {pipe!r}: {exc}",
+                             pipe=pipe) from exc
+        if taken is not None and outside:
+            await self._release_lease(name, taken.epoch)
+        if outside:
+            raise LeaseHeldError(f"pipe {pipe!r} is run by a process outside the cluster (sluice run?) "
+                                 f"on {self.label}; wait for it to finish", pipe=pipe)
+        if taken is None and not shared:
+            raise LeaseHeldError(f"pipe {pipe!r} is running on another cluster member ({who or 'just now'}); "
+                                 "it runs once in the cluster at a time", pipe=pipe)
+        if taken is not None:
+            member.leases[name] = taken.epoch
+        if taken is None or taken.resumed:
+            member.helping.add(pipe)
+        try:
+            yield
+        finally:
+            member.helping.discard(pipe)
+            held = member.units.pop(pipe, {})
+            with anyio.CancelScope(shield=True):
+                try:
+                    if held:
+                        async with self._transaction() as conn:
+                            await cpg.release_units(conn, pipe, member.member, held)
+                    if taken is not None:
+                        member.leases.pop(name, None)
+                        await self._release_lease(name, taken.epoch)
+                except DB_ERRORS:  # the leases expire instead
+                    pass
+
+    async def _release_lease(self, name: str, epoch: int) -> None:
+        assert self.cluster is not None
+        async with self._read() as conn:
+            await cpg.release(conn, name, self.cluster.member, epoch)
+
+    async def _fence(self, conn: asyncpg.Connection, pipe: str, checkpoint: Checkpoint | None) -> None:
+        """In a cluster member's store, inside a commit: refuse it (FencedError, the transaction
+        rolls back) unless the member still holds, with the same epoch, the units of a shared pipe
+        it holds and those the checkpoint moves, or the lease of any other pipe it runs."""
+        member = self.cluster
+        if member is None:
+            return
+        if pipe in member.shared:
+            held = dict(member.units.get(pipe, {}))  # a snapshot: claims go on during the awaits below
+            moved = set(checkpoint.units or {}) if checkpoint is not None else set()
+            lost = sorted(moved - set(held)) + (await cpg.hold_units(conn, pipe, member.member, held) if held else [])
+            if lost:
+                now = await cpg.unit_holders(conn, pipe, lost[:5])
+                mine = ", ".join(f"{k} (held at epoch {held.get(k)}; now {now.get(k, 'gone')})" for k in lost[:5])
+                raise FencedError(
+                    f"member {member.member} lost the lease of work unit(s) {mine}: it expired and another "
+                    "member took them; this commit is refused and its work dropped", pipe=pipe)
+            return
+        epoch = member.leases.get(f"pipe:{pipe}")
+        if epoch is not None and not await cpg.hold_lease(conn, f"pipe:{pipe}", member.member, epoch):
+            raise FencedError(
+                f"member {member.member} lost the lease of its run of pipe {pipe!r} (epoch {epoch}; it expired and "
+                "another member took it); this commit is refused and its work dropped", pipe=pipe)
+
+    def _settle(self, pipe: str, checkpoint: Checkpoint | None) -> None:
+        """After a fenced commit: units that left ``running`` are no longer held."""
+        if self.cluster is None or checkpoint is None or not checkpoint.units:
+            return
+        held = self.cluster.units.get(pipe, {})
+        for key, progress in checkpoint.units.items():
+            if progress.status != "running":
+                held.pop(key, None)
+
+    # -- cluster --------------------------------------------------------------------------------
+    def _member(self) -> cpg.Membership:
+        if self.cluster is None:
+            raise StoreError(f"state store {self.label}: this process is not a cluster member")
+        return self.cluster
+
+    async def cluster_sessions(self) -> None:
+        """After :attr:`cluster` is set: replace the pooled connections, so every session has the
+        member's settings (:meth:`_session`)."""
+        await self._p.expire_connections()
+
+    @_translated
+    async def cluster_listen(self, on_change: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]:
+        """Listen for the changes every store on this database announces (:func:`cpg.notify`):
+        ``on_change(kind, name)`` with kind ``dataset`` (committed changes to that dataset) or
+        ``units`` (units added to that pipe). Returns the coroutine function that stops
+        listening; the listening connection is a dedicated one (see :meth:`listening`)."""
+        conn = await asyncpg.connect(self.dsn)
+
+        def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            kind, _, name = payload.partition(":")
+            on_change(kind, name)
+
+        await conn.add_listener(cpg.CHANNEL, received)
+        self._listener = conn
+
+        async def stop() -> None:
+            self._listener = None
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+        return stop
+
+    def listening(self) -> bool:
+        """Whether the connection of :meth:`cluster_listen` is still open (it closes when the
+        server restarts; listen again then)."""
+        return self._listener is not None and not self._listener.is_closed()
+
+    @_translated
+    async def cluster_heartbeat(self) -> list[str]:
+        """Record the member's heartbeat and renew its leases and units (one transaction); take
+        the ``leader`` lease if it is free or expired. Returns the leases lost (``pipe:<id>``,
+        ``unit:<pipe>/<key>``)."""
+        m = self._member()
+        async with self._transaction() as conn:
+            await cpg.heartbeat(conn, m.member, m.host, m.pid, m.port, m.started_us)
+            leases = dict(m.leases)  # snapshots: leases are taken and units claimed during the awaits
+            lost, lost_units = await cpg.renew(conn, m.member, leases, {p: dict(h) for p, h in m.units.items()},
+                                               m.lease_s)
+        for name in lost:
+            if m.leases.get(name) == leases[name]:  # not taken again meanwhile
+                del m.leases[name]
+        if "leader" in lost or "leader" not in m.leases:
+            async with self._transaction() as conn:
+                taken = await cpg.take(conn, "leader", m.member, "the leader", m.lease_s)
+            if taken is not None:
+                m.leases["leader"] = taken.epoch
+        m.leader = "leader" in m.leases
+        return lost + [f"unit:{pipe}/{key}" for pipe, key in lost_units]
+
+    @_translated
+    async def cluster_leave(self) -> None:
+        """A clean stop of the member: its leases and units released, its row removed."""
+        m = self._member()
+        async with self._transaction() as conn:
+            await cpg.leave(conn, m.member)
+        m.leases.clear()
+        m.units.clear()
+        m.leader = False
+
+    @_translated
+    async def cluster_joinable(self) -> list[str]:
+        """Shared pipes whose run another member started, with units ready to claim."""
+        m = self._member()
+        async with self._read() as conn:
+            return await cpg.joinable(conn, sorted(m.shared), m.member)
+
+    @_translated
+    async def cluster_overview(self) -> dict[str, Any]:
+        """Members, their heartbeats and what each holds (see :func:`cpg.overview`)."""
+        async with self._read() as conn:
+            return await cpg.overview(conn, self._member().lease_s)
 
     @_translated
     async def reset_pipe(self, pipe: str, since: Any = None) -> None:
@@ -542,22 +746,40 @@ class PostgresStore:
     # -- work units ---------------------------------------------------------------------------
     @_translated
     async def plan_units(self, pipe: str, units: Sequence[tuple[str, dict[str, Any], bool]]) -> tuple[int, int]:
-        """See :meth:`StateStore.plan_units`."""
+        """See :meth:`StateStore.plan_units` (a cluster member that joined another's run: nothing)."""
+        if self.cluster is not None and pipe in self.cluster.helping:
+            return 0, 0
         async with self._transaction() as conn:
-            return await upg.plan(conn, pipe, units)
+            added, retired = await upg.plan(conn, pipe, units)
+            if added:
+                await cpg.notify(conn, "units", pipe)
+            return added, retired
 
     @_translated
     async def prepare_units(self, pipe: str, *, sweep: int | None) -> None:
-        """See :meth:`StateStore.prepare_units`."""
+        """See :meth:`StateStore.prepare_units` (a cluster member that joined another's run:
+        nothing; a member starting a run keeps the units other members hold running)."""
+        if self.cluster is not None and pipe in self.cluster.helping:
+            return
         async with self._transaction() as conn:
-            await upg.prepare(conn, pipe, sweep)
+            await upg.prepare(conn, pipe, sweep, keep_leased=self.cluster is not None)
 
     @_translated
     async def claim_units(self, pipe: str, owner: str, *, limit: int, lease_s: float) -> list[WorkUnit]:
         """See :meth:`StateStore.claim_units` (``FOR UPDATE SKIP LOCKED``: concurrent claims never
-        take one unit twice and never wait for each other)."""
+        take one unit twice and never wait for each other). In a cluster member's store the owner
+        is the member, the lease its ``lease_s`` (renewed by its heartbeat), each claim increments
+        the unit's epoch, and the pipe's ``max_concurrent_units`` holds across the cluster
+        (:func:`runtime.store.postgres.cluster.claim`)."""
+        member = self.cluster
+        if member is None:
+            async with self._transaction() as conn:
+                return await upg.claim(conn, pipe, owner, limit, lease_s)
         async with self._transaction() as conn:
-            return await upg.claim(conn, pipe, owner, limit, lease_s)
+            claimed = await cpg.claim(conn, pipe, member.member, limit, member.lease_s, member.limits.get(pipe))
+        held = member.units.setdefault(pipe, {})
+        held.update((unit.key, epoch) for unit, epoch in claimed)
+        return [unit for unit, _ in claimed]
 
     @_translated
     async def work_units(self, pipe: str, *, status: str | None = None) -> list[WorkUnit]:

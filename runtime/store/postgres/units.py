@@ -55,10 +55,12 @@ async def plan(
     return sum(bool(r[0]) for r in rows), changed_rows(retired)
 
 
-async def prepare(conn: asyncpg.Connection, pipe: str, sweep: int | None) -> None:
-    """See :meth:`StateStore.prepare_units`."""
+async def prepare(conn: asyncpg.Connection, pipe: str, sweep: int | None, *, keep_leased: bool = False) -> None:
+    """See :meth:`StateStore.prepare_units`; ``keep_leased`` (cluster mode) leaves running units
+    whose lease has not expired as they are (another member runs them)."""
     await conn.execute("UPDATE work_units SET status = 'pending', lease_owner = NULL, lease_expiry_us = NULL "
-                       "WHERE pipe = $1 AND status = 'running'", pipe)
+                       "WHERE pipe = $1 AND status = 'running' AND NOT ($2 AND lease_expiry_us >= $3)",
+                       pipe, keep_leased, now_us())
     if sweep is not None:
         await conn.execute("UPDATE work_units SET status = 'pending', checkpoint = NULL WHERE pipe = $1 "
                            "AND NOT retired AND status = 'done' AND swept IS DISTINCT FROM $2", pipe, sweep)
