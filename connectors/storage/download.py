@@ -215,6 +215,13 @@ class FilesSource(Source):
             await refresh_listing(self.system, c.listing, self.context.store, c.listing_dataset, pipe=self.context.pipe,
                                   batch_size=self.context.run.batch_size)
 
+    def unit_unchanged(self, variables: dict[str, Any], watermark: Any) -> bool:
+        """True when the listed file's fingerprint is the one its unit committed and no
+        post-action is pending: the unit is planned closed and not claimed (no download, no
+        commit)."""
+        done = watermark if isinstance(watermark, dict) else {}
+        return done.get("fingerprint") == fingerprint(variables) and done.get("post_action") != "pending"
+
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         raise NotImplementedError("the files source reads work units")
         yield []  # pragma: no cover
