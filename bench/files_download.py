@@ -7,18 +7,21 @@
     directory: seconds (target < 2 s) and operations sent to the system (downloads; target 0,
     counted by the ``sluice_system_requests`` metric).
 
-Run: ``python bench/files_download.py [--only c|e]``. (a), (b) and (d) of the issue are not
-written yet.
+Run: ``python bench/files_download.py [--only c|e]``. (a), (b) and (d) of the issue are in
+``bench/files_throughput.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +69,10 @@ async def timed_ingest(root: Path, system: dict[str, Any], concurrency: int) -> 
         return first, again, (r, requests("drop") - before, len(await rt.entities("ingest", limit=100_000)))
 
 
-async def bench_c(tmp: Path) -> None:
+@contextmanager
+def moto() -> Iterator[tuple[str, Any]]:
+    """moto's S3 server in its own process (``moto_server``) with an empty bucket ``bench``:
+    (its URL, a boto3 client)."""
     import boto3
 
     port = free_port()
@@ -82,22 +88,25 @@ async def bench_c(tmp: Path) -> None:
                 break
             except Exception:
                 time.sleep(0.1)
+        yield url, client
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+async def bench_c(tmp: Path) -> None:
+    with moto() as (url, client):
         body = "id,value\n{}," + "x" * 1000 + "\n"
         for i in range(2000):
             client.put_object(Bucket="bench", Key=f"o{i:05}.csv", Body=body.format(i).encode())
         system = {"type": "system:s3", "bucket": "bench", "endpoint": url, "access_key_id": "test",
                   "secret_access_key": "$SECRET(BENCH_S3_SECRET)"}
-        import os
-
         os.environ["BENCH_S3_SECRET"] = "test"
         one, _, (_, _, n1) = await timed_ingest(tmp / "c1", system, 1)
         many, _, (_, _, n32) = await timed_ingest(tmp / "c32", system, 32)
         assert n1 == n32 == 2000
         print(f"(c) 2,000 x 1 KB objects from moto S3: concurrency 1 {one:.2f} s, concurrency 32 {many:.2f} s; "
               f"speed-up {one / many:.2f} x, ratio to target (>= 8) {one / many / 8:.2f}")
-    finally:
-        server.terminate()
-        server.wait(15)
 
 
 async def bench_e(tmp: Path) -> None:
