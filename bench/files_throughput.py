@@ -6,7 +6,7 @@ the ratio to its target:
     ``file_listing`` and ``files`` pipes: rows per second of the ``files`` run, against a bare
     loop over the same files (asyncssh download of each file + ``csv.DictReader`` over it, with
     the same number of files at once). Target: ratio >= 0.5.
-(b) the same 200 files from moto's S3 server (``moto_server``, its own process), against a bare
+(b) the same 200 files from moto's S3 server (the tests', in its own process), against a bare
     obstore loop (``get_async`` + ``csv.DictReader``). Target: ratio >= 0.5.
 (d) one 1 GB NDJSON file (1 KB records) in a ``system:local`` directory, ingested by ``sluice run``
     in a child process: its peak RSS (``wait4``). Target: < 200 MB.
@@ -144,7 +144,7 @@ async def bench_b(tmp: Path, files: int, rows: int) -> None:
     import obstore
     from obstore.store import S3Store
 
-    with moto() as (url, client):
+    with moto() as (url, client, _):
         for f in range(files):
             client.put_object(Bucket="bench", Key=f"bench/f{f:03}.csv", Body=csv_body(f, rows))
         cpu0 = time.process_time()

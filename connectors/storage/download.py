@@ -247,8 +247,7 @@ class FilesSource(Source):
         checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
         before = await self._previous_ids(path, fp) if (done or skip) else set()
-        fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
-        os.close(fd)
+        name = await anyio.to_thread.run_sync(_temp_file)  # file system calls off the event loop
         try:
             written = await self.system.download(path, Path(name))
             if listed.get("size") is not None and written != listed["size"]:
@@ -257,7 +256,7 @@ class FilesSource(Source):
                                      "listing")
             records = self._records(name, path, fp)
             try:
-                total = await anyio.to_thread.run_sync(_check, records)
+                total, batches, batch = await anyio.to_thread.run_sync(_check_and_start, records)
                 if total == 0 and before and self.config.if_file_empty == "fail":
                     raise BadDataError(
                         f"this version of the file has no records, its earlier one gave {len(before)} entities; "
@@ -270,20 +269,20 @@ class FilesSource(Source):
                 yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", "dead_lettered": True})
                 return
             count = 0
-            batches = records.batches()
             try:
-                while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                while batch is not None:
                     for e in batch:
                         before.discard(e["_id"])
                     count += len(batch)
-                    if count <= skip:
-                        continue
-                    fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
-                    yield UnitPage(fresh, {"fingerprint": fp, "records": count})
+                    if count > skip:
+                        fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
+                        yield UnitPage(fresh, {"fingerprint": fp, "records": count})
+                    # the check counted the records: no thread hop to learn that the last batch was the last
+                    batch = await anyio.to_thread.run_sync(next, batches, None) if count < total else None
             finally:
                 batches.close()
         finally:
-            os.unlink(name)
+            await anyio.to_thread.run_sync(os.unlink, name)
         gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
         cp = {"fingerprint": fp, "records": count}
         if not self.config.after_ingest:
@@ -363,10 +362,23 @@ class FilesSource(Source):
         log.warning("files.dead_lettered", system=self.system.id, path=path, error=str(exc))
 
 
-def _check(records: Records | _Tagged) -> int:
-    """Parse the whole file, keeping nothing; returns the number of records (raises its first
-    :class:`BadDataError`)."""
-    return sum(len(batch) for batch in records.batches())
+def _temp_file() -> str:
+    """A new empty local file for one download (in :func:`temp_dir`); its path."""
+    fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
+    os.close(fd)
+    return name
+
+
+Batches = Generator[list[Entity], None, None]
+
+
+def _check_and_start(records: Records | _Tagged) -> tuple[int, Batches, list[Entity] | None]:
+    """Parse the whole file, keeping nothing (raises its first :class:`BadDataError`), then start
+    parsing it again: (the number of records, the batches, the first batch or None), in one call
+    (one thread hop)."""
+    total = sum(len(batch) for batch in records.batches())
+    batches = records.batches()
+    return total, batches, next(batches, None)
 
 
 class _Tagged:

@@ -179,18 +179,22 @@ def _client_path(path: bytes) -> str:
 
 
 class S3Server:
-    """moto's S3 in a thread (werkzeug) on ``port`` (0: an ephemeral one), counting requests as
-    ``(method, path)``."""
+    """moto's S3 in a thread (werkzeug, a thread per request) on ``port`` (0: an ephemeral one),
+    counting requests as ``(method, path)``; each request waits ``latency_s`` seconds first (a
+    remote store's round trip, without the server's CPU)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, latency_s: float = 0.0) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.latency_s = latency_s
         app = DomainDispatcherApplication(create_backend_app)
 
         def counting(environ: dict[str, Any], start_response: Any) -> Any:
             self.requests[(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))] += 1
+            if self.latency_s:
+                time.sleep(self.latency_s)
             return app(environ, start_response)
 
         self.server = make_server("127.0.0.1", port, counting, threaded=True)
