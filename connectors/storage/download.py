@@ -7,7 +7,8 @@ the fingerprint being ``size:mtime:etag:version`` from the listing; its **checkp
 runs is ``{"fingerprint", "records"}``, the records of that version committed so far. So the
 ledger states of anchors-wave2 §B.3 are: listed (``pending``, no watermark), fetching
 (``running`` with a checkpoint), committed (watermark with ``post_action: "pending"``), post-action
-done (``post_action: "done"``, or no post-action configured).
+done (``post_action: "done"`` with ``removed: true``: the file left its listed path, which the
+listing then expects; or ``post_action: "done"`` alone when none is configured).
 
 Rules (every run reads every listed unit; there is no timestamp cursor):
 
@@ -47,7 +48,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.records import Records, format_of, known_encoding
 from connectors.storage.base import FileSystem, join, temp_dir
-from connectors.storage.listing import ListingConfig, file_system, refresh_listing
+from connectors.storage.listing import (
+    POST_ACTIONS_ON,
+    REMOVED,
+    ListingConfig,
+    file_system,
+    fingerprint,
+    refresh_listing,
+)
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
@@ -180,11 +188,6 @@ class FilesSourceConfig(SourceConfig):
         return self
 
 
-def fingerprint(listed: dict[str, Any]) -> str:
-    """The version of a listed file: ``size:mtime:etag:version`` (any change makes a new one)."""
-    return ":".join("" if listed.get(k) is None else str(listed[k]) for k in ("size", "mtime", "etag", "version"))
-
-
 class FilesSource(Source):
     """See the module docstring."""
 
@@ -210,6 +213,10 @@ class FilesSource(Source):
         self.system: FileSystem = file_system(self.context, "files source")
         c = self.config
         self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
+        store, pipe = self.context.store, self.context.pipe
+        marker = c.listing_dataset if c.after_ingest else None  # the listing then expects its files to leave
+        if (await store.pipe_state(pipe)).info.get(POST_ACTIONS_ON) != marker:
+            await store.update_pipe_info(pipe, {POST_ACTIONS_ON: marker})
         if c.listing is not None:
             assert c.listing_dataset is not None  # set by the config's validator
             await refresh_listing(self.system, c.listing, self.context.store, c.listing_dataset, pipe=self.context.pipe,
@@ -240,7 +247,7 @@ class FilesSource(Source):
         if done.get("fingerprint") == fp:
             if done.get("post_action") == "pending":
                 await self._post_action(path)
-                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
             return
         if listed.get("ready") is False:
             return  # still being written: a later listing makes it ready
@@ -293,7 +300,7 @@ class FilesSource(Source):
         yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
         if await self._committed(unit.key, pending):
             await self._post_action(path)
-            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
 
     async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
         """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the

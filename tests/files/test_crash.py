@@ -36,9 +36,7 @@ def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path, set[str]]:
         rows = [f"{f}-{i}" for i in range(ROWS)]
         backend.put(f"f{f:02}.csv", csv_rows(rows).encode())
         ids.update(rows)
-    sink = {"type": "dataset", "dataset": "listing", "circuit_breaker_deletion_factor": None}
-    pipes = two_step(backend.system(), listing_pipe={"sink": sink},
-                     files={"after_ingest": {"move_to": "archive"}, "concurrency": 2})
+    pipes = two_step(backend.system(), files={"after_ingest": {"move_to": "archive"}, "concurrency": 2})
     pipes[2]["batch_size"] = 50  # a file commits in 8 batches: a kill lands inside one
     cfg = tmp_path / "config"
     cfg.mkdir()
