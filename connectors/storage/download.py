@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -254,7 +254,7 @@ class FilesSource(Source):
         checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
         before = await self._previous_ids(path, fp) if (done or skip) else set()
-        name = await anyio.to_thread.run_sync(_temp_file)  # file system calls off the event loop
+        name = os.path.join(temp_dir(), f"sluice-{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
             if listed.get("size") is not None and written != listed["size"]:
@@ -289,7 +289,7 @@ class FilesSource(Source):
             finally:
                 batches.close()
         finally:
-            await anyio.to_thread.run_sync(os.unlink, name)
+            await anyio.to_thread.run_sync(_remove, name)  # off the event loop
         gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
         cp = {"fingerprint": fp, "records": count}
         if not self.config.after_ingest:
@@ -369,11 +369,9 @@ class FilesSource(Source):
         log.warning("files.dead_lettered", system=self.system.id, path=path, error=str(exc))
 
 
-def _temp_file() -> str:
-    """A new empty local file for one download (in :func:`temp_dir`); its path."""
-    fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
-    os.close(fd)
-    return name
+def _remove(name: str) -> None:
+    """Remove a download's local file (absent when the download failed before creating it)."""
+    Path(name).unlink(missing_ok=True)
 
 
 Batches = Generator[list[Entity], None, None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,17 +16,14 @@ import yaml
 from tests.core.test_crash import committed, run_to_end, snapshot, start
 from tests.files.common import csv_rows, two_step
 from tests.files.conftest import SftpBackend
-from tests.servers.storage import SftpServer, threaded_sftp_server
+from tests.servers.storage import SftpServer
 
 FILES, ROWS = 12, 400
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SftpServer]:
-    root = tmp_path / "sftp"
-    root.mkdir()
-    with threaded_sftp_server(root) as s:
-        yield s
+def server(threaded_sftp: SftpServer) -> SftpServer:
+    return threaded_sftp
 
 
 def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path, set[str]]:

@@ -8,7 +8,6 @@ name."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -18,17 +17,14 @@ import yaml
 from tests.core.test_crash import run_to_end
 from tests.files.conftest import SftpBackend
 from tests.files.test_crash import kill_when
-from tests.servers.storage import SftpServer, threaded_sftp_server
+from tests.servers.storage import SftpServer
 
 N, ROLL, PAD, FINAL = 200, 100, 45_000, "out/people-*.ndjson"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SftpServer]:
-    root = tmp_path / "sftp"
-    root.mkdir()
-    with threaded_sftp_server(root) as s:
-        yield s
+def server(threaded_sftp: SftpServer) -> SftpServer:
+    return threaded_sftp
 
 
 def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path]:
