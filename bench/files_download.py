@@ -7,18 +7,21 @@
     directory: seconds (target < 2 s) and operations sent to the system (downloads; target 0,
     counted by the ``sluice_system_requests`` metric).
 
-Run: ``python bench/files_download.py [--only c|e]``. (a), (b) and (d) of the issue are not
-written yet.
+Run: ``python bench/files_download.py [--only c|e]``. (a), (b) and (d) of the issue are in
+``bench/files_throughput.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runtime import Runtime
 from runtime.metrics import REGISTRY
 from tests.servers.real import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def requests(system: str) -> float:
@@ -66,12 +71,17 @@ async def timed_ingest(root: Path, system: dict[str, Any], concurrency: int) -> 
         return first, again, (r, requests("drop") - before, len(await rt.entities("ingest", limit=100_000)))
 
 
-async def bench_c(tmp: Path) -> None:
+@contextmanager
+def moto(latency_s: float = 0.0) -> Iterator[tuple[str, Any, int]]:
+    """moto's S3 server of the tests in its own process (``tests.servers.file_drop s3``, each
+    request waiting ``latency_s`` first) with an empty bucket ``bench``: (its URL, a boto3 client,
+    its process id)."""
     import boto3
 
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.file_drop", "s3", "--port", str(port),
+                               "--latency-s", str(latency_s)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
@@ -82,22 +92,37 @@ async def bench_c(tmp: Path) -> None:
                 break
             except Exception:
                 time.sleep(0.1)
-        body = "id,value\n{}," + "x" * 1000 + "\n"
-        for i in range(2000):
-            client.put_object(Bucket="bench", Key=f"o{i:05}.csv", Body=body.format(i).encode())
-        system = {"type": "system:s3", "bucket": "bench", "endpoint": url, "access_key_id": "test",
-                  "secret_access_key": "$SECRET(BENCH_S3_SECRET)"}
-        import os
-
-        os.environ["BENCH_S3_SECRET"] = "test"
-        one, _, (_, _, n1) = await timed_ingest(tmp / "c1", system, 1)
-        many, _, (_, _, n32) = await timed_ingest(tmp / "c32", system, 32)
-        assert n1 == n32 == 2000
-        print(f"(c) 2,000 x 1 KB objects from moto S3: concurrency 1 {one:.2f} s, concurrency 32 {many:.2f} s; "
-              f"speed-up {one / many:.2f} x, ratio to target (>= 8) {one / many / 8:.2f}")
+        yield url, client, server.pid
     finally:
         server.terminate()
         server.wait(15)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_c(tmp: Path, objects: int, latency_s: float) -> None:
+    with moto(latency_s) as (url, client, pid):
+        body = "id,value\n{}," + "x" * 1000 + "\n"
+        for i in range(objects):
+            client.put_object(Bucket="bench", Key=f"o{i:05}.csv", Body=body.format(i).encode())
+        system = {"type": "system:s3", "bucket": "bench", "endpoint": url, "access_key_id": "test",
+                  "secret_access_key": "$SECRET(BENCH_S3_SECRET)"}
+        os.environ["BENCH_S3_SECRET"] = "test"
+        times = {}
+        for concurrency in (1, 32):
+            cpu, server_cpu = time.process_time(), cpu_seconds(pid)
+            times[concurrency], _, (_, _, n) = await timed_ingest(tmp / f"c{concurrency}", system, concurrency)
+            assert n == objects, n
+            print(f"(c) concurrency {concurrency}: {times[concurrency]:.2f} s, CPU of this process (Sluice) "
+                  f"{time.process_time() - cpu:.1f} s, of the S3 server {cpu_seconds(pid) - server_cpu:.1f} s")
+        speedup = times[1] / times[32]
+        print(f"(c) {objects:,} x 1 KB objects from moto S3 (latency {latency_s * 1000:.0f} ms per request): "
+              f"speed-up of concurrency 32 over 1 {speedup:.2f} x, ratio to target (>= 8) {speedup / 8:.2f}; "
+              f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 async def bench_e(tmp: Path) -> None:
@@ -114,12 +139,14 @@ async def bench_e(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["c", "e"])
+    parser.add_argument("--objects", type=int, default=2000, help="(c): objects")
+    parser.add_argument("--latency-s", type=float, default=0.02, help="(c): seconds the S3 server waits per request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "e"):
             asyncio.run(bench_e(Path(tmp)))
         if args.only in (None, "c"):
-            asyncio.run(bench_c(Path(tmp)))
+            asyncio.run(bench_c(Path(tmp), args.objects, args.latency_s))
 
 
 if __name__ == "__main__":

@@ -205,6 +205,15 @@ class Source(Component, ABC):
         units = getattr(config, "work_units", None)
         return units if isinstance(units, WorkUnitsConfig) else None
 
+    def unit_unchanged(self, variables: dict[str, Any], watermark: Any) -> bool:
+        """Whether a ``done`` unit whose ledger watermark is ``watermark`` has nothing new to read
+        now that its planning input gives it ``variables``. The runtime plans such units *closed*
+        (like a past time window): an incremental run neither claims nor reads them, and they
+        cost no commit. A source overriding this is asked for every done unit at each run's
+        planning (one ledger read); the default (False) reads every open unit again.
+        """
+        return False
+
     def read_unit(self, unit: Unit) -> AsyncIterator[UnitPage]:
         """Yield the pages of one work unit, resuming at ``unit.checkpoint``; ask only for what is
         newer than ``unit.watermark`` when it is set. Raising fails this unit alone.

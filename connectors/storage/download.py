@@ -7,7 +7,8 @@ the fingerprint being ``size:mtime:etag:version`` from the listing; its **checkp
 runs is ``{"fingerprint", "records"}``, the records of that version committed so far. So the
 ledger states of anchors-wave2 §B.3 are: listed (``pending``, no watermark), fetching
 (``running`` with a checkpoint), committed (watermark with ``post_action: "pending"``), post-action
-done (``post_action: "done"``, or no post-action configured).
+done (``post_action: "done"`` with ``removed: true``: the file left its listed path, which the
+listing then expects; or ``post_action: "done"`` alone when none is configured).
 
 Rules (every run reads every listed unit; there is no timestamp cursor):
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -47,7 +48,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from connectors.records import Records, format_of, known_encoding
 from connectors.storage.base import FileSystem, join, temp_dir
-from connectors.storage.listing import ListingConfig, file_system, refresh_listing
+from connectors.storage.listing import (
+    POST_ACTIONS_ON,
+    REMOVED,
+    ListingConfig,
+    file_system,
+    fingerprint,
+    refresh_listing,
+)
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
@@ -180,11 +188,6 @@ class FilesSourceConfig(SourceConfig):
         return self
 
 
-def fingerprint(listed: dict[str, Any]) -> str:
-    """The version of a listed file: ``size:mtime:etag:version`` (any change makes a new one)."""
-    return ":".join("" if listed.get(k) is None else str(listed[k]) for k in ("size", "mtime", "etag", "version"))
-
-
 class FilesSource(Source):
     """See the module docstring."""
 
@@ -210,10 +213,21 @@ class FilesSource(Source):
         self.system: FileSystem = file_system(self.context, "files source")
         c = self.config
         self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
+        store, pipe = self.context.store, self.context.pipe
+        marker = c.listing_dataset if c.after_ingest else None  # the listing then expects its files to leave
+        if (await store.pipe_state(pipe)).info.get(POST_ACTIONS_ON) != marker:
+            await store.update_pipe_info(pipe, {POST_ACTIONS_ON: marker})
         if c.listing is not None:
             assert c.listing_dataset is not None  # set by the config's validator
             await refresh_listing(self.system, c.listing, self.context.store, c.listing_dataset, pipe=self.context.pipe,
                                   batch_size=self.context.run.batch_size)
+
+    def unit_unchanged(self, variables: dict[str, Any], watermark: Any) -> bool:
+        """True when the listed file's fingerprint is the one its unit committed and no
+        post-action is pending: the unit is planned closed and not claimed (no download, no
+        commit)."""
+        done = watermark if isinstance(watermark, dict) else {}
+        return done.get("fingerprint") == fingerprint(variables) and done.get("post_action") != "pending"
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         raise NotImplementedError("the files source reads work units")
@@ -233,15 +247,14 @@ class FilesSource(Source):
         if done.get("fingerprint") == fp:
             if done.get("post_action") == "pending":
                 await self._post_action(path)
-                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
             return
         if listed.get("ready") is False:
             return  # still being written: a later listing makes it ready
         checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
         before = await self._previous_ids(path, fp) if (done or skip) else set()
-        fd, name = tempfile.mkstemp(prefix="sluice-", suffix=".download", dir=temp_dir())
-        os.close(fd)
+        name = os.path.join(temp_dir(), f"sluice-{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
             if listed.get("size") is not None and written != listed["size"]:
@@ -250,7 +263,7 @@ class FilesSource(Source):
                                      "listing")
             records = self._records(name, path, fp)
             try:
-                total = await anyio.to_thread.run_sync(_check, records)
+                total, batches, batch = await anyio.to_thread.run_sync(_check_and_start, records)
                 if total == 0 and before and self.config.if_file_empty == "fail":
                     raise BadDataError(
                         f"this version of the file has no records, its earlier one gave {len(before)} entities; "
@@ -263,20 +276,20 @@ class FilesSource(Source):
                 yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", "dead_lettered": True})
                 return
             count = 0
-            batches = records.batches()
             try:
-                while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+                while batch is not None:
                     for e in batch:
                         before.discard(e["_id"])
                     count += len(batch)
-                    if count <= skip:
-                        continue
-                    fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
-                    yield UnitPage(fresh, {"fingerprint": fp, "records": count})
+                    if count > skip:
+                        fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
+                        yield UnitPage(fresh, {"fingerprint": fp, "records": count})
+                    # the check counted the records: no thread hop to learn that the last batch was the last
+                    batch = await anyio.to_thread.run_sync(next, batches, None) if count < total else None
             finally:
                 batches.close()
         finally:
-            os.unlink(name)
+            await anyio.to_thread.run_sync(_remove, name)  # off the event loop
         gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
         cp = {"fingerprint": fp, "records": count}
         if not self.config.after_ingest:
@@ -287,7 +300,7 @@ class FilesSource(Source):
         yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
         if await self._committed(unit.key, pending):
             await self._post_action(path)
-            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done"})
+            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
 
     async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
         """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the
@@ -356,10 +369,21 @@ class FilesSource(Source):
         log.warning("files.dead_lettered", system=self.system.id, path=path, error=str(exc))
 
 
-def _check(records: Records | _Tagged) -> int:
-    """Parse the whole file, keeping nothing; returns the number of records (raises its first
-    :class:`BadDataError`)."""
-    return sum(len(batch) for batch in records.batches())
+def _remove(name: str) -> None:
+    """Remove a download's local file (absent when the download failed before creating it)."""
+    Path(name).unlink(missing_ok=True)
+
+
+Batches = Generator[list[Entity], None, None]
+
+
+def _check_and_start(records: Records | _Tagged) -> tuple[int, Batches, list[Entity] | None]:
+    """Parse the whole file, keeping nothing (raises its first :class:`BadDataError`), then start
+    parsing it again: (the number of records, the batches, the first batch or None), in one call
+    (one thread hop)."""
+    total = sum(len(batch) for batch in records.batches())
+    batches = records.batches()
+    return total, batches, next(batches, None)
 
 
 class _Tagged:

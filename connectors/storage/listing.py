@@ -6,7 +6,10 @@ ISO 8601 UTC; ``etag``/``version`` null where the store has none). Every run lis
 it is a full run: a file no longer listed gets a ``_deleted`` version (deletion tracking, with the
 dataset's circuit breaker: a listing that suddenly finds nothing on a populated dataset trips it
 instead of deleting). A listing that cannot be made (the path vanished, permission denied, the
-server down past its retries) fails the run, which never deletes.
+server down past its retries) fails the run, which never deletes. Files that a ``files`` pipe
+reading the listing moved or deleted (``after_ingest``, recorded in its ledger) are expected to
+leave: the listing writes their ``_deleted`` itself, so they never count towards the circuit
+breaker; only files that vanished otherwise do.
 
 Files still being written are held back: ``exclude`` patterns (``*.tmp``, ``*.part``) are never
 listed; a file whose ``done_marker`` is missing, or that is younger than ``minimum_age_s``, or whose
@@ -71,6 +74,19 @@ class FileListingConfig(SourceConfig, ListingConfig):
 
     type: Literal["file_listing"]
     system: str = Field(min_length=1)
+
+
+POST_ACTIONS_ON = "files_post_actions_on"
+"""The pipe-info key a ``files`` pipe with ``after_ingest`` sets to its listing dataset (null
+without): how a listing finds the ledgers that record files it should expect to leave."""
+REMOVED = "removed"
+"""The key a ``files`` unit's watermark sets (true) once its post-action moved or deleted the
+file: the file's leaving the listing is then expected."""
+
+
+def fingerprint(listed: dict[str, Any]) -> str:
+    """The version of a listed file: ``size:mtime:etag:version`` (any change makes a new one)."""
+    return ":".join("" if listed.get(k) is None else str(listed[k]) for k in ("size", "mtime", "etag", "version"))
 
 
 def iso(mtime: float) -> str:
@@ -202,5 +218,32 @@ class FileListingSource(Source):
         return out
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
+        expected = await self._post_actioned()
         async for batch in self.lister.batches(self.context.run.batch_size):
+            for e in batch:
+                expected.pop(e["_id"], None)
             yield batch
+        gone = list(expected.values())
+        for start in range(0, len(gone), self.context.run.batch_size):
+            yield gone[start:start + self.context.run.batch_size]
+
+    async def _post_actioned(self) -> dict[str, Entity]:
+        """``{path: its listing entity, deleted}`` for the files a ``files`` pipe reading this
+        listing moved or deleted after ingesting them (its ledger records the post-action of the
+        version listed): their leaving the listing is expected, so this run writes their
+        ``_deleted`` itself and deletion tracking (and its circuit breaker) counts only files that
+        vanished otherwise. One ledger read per consuming pipe, one batched look-up per dataset."""
+        store, out = self.context.store, {}
+        states = await store.pipe_states()
+        for dataset in self.context.writes:
+            removed: dict[str, str] = {}
+            for pipe in [s.pipe for s in states if s.info.get(POST_ACTIONS_ON) == dataset]:
+                for unit in await store.work_units(pipe, status="done"):
+                    mark = unit.watermark if isinstance(unit.watermark, dict) else {}
+                    if mark.get(REMOVED) is True and mark.get("post_action") == "done":
+                        removed[unit.key] = str(mark.get("fingerprint"))
+            if removed:
+                live = await store.latest_versions(dataset, sorted(removed))
+                out.update({e["_id"]: {**e, "_deleted": True} for e in live
+                            if not e.get("_deleted") and fingerprint(e) == removed[e["_id"]]})
+        return out

@@ -210,16 +210,28 @@ class ObjectStoreSystem(FileSystem):
 
     async def _download(self, path: str, dest: Path) -> int:
         result = await self._call(path, obstore.get_async(self.store, path))
+        stream = result.stream(min_chunk_size=CHUNK_BYTES)
+        first = await self._chunk(path, stream)
+        second = await self._chunk(path, stream) if first else b""
+        if not second:  # the whole object in one chunk (a small file): one write, one thread hop
+            await anyio.to_thread.run_sync(dest.write_bytes, first)
+            return len(first)
         written = 0
         async with await anyio.open_file(dest, "wb") as out:
-            stream = result.stream(min_chunk_size=CHUNK_BYTES)
-            while True:
-                try:
-                    buf = await self._call(path, stream.__anext__())
-                except StopAsyncIteration:
-                    return written
+            buf: bytes | None = first
+            while buf:
                 await out.write(buf)
                 written += len(buf)
+                buf = second or await self._chunk(path, stream)
+                second = b""
+        return written
+
+    async def _chunk(self, path: str, stream: Any) -> bytes:
+        """The next chunk of a download stream, ``b""`` at its end."""
+        try:
+            return bytes(await self._call(path, stream.__anext__()))
+        except StopAsyncIteration:
+            return b""
 
     async def _upload(self, source: Path, path: str) -> None:
         await self._call(path, obstore.put_async(self.store, path, source))

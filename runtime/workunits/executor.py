@@ -22,7 +22,7 @@ from runtime.components import RunInfo, Source
 from runtime.errors import SluiceError
 from runtime.store.protocol import StateStore, UnitProgress, WorkUnit
 from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
-from runtime.workunits.planning import plan
+from runtime.workunits.planning import Part, plan
 
 log = structlog.get_logger("sluice.units")
 
@@ -101,7 +101,7 @@ class UnitRunner:
         Stops claiming when ``stop`` is set (running units finish their current page and resume
         next run). Raises only for a failure of the store or of planning (a bad input dataset).
         """
-        planned = await plan(self.config, self.store, pipe=self.pipe)
+        planned = await self._close_unchanged(await plan(self.config, self.store, pipe=self.pipe))
         self.tally.planned = len(planned)
         self.tally.added, self.tally.retired = await self.store.plan_units(self.pipe, planned)
         await self.store.prepare_units(self.pipe, sweep=self.run_info.sweep)
@@ -133,6 +133,16 @@ class UnitRunner:
                     self._running += 1
                     tg.start_soon(self._unit, unit, emit, limiter, name=f"{self.pipe}/unit:{unit.key}")
         return self.tally
+
+    async def _close_unchanged(self, planned: list[Part]) -> list[Part]:
+        """``planned`` with the done units the source finds unchanged marked closed (see
+        :meth:`Source.unit_unchanged`): one read of the ledger, no claim and no commit per unit."""
+        if type(self.source).unit_unchanged is Source.unit_unchanged:
+            return planned
+        done = {u.key: u.watermark for u in await self.store.work_units(self.pipe, status="done")}
+        unchanged = self.source.unit_unchanged
+        return [(key, variables, closed or (key in done and unchanged(variables, done[key])))
+                for key, variables, closed in planned]
 
     async def _due_soon(self, wait_until: float) -> bool:
         """Whether a failed or waiting unit comes due before the run's waiting budget ends."""

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.servers.storage import AZURITE_KEY, S3Server, SftpServer, azure_container, azurite, sftp_server
+from tests.servers.storage import (
+    AZURITE_KEY,
+    S3Server,
+    SftpServer,
+    azure_container,
+    azurite,
+    sftp_server,
+    threaded_sftp_server,
+)
 
 
 def _secret(name: str, value: str) -> str:
@@ -155,6 +163,16 @@ async def sftp(tmp_path: Path) -> AsyncIterator[SftpServer]:
     root.mkdir()
     async with sftp_server(root) as server:
         yield server
+
+
+@pytest.fixture
+def threaded_sftp(tmp_path: Path) -> Iterator[SftpServer]:
+    """The SFTP server on its own event loop in a thread, for tests that wait on a ``sluice run``
+    subprocess (its counters and delays may be used from the test)."""
+    root = tmp_path / "sftp"
+    root.mkdir()
+    with threaded_sftp_server(root) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -142,6 +142,27 @@ async def test_truncated_or_empty_version_keeps_the_files_entities(tmp_path: Pat
         assert units["b.csv"].status == "failed" and "no records" in (units["b.csv"].last_error or "")
 
 
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_unchanged_files_are_not_claimed(tmp_path: Path, backend: Backend) -> None:
+    """A re-run decides about unchanged files in planning (one ledger read): their units are
+    planned closed and stay ``done``, so the run neither claims nor downloads nor commits them; a
+    file that changes is opened again and read once."""
+    for i in range(3):
+        backend.put(f"f{i}.csv", csv_rows([i]).encode(), mtime=1_700_000_000)
+    async with Runtime(config(tmp_path, backend), data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.units["done"] == 3
+        downloads = backend.downloads()
+        _, fr = await run_both(rt)
+        assert fr.status == "completed" and fr.units["done"] == 0 and fr.units["planned"] == 3
+        assert all(u.status == "done" and u.closed for u in await rt.store.work_units("ingest"))
+        backend.put("f1.csv", csv_rows([1], prefix="w").encode(), mtime=1_700_000_100)
+        _, fr = await run_both(rt)
+        assert fr.units["done"] == 1 and (await live(rt, "ingest"))["1"]["value"] == "w1"
+        _, fr = await run_both(rt)
+        assert fr.units["done"] == 0 and backend.downloads() - downloads == 1
+
+
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 async def test_empty_listing_deletes_nothing(tmp_path: Path, backend: Backend) -> None:
     """DATA SAFETY: a listing that suddenly finds nothing (a wrong prefix, an emptied mount) trips

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,17 +16,14 @@ import yaml
 from tests.core.test_crash import committed, run_to_end, snapshot, start
 from tests.files.common import csv_rows, two_step
 from tests.files.conftest import SftpBackend
-from tests.servers.storage import SftpServer, threaded_sftp_server
+from tests.servers.storage import SftpServer
 
 FILES, ROWS = 12, 400
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SftpServer]:
-    root = tmp_path / "sftp"
-    root.mkdir()
-    with threaded_sftp_server(root) as s:
-        yield s
+def server(threaded_sftp: SftpServer) -> SftpServer:
+    return threaded_sftp
 
 
 def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path, set[str]]:
@@ -36,9 +33,7 @@ def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path, set[str]]:
         rows = [f"{f}-{i}" for i in range(ROWS)]
         backend.put(f"f{f:02}.csv", csv_rows(rows).encode())
         ids.update(rows)
-    sink = {"type": "dataset", "dataset": "listing", "circuit_breaker_deletion_factor": None}
-    pipes = two_step(backend.system(), listing_pipe={"sink": sink},
-                     files={"after_ingest": {"move_to": "archive"}, "concurrency": 2})
+    pipes = two_step(backend.system(), files={"after_ingest": {"move_to": "archive"}, "concurrency": 2})
     pipes[2]["batch_size"] = 50  # a file commits in 8 batches: a kill lands inside one
     cfg = tmp_path / "config"
     cfg.mkdir()

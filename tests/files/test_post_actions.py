@@ -24,9 +24,8 @@ async def test_post_action_after_the_commit_and_once(tmp_path: Path, sftp, after
     sftp.counters.on_rename = lambda path: seen.setdefault(path, committed(db, "ingest") + 1)
     cfg = tmp_path / "config"
     cfg.mkdir()
-    # files leave the listing once moved or deleted: the listing pipe's deletion guard is off (README)
-    sink = {"type": "dataset", "dataset": "listing", "circuit_breaker_deletion_factor": None}
-    pipes = two_step(backend.system(), files={"after_ingest": after, "concurrency": 1}, listing_pipe={"sink": sink})
+    # the listing's circuit breaker is on (the default deletion factor 0.5)
+    pipes = two_step(backend.system(), files={"after_ingest": after, "concurrency": 1})
     (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
     async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
         _, fr = await run_both(rt)
@@ -42,7 +41,19 @@ async def test_post_action_after_the_commit_and_once(tmp_path: Path, sftp, after
         assert not list(sftp.root.glob("*.csv"))
         reads = sum(sftp.counters.reads.values())
         lr, fr = await run_both(rt)  # the files left the listing: nothing read, nothing moved again
+        # all 3 of 3 listed files left, expected: deleted from the listing without tripping its breaker
         assert lr.status == fr.status == "completed", lr.error
+        assert await live(rt, "listing") == {} and fr.units["retired"] == 3
         assert sum(sftp.counters.reads.values()) == reads
         assert sum(sftp.counters.renames.values()) + sum(sftp.counters.removes.values()) == 3
         assert len(await live(rt, "ingest")) == 6
+        lr, fr = await run_both(rt)  # and stays quiet: no new version in the listing
+        assert lr.status == "completed" and lr.new == lr.changed == lr.deleted == 0
+        # files that vanish without a post-action of Sluice still trip it (here before any ingest)
+        for i in range(3, 6):
+            backend.put(f"f{i}.csv", csv_rows([f"{i}a"]).encode())
+        assert (await rt.run_pipe("listing")).status == "completed"
+        for i in range(3, 6):
+            backend.remove(f"f{i}.csv")
+        lr = await rt.run_pipe("listing")
+        assert lr.status == "failed" and "circuit breaker" in str(lr.error)

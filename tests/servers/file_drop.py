@@ -7,6 +7,7 @@
 * ``python -m tests.servers.file_drop s3 --port 8202``: moto's S3 server with bucket ``landing``
   holding ``exports/events-1.ndjson.gz`` and ``events-2.ndjson.gz`` (40 events each), and an
   empty bucket ``outgoing`` (the export example's target); credentials ``test``/``test``.
+  ``--latency-s 0.02`` makes each request wait that long first (bench/files_download.py).
 
 Each runs until killed.
 """
@@ -49,10 +50,10 @@ async def serve_sftp(port: int, workdir: Path) -> None:
         await stop.wait()
 
 
-def serve_s3(port: int) -> None:
+def serve_s3(port: int, latency_s: float = 0.0) -> None:
     from tests.servers.storage import S3Server
 
-    server = S3Server(port)
+    server = S3Server(port, latency_s)
     client = server.client()
     client.create_bucket(Bucket="landing")
     client.create_bucket(Bucket="outgoing")
@@ -67,13 +68,14 @@ def main() -> None:
     parser.add_argument("kind", choices=["sftp", "s3"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/sluice-sftp"))
+    parser.add_argument("--latency-s", type=float, default=0.0, help="s3: seconds each request waits first")
     args = parser.parse_args()
     if args.kind == "sftp":
         args.dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(serve_sftp(args.port, args.dir))
     else:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        serve_s3(args.port)
+        serve_s3(args.port, args.latency_s)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 @dataclass
 class SftpCounters:
     """What the SFTP server was asked (files opened for reading or writing, renames, removes, by
-    path), and the seconds it waits before answering a read or a rename (to kill a client then)."""
+    path), and the seconds it waits before answering a read, a write or a rename (to kill a client
+    then)."""
 
     reads: Counter[str] = field(default_factory=Counter)
     writes: Counter[str] = field(default_factory=Counter)
@@ -45,6 +46,10 @@ class SftpCounters:
     """Renames asked for, counted before ``rename_delay_s`` (``renames``: those done)."""
     removes: Counter[str] = field(default_factory=Counter)
     read_delay_s: float = 0.0
+    write_delay_s: float = 0.0
+    """Seconds every write after a file's first block waits (the file is then partly written)."""
+    writes_held: int = 0
+    """Writes that started waiting ``write_delay_s``."""
     rename_delay_s: float = 0.0
     on_rename: Callable[[str], None] | None = None
     """Called with the path at each rename request, before it is done."""
@@ -105,6 +110,12 @@ async def sftp_server(root: Path, username: str = "sluice", port: int = 0) -> As
             if counters.read_delay_s:
                 await asyncio.sleep(counters.read_delay_s)
             return super().read(file_obj, offset, size)
+
+        async def write(self, file_obj: Any, offset: int, data: bytes) -> int:
+            if counters.write_delay_s and offset > 0:
+                counters.writes_held += 1
+                await asyncio.sleep(counters.write_delay_s)
+            return super().write(file_obj, offset, data)
 
         async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
             counters.rename_requests[_client_path(oldpath)] += 1
@@ -179,18 +190,22 @@ def _client_path(path: bytes) -> str:
 
 
 class S3Server:
-    """moto's S3 in a thread (werkzeug) on ``port`` (0: an ephemeral one), counting requests as
-    ``(method, path)``."""
+    """moto's S3 in a thread (werkzeug, a thread per request) on ``port`` (0: an ephemeral one),
+    counting requests as ``(method, path)``; each request waits ``latency_s`` seconds first (a
+    remote store's round trip, without the server's CPU)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, latency_s: float = 0.0) -> None:
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
         self.requests: Counter[tuple[str, str]] = Counter()
+        self.latency_s = latency_s
         app = DomainDispatcherApplication(create_backend_app)
 
         def counting(environ: dict[str, Any], start_response: Any) -> Any:
             self.requests[(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))] += 1
+            if self.latency_s:
+                time.sleep(self.latency_s)
             return app(environ, start_response)
 
         self.server = make_server("127.0.0.1", port, counting, threaded=True)
