@@ -16,6 +16,7 @@ the epoch (:func:`~runtime.store.postgres.datasets.now_us`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,19 @@ class Taken:
 
     epoch: int
     resumed: bool
+
+
+async def listen(dsn: str, on_change: Callable[[str, str], None]) -> asyncpg.Connection:
+    """A dedicated connection listening on :data:`CHANNEL`: ``on_change(kind, name)`` for each
+    :func:`notify` of any store on the database (close the connection to stop)."""
+    conn = await asyncpg.connect(dsn)
+
+    def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, name = payload.partition(":")
+        on_change(kind, name)
+
+    await conn.add_listener(CHANNEL, received)
+    return conn
 
 
 async def notify(conn: asyncpg.Connection, kind: str, name: str) -> None:

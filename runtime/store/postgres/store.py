@@ -614,14 +614,7 @@ class PostgresStore:
         ``on_change(kind, name)`` with kind ``dataset`` (committed changes to that dataset) or
         ``units`` (units added to that pipe). Returns the coroutine function that stops
         listening; the listening connection is a dedicated one (see :meth:`listening`)."""
-        conn = await asyncpg.connect(self.dsn)
-
-        def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            kind, _, name = payload.partition(":")
-            on_change(kind, name)
-
-        await conn.add_listener(cpg.CHANNEL, received)
-        self._listener = conn
+        conn = self._listener = await cpg.listen(self.dsn, on_change)
 
         async def stop() -> None:
             self._listener = None
