@@ -262,8 +262,9 @@ class FilesSource(Source):
                                      f"{listed['size']} bytes, downloaded {written}); read again after the next "
                                      "listing")
             records = self._records(name, path, fp)
+            single = written <= SINGLE_PASS_BYTES and not records.gzip
             try:
-                total, batches, batch = await anyio.to_thread.run_sync(_check_and_start, records)
+                total, batches, batch = await anyio.to_thread.run_sync(_check_and_start, records, single)
                 if total == 0 and before and self.config.if_file_empty == "fail":
                     raise BadDataError(
                         f"this version of the file has no records, its earlier one gave {len(before)} entities; "
@@ -375,12 +376,20 @@ def _remove(name: str) -> None:
 
 
 Batches = Generator[list[Entity], None, None]
+SINGLE_PASS_BYTES = 2 << 20
+"""An uncompressed file of at most this many bytes (2 MiB) is parsed once, its batches held in
+memory while they are committed; a larger or compressed one is checked in a first pass that keeps
+nothing, then parsed again (memory does not grow with the file)."""
 
 
-def _check_and_start(records: Records | _Tagged) -> tuple[int, Batches, list[Entity] | None]:
-    """Parse the whole file, keeping nothing (raises its first :class:`BadDataError`), then start
-    parsing it again: (the number of records, the batches, the first batch or None), in one call
-    (one thread hop)."""
+def _check_and_start(records: Records | _Tagged, single: bool) -> tuple[int, Batches, list[Entity] | None]:
+    """Parse the whole file (raises its first :class:`BadDataError`) and start yielding its
+    batches: (the number of records, the batches, the first batch or None), in one call (one
+    thread hop). ``single``: keep the batches of this pass (a file of at most
+    ``SINGLE_PASS_BYTES``, so memory stays bounded); else keep nothing and parse it again."""
+    if single:
+        kept = list(records.batches())
+        return sum(map(len, kept)), (b for b in kept[1:]), kept[0] if kept else None
     total = sum(len(batch) for batch in records.batches())
     batches = records.batches()
     return total, batches, next(batches, None)
@@ -391,6 +400,7 @@ class _Tagged:
 
     def __init__(self, records: Records, prop: str, tag: dict[str, str]) -> None:
         self.records, self.prop, self.tag = records, prop, tag
+        self.gzip = records.gzip
 
     def batches(self) -> Generator[list[Entity], None, None]:
         for batch in self.records.batches():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from connectors.storage import download
 from runtime import Runtime
 from tests.files.common import csv_rows, live, run_both, two_step
 from tests.files.conftest import Backend
@@ -119,6 +120,29 @@ async def test_malformed_file_dead_lettered(tmp_path: Path, backend: Backend) ->
         backend.put("bad.ndjson", b'{"id": 2}\n{"id": 3}\n', mtime=time.time() + 5)
         await run_both(rt)
         assert set(await live(rt, "ingest")) == {"1", "2", "3"}
+
+
+@pytest.mark.parametrize("single_pass_bytes", [download.SINGLE_PASS_BYTES, 0], ids=["one-pass", "two-pass"])
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_bad_row_after_many_batches_commits_nothing_of_the_file(
+        tmp_path: Path, backend: Backend, single_pass_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATA SAFETY: a bad row after several batches of good ones fails the file's unit and commits
+    none of its rows, whether the file is parsed once and held (small files) or checked in a first
+    pass and parsed again (``SINGLE_PASS_BYTES`` 0 makes every file take that path)."""
+    monkeypatch.setattr(download, "SINGLE_PASS_BYTES", single_pass_bytes)
+    backend.put("good.csv", csv_rows(range(7)).encode())
+    backend.put("bad.csv", (csv_rows(range(100, 111)) + "111,v111,extra\n").encode())
+    pipes = two_step(backend.system(), files={"retry_backoff_s": 3600})
+    pipes[2]["batch_size"] = 2
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {str(i) for i in range(7)}
+        units = {u.key: u for u in await rt.store.work_units("ingest")}
+        assert units["bad.csv"].status == "failed" and "bad.csv:13" in (units["bad.csv"].last_error or "")
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
