@@ -23,6 +23,13 @@ import orjson
 MAX_VARS = 30000  # SQLite's default SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
 
 
+def json_param(value: Any) -> str | None:
+    """``value`` as JSON text for one ``json_each(?)`` parameter, or None when a text in it holds
+    NUL (which SQLite's JSON functions cut): the caller binds those values another way."""
+    text = orjson.dumps(value).decode()
+    return None if "\\u0000" in text else text
+
+
 async def insert_rows(conn: aiosqlite.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
     """``head`` (e.g. ``INSERT OR IGNORE INTO t(a, b)``) for each of ``rows`` (tuples of text,
     integers, floats or None, all of one width), then ``tail`` (e.g. an ``ON CONFLICT`` clause).
@@ -33,8 +40,8 @@ async def insert_rows(conn: aiosqlite.Connection, head: str, rows: Sequence[Sequ
     if not rows:
         return
     width = len(rows[0])
-    payload = orjson.dumps(rows).decode()
-    if "\\u0000" in payload:
+    payload = json_param(rows)
+    if payload is None:
         await conn.executemany(f"{head} VALUES ({', '.join(['?'] * width)}) {tail}", rows)
         return
     columns = ", ".join(f"j.value ->> {i}" for i in range(width))
@@ -46,8 +53,8 @@ def each(values: Sequence[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
     ``... IN (SELECT value FROM {table})`` or ``FROM {table} j``: one ``json_each(?)``; when a value
     holds NUL, ``VALUES`` lists of at most :data:`MAX_VARS` parameters (run the statement per
     table)."""
-    payload = orjson.dumps(list(values)).decode()
-    if "\\u0000" not in payload:
+    payload = json_param(list(values))
+    if payload is not None:
         yield "json_each(?)", (payload,)
         return
     for start in range(0, len(values), MAX_VARS):

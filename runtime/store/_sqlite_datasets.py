@@ -25,7 +25,7 @@ import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
 from runtime.store import _sqlite_indexes as ixsql
-from runtime.store._sqlite_bulk import MAX_VARS, each, insert_rows
+from runtime.store._sqlite_bulk import MAX_VARS, each, insert_rows, json_param
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
 NO_HOLD = 2**62  # a compaction hold above every offset: nothing held
@@ -152,9 +152,9 @@ async def compare(conn: aiosqlite.Connection, ds: DatasetRow, batch: PreparedBat
             if eid in once:
                 pairs[eid] = None
             once.add(eid)
-    payload = orjson.dumps(pairs).decode()
+    payload = json_param(pairs)
     exact: list[str] = []
-    if "\\u0000" in payload:  # SQLite's JSON functions cut text at NUL: bind those ids instead
+    if payload is None:  # bind the ids holding NUL instead
         exact = [eid for eid in pairs if "\x00" in eid]
         for eid in exact:
             del pairs[eid]

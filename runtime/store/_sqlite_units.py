@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from runtime.store._sqlite_bulk import json_param
 from runtime.store._sqlite_datasets import chunks, fetch_one, marks, now_us
 from runtime.store.protocol import UnitProgress, WorkUnit
 
@@ -50,13 +51,6 @@ async def add_columns(conn: aiosqlite.Connection) -> None:
     await conn.execute(INDEX)
 
 
-def _payload(rows: dict[str, Any]) -> str | None:
-    """``rows`` as one JSON object for ``json_each``, or None when a key holds NUL (SQLite's JSON
-    functions cut text there; the caller binds row by row instead)."""
-    text = orjson.dumps(rows).decode()
-    return None if "\\u0000" in text else text
-
-
 async def plan(
     conn: aiosqlite.Connection, pipe: str, units: Sequence[tuple[str, dict[str, Any], bool]]
 ) -> tuple[int, int]:
@@ -64,7 +58,7 @@ async def plan(
     before = await _count(conn, pipe)
     upsert = ("ON CONFLICT(pipe, key) DO UPDATE SET vars = excluded.vars, closed = excluded.closed, retired = 0 "
               "WHERE vars IS NOT excluded.vars OR closed != excluded.closed OR retired != 0")
-    payload = _payload({key: [variables, int(closed)] for key, variables, closed in units})
+    payload = json_param({key: [variables, int(closed)] for key, variables, closed in units})
     if payload is not None:  # one statement: the per-unit work runs in SQLite's C code
         await conn.execute(
             "INSERT INTO work_units(pipe, key, status, attempts, vars, closed, retired) SELECT ?, j.key, "
@@ -147,7 +141,7 @@ async def apply(conn: aiosqlite.Connection, pipe: str, progress: dict[str, UnitP
     """Write units' progress (inside the transaction of the entities it covers)."""
     ok = [p for p in progress.items() if p[1].status in ("running", "done", "waiting")]
     bad = [p for p in progress.items() if p[1].status in ("failed", "dead")]
-    payload = _payload({key: [p.status, _json(p.checkpoint), _json(p.watermark), p.due_us, p.swept]
+    payload = json_param({key: [p.status, _json(p.checkpoint), _json(p.watermark), p.due_us, p.swept]
                         for key, p in ok}) if ok else None
     if payload is not None:  # one statement: the per-unit work runs in SQLite's C code
         await conn.execute(  # MATERIALIZED: the planner then loops over the batch, one key lookup each
