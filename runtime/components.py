@@ -84,6 +84,9 @@ class RunInfo:
         batch_size: maximum entities per batch.
         start: the pipe's checkpoint when the run started (a circuit breaker rollback restores
             it), None where the run is not a pipe run (a receiver's request).
+        rescan: the run was asked to read everything again (``sluice run --full``, the API's
+            ``start-rescan``), even where it is no sweep (a source whose full run does not read
+            everything, such as ``files``): work units are read whole, watermarks ignored.
     """
 
     run_id: str
@@ -91,6 +94,7 @@ class RunInfo:
     sweep: int | None
     batch_size: int
     start: Checkpoint | None = None
+    rescan: bool = False
 
 
 @dataclass(frozen=True)

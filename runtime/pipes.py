@@ -337,7 +337,7 @@ class PipeRun:
         if since is None and not spec.source.cls.full_read(spec.source.config):
             sweep = None  # not everything is read: no deletion tracking after this run
         run = RunInfo(self.result.run_id, sweep is not None, sweep, spec.model.batch_size,
-                      Checkpoint(state.since, state.sweep, tracking=state.tracking or None))
+                      Checkpoint(state.since, state.sweep, tracking=state.tracking or None), rescan=self.force_full)
         tracked = self.spec.tracked_datasets()
         if tracked:
             self._tracking = await tracking.plan(

@@ -25,6 +25,9 @@ Rules (every run reads every listed unit; there is no timestamp cursor):
 - per-file deletion tracking: when a file that was ingested before comes in a new version, the
   ids its previous version gave (found through a hop index on ``file_property.path`` of the
   dataset the pipe writes) that the new version lacks get ``_deleted``;
+- a rescan (``sluice run --full``, the API's ``start-rescan``) reads every listed file again,
+  fingerprints ignored, and deletes, per file, the ids it gave before that it no longer gives
+  (after a change of ``primary_key`` or ``id_expression``, say);
 - after the last batch is committed (the source waits until the ledger shows it), the
   post-action (``after_ingest``) runs, then is recorded as done; a crash between the two finishes
   the post-action on the next run without downloading the file again.
@@ -253,7 +256,8 @@ class FilesSource(Source):
             return  # still being written: a later listing makes it ready
         checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
-        before = await self._previous_ids(path, fp) if (done or skip) else set()
+        rescan = self.context.run.rescan  # every id the file gave before may be gone now
+        before = await self._previous_ids(path, None if rescan else fp) if (done or skip or rescan) else set()
         name = os.path.join(temp_dir(), f"sluice-{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
@@ -333,8 +337,9 @@ class FilesSource(Source):
             return _Tagged(records, c.file_property, {"path": path, "version": fp})
         return records
 
-    async def _previous_ids(self, path: str, fp: str) -> set[str]:
-        """Ids of the file's earlier versions in the dataset this pipe writes (one look-up)."""
+    async def _previous_ids(self, path: str, fp: str | None) -> set[str]:
+        """Ids the file gave in the dataset this pipe writes (one look-up): those of its versions
+        other than ``fp``, or of every version (``fp`` None: a rescan reads the file again)."""
         prop = self.config.file_property
         if prop is None:
             return set()

@@ -137,7 +137,7 @@ class UnitRunner:
     async def _close_unchanged(self, planned: list[Part]) -> list[Part]:
         """``planned`` with the done units the source finds unchanged marked closed (see
         :meth:`Source.unit_unchanged`): one read of the ledger, no claim and no commit per unit."""
-        if type(self.source).unit_unchanged is Source.unit_unchanged:
+        if type(self.source).unit_unchanged is Source.unit_unchanged or self.run_info.rescan:
             return planned
         done = {u.key: u.watermark for u in await self.store.work_units(self.pipe, status="done")}
         unchanged = self.source.unit_unchanged
@@ -172,8 +172,8 @@ class UnitRunner:
     async def _unit(self, row: WorkUnit, emit: Callable[[UnitChunk], Awaitable[None]],
                     limiter: anyio.Semaphore) -> None:
         sweep = self.run_info.sweep
-        unit = Unit(row.key, row.variables, row.checkpoint, None if sweep is not None else row.watermark,
-                    row.attempts)
+        whole = sweep is not None or self.run_info.rescan  # a sweep or a rescan ignores watermarks
+        unit = Unit(row.key, row.variables, row.checkpoint, None if whole else row.watermark, row.attempts)
         watermark = unit.watermark
         try:
             with structlog.contextvars.bound_contextvars(unit=row.key):

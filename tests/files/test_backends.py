@@ -145,6 +145,31 @@ async def test_bad_row_after_many_batches_commits_nothing_of_the_file(
         assert units["bad.csv"].status == "failed" and "bad.csv:13" in (units["bad.csv"].last_error or "")
 
 
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_rescan_reads_every_file_again_and_deletes_per_file(tmp_path: Path, backend: Backend) -> None:
+    """``--full`` (a rescan) on a files pipe downloads every listed file again, fingerprints
+    ignored, and per file deletes the ids it no longer gives: after a change of ``id_expression``
+    the old ids go, the new ones come, and an ordinary run afterwards downloads nothing."""
+    backend.put("a.csv", csv_rows([1, 2]).encode(), mtime=1_700_000_000)
+    backend.put("b.csv", csv_rows([3]).encode(), mtime=1_700_000_000)
+    async with Runtime(config(tmp_path, backend), data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert set(await live(rt, "ingest")) == {"1", "2", "3"}
+    (tmp_path / "config" / "pipes.yaml").unlink()
+    cfg = config(tmp_path, backend, files={"primary_key": None, "id_expression": "x{{ id }}"})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        before = backend.downloads()
+        _, fr = await run_both(rt)
+        assert fr.status == "completed" and backend.downloads() == before  # an ordinary run: nothing changed
+        assert set(await live(rt, "ingest")) == {"1", "2", "3"}
+        fr = await rt.run_pipe("ingest", full=True)
+        assert fr.status == "completed", fr.error
+        assert backend.downloads() - before == 2
+        assert set(await live(rt, "ingest")) == {"x1", "x2", "x3"}
+        _, fr = await run_both(rt)
+        assert backend.downloads() - before == 2 and fr.units["done"] == 0
+
+
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 async def test_truncated_or_empty_version_keeps_the_files_entities(tmp_path: Path, backend: Backend) -> None:
     """DATA SAFETY: a new version of a file that is truncated (gzip cut short) or empty fails its
