@@ -243,6 +243,7 @@ class PipeRun:
         self._stop = anyio.Event()
         self._progress = _Progress()
         self._tracking: tracking.TrackingPlan | None = None
+        self._units: UnitRunner | None = None  # the run's work units, while they run
 
     def stop(self) -> None:
         """Ask the run to stop cleanly: no new batch is read; batches in flight are committed."""
@@ -458,7 +459,7 @@ class PipeRun:
             async with lock:  # one page at a time: a page's progress follows all its entities
                 await cut.add(chunk)
 
-        runner = UnitRunner(source, units, self.store, self.spec.id, run, self.result.run_id)
+        runner = self._units = UnitRunner(source, units, self.store, self.spec.id, run, self.result.run_id)
         tally = await runner.run(emit, self._stop)
         self.result.units = tally.summary()
         if self._stop.is_set():
@@ -533,6 +534,8 @@ class PipeRun:
                 entities, checkpoint = _combine(batches), _last_checkpoint(batches)
                 try:
                     result.add(await sink.write_batch(entities, checkpoint))
+                    if self._units is not None and checkpoint is not None and checkpoint.units:
+                        self._units.committed()  # units that ended free their share of the limit now
                 except EntityError:
                     if not letters.enabled:
                         raise

@@ -93,7 +93,7 @@ class UnitRunner:
         self._last_start = 0.0
         self._running = 0
         self._claimed: set[str] = set()
-        self._ended = anyio.Event()  # set when a unit ends; replaced by the claim loop after each wait
+        self._ended = anyio.Event()  # set when a unit ends or commits; replaced by the claim loop after each wait
 
     async def run(self, emit: Callable[[UnitChunk], Awaitable[None]], stop: anyio.Event) -> UnitTally:
         """Run every unit due, sending each page through ``emit``; returns the tally.
@@ -133,6 +133,13 @@ class UnitRunner:
                     self._running += 1
                     tg.start_soon(self._unit, unit, emit, limiter, name=f"{self.pipe}/unit:{unit.key}")
         return self.tally
+
+    def committed(self) -> None:
+        """The sink committed units' progress: claim again now. In a cluster member a unit's
+        share of the pipe's concurrency limit is freed by that commit, not when its task ends
+        (its last progress may still be on its way to the sink), so claiming only when a task
+        ends would leave the freed share idle until the next unit ends."""
+        self._ended.set()
 
     async def _close_unchanged(self, planned: list[Part]) -> list[Part]:
         """``planned`` with the done units the source finds unchanged marked closed (see
