@@ -2,7 +2,8 @@
 so the deletions it owed happen (issue 8 item 1; DESIGN.md "The full-run marker is committed when a
 full run starts"). Against our fault-injecting API, with a source whose since is stored at the end
 of the run (comparable, not chronological): before the fix nothing of such a run was durable, so
-the next run was incremental and the 8 ids removed at the server were never tombstoned.
+the next run was incremental and the 8 ids removed at the server were never tombstoned. Both
+tests run on SQLite and PostgreSQL (``store_url``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import anyio
 
-from tests.rest.conftest import collect_pipe, ids, runtime, system, truth
+from runtime import Runtime
+from tests.rest.conftest import collect_pipe, ids, system, truth
 from tests.servers.faulty_api import FaultyApi, serve
 
 SLUICE = str(Path(sys.executable).parent / "sluice")
@@ -30,11 +32,15 @@ def populated_api() -> FaultyApi:
     return api
 
 
-async def test_a_failed_full_run_is_resumed_as_full_and_deletes(write_config, tmp_path) -> None:
+def runtime(config_dir: Path, tmp_path: Path, store_url: str | None) -> Runtime:
+    return Runtime(config_dir, data_dir=tmp_path / "data", store=store_url)
+
+
+async def test_a_failed_full_run_is_resumed_as_full_and_deletes(write_config, tmp_path, store_url) -> None:
     api = populated_api()
     async with serve(api):
         cfg = write_config([system(api.url), collect_pipe(**SINCE_AT_END)])
-        async with runtime(cfg, tmp_path) as rt:
+        async with runtime(cfg, tmp_path, store_url) as rt:
             assert (await rt.run_pipe("items")).new == 45
             for n in range(8):
                 api.delete(f"i{n:02}")
@@ -48,18 +54,20 @@ async def test_a_failed_full_run_is_resumed_as_full_and_deletes(write_config, tm
             assert set(await ids(rt, "items")) == set(truth(api))
 
 
-async def test_a_full_run_killed_before_its_first_batch_is_resumed_as_full(write_config, tmp_path) -> None:
+async def test_a_full_run_killed_before_its_first_batch_is_resumed_as_full(write_config, tmp_path, store_url) -> None:
     api = populated_api()
     async with serve(api):
         cfg = write_config([system(api.url), collect_pipe(**SINCE_AT_END)])
-        async with runtime(cfg, tmp_path) as rt:
+        async with runtime(cfg, tmp_path, store_url) as rt:
             assert (await rt.run_pipe("items")).new == 45
         for n in range(8):
             api.delete(f"i{n:02}")
-        api.faults = [{"delay": 60, "path": "/items/page", "query": "page=2"}]  # the run hangs on page 2
+        api.faults = [{"delay": 8, "path": "/items/page", "query": "page=2"}]  # the run hangs on page 2 (the
+        # server then holds the response that long: its shutdown waits for it)
         api.requests.clear()
         data = tmp_path / "data"
-        proc = subprocess.Popen([SLUICE, "run", str(cfg), "--data-dir", str(data), "--full"],
+        store = ["--store", store_url] if store_url else []
+        proc = subprocess.Popen([SLUICE, "run", str(cfg), "--data-dir", str(data), "--full", *store],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         try:
@@ -72,7 +80,7 @@ async def test_a_full_run_killed_before_its_first_batch_is_resumed_as_full(write
             proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         api.faults = []
-        async with runtime(cfg, tmp_path) as rt:
+        async with runtime(cfg, tmp_path, store_url) as rt:
             events = [e.event for e in await rt.execution_log("items")]
             assert events[-1] == "run-started", "the kill did not land inside the run"
             resumed = await rt.run_pipe("items")
