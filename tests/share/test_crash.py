@@ -1,6 +1,7 @@
 """SIGKILL of a `sluice run` process at several points of a share run against a target that does
 not honour Idempotency-Key: the target's write log shows exactly one create per entity, and every
-entity ends sent (the lookup by external reference runs before any re-send)."""
+entity ends sent (the lookup by external reference runs before any re-send). On SQLite and
+PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from tests.share.conftest import entities, share_pipe, target_system
 SLUICE = str(Path(sys.executable).parent / "sluice")
 
 
-async def start(cfg: Path, data: Path) -> asyncio.subprocess.Process:
+async def start(cfg: Path, data: Path, store_url: str | None) -> asyncio.subprocess.Process:
     env = {**os.environ, "SLUICE_DATA_DIR": str(data), "NO_COLOR": "1"}
+    if store_url:
+        env["SLUICE_STORE"] = store_url
     return await asyncio.create_subprocess_exec(SLUICE, "run", str(cfg), env=env, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
 
@@ -48,7 +51,8 @@ def capture_pipe(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("component", ["sink", "capture-transform"])
 async def test_sigkill_between_the_write_and_its_commit_creates_nothing_twice(target: TargetApi, write_config,
-                                                                               tmp_path, component: str) -> None:
+                                                                               tmp_path, component: str,
+                                                                               store_url: str | None) -> None:
     target.honour_idempotency = False
     target.latency = 0.03
     items = entities(60)
@@ -57,21 +61,21 @@ async def test_sigkill_between_the_write_and_its_commit_creates_nothing_twice(ta
     data = tmp_path / "data"
     # 1. writes applied, their responses held: the kill lands between each write and its outcome
     target.faults = [{"delay_after": 3, "method": "POST", "path": "/records", "repeat": True}]
-    await kill_when(await start(cfg, data), target, 1)
+    await kill_when(await start(cfg, data, store_url), target, 1)
     held = len(target.creates())
     # 2. a kill in the middle of a run going at full speed (some outcomes committed, some not)
     target.faults = []
-    await kill_when(await start(cfg, data), target, held + 15)
+    await kill_when(await start(cfg, data, store_url), target, held + 15)
     # 3. held again, after the restart's lookups
     target.faults = [{"delay_after": 3, "method": "POST", "path": "/records", "repeat": True}]
-    await kill_when(await start(cfg, data), target, len(target.creates()) + 1)
+    await kill_when(await start(cfg, data, store_url), target, len(target.creates()) + 1)
     target.faults = []
-    final = await start(cfg, data)
+    final = await start(cfg, data, store_url)
     _, err = await final.communicate()
     assert final.returncode == 0, err.decode()[-2000:]
     refs = sorted(target.records[w["id"]]["ref"] for w in target.creates())
     assert refs == sorted(e["_id"] for e in items)  # exactly one create per entity
-    async with Runtime(cfg, data_dir=data) as r:
+    async with Runtime(cfg, data_dir=data, store=store_url) as r:
         outcomes = {o["_id"]: o for o in await r.entities("share-responses", limit=1000)}
         captured = {e["_id"]: e for e in await r.entities("share", limit=1000)} if component != "sink" else {}
     assert {o["state"] for o in outcomes.values()} == {"sent"} and len(outcomes) == 60
@@ -86,7 +90,7 @@ def updates(target: TargetApi) -> list[dict]:
 
 
 async def test_sigkill_during_inserts_and_updates_of_the_share_pipes(target: TargetApi, write_config,
-                                                                    tmp_path) -> None:
+                                                                    tmp_path, store_url: str | None) -> None:
     """The insert, collect, update and delete pipes (tests/share/patterns.py) run by `sluice run`
     against a target losing 10 % of the responses, SIGKILLed while creates are held, at full speed,
     and while updates are held: one create per entity, no update based on a stale read."""
@@ -107,16 +111,16 @@ async def test_sigkill_during_inserts_and_updates_of_the_share_pipes(target: Tar
     people = [person(i) for i in range(40)]
     cfg = config(people)
     target.faults = [{"delay_after": 3, "method": "POST", "path": "/records", "repeat": True}]
-    await kill_when(await start(cfg, data), target, 3)
+    await kill_when(await start(cfg, data, store_url), target, 3)
     target.faults = []
-    await kill_when(await start(cfg, data), target, len(target.creates()) + 12)
-    async with Runtime(cfg, data_dir=data) as r:
+    await kill_when(await start(cfg, data, store_url), target, len(target.creates()) + 12)
+    async with Runtime(cfg, data_dir=data, store=store_url) as r:
         await converge(r, "insert", "target-records", "update")
     people[:20] = [person(i, f"renamed {i}") for i in range(20)]
     cfg = config(people)
     target.touch(next(rid for rid, rec in target.records.items() if rec["ref"] == "p03"))
     target.faults = [{"delay_after": 3, "method": "PATCH", "repeat": True}]
-    process = await start(cfg, data)
+    process = await start(cfg, data, store_url)
     for _ in range(600):
         if len(updates(target)) >= 2:
             break
@@ -124,7 +128,7 @@ async def test_sigkill_during_inserts_and_updates_of_the_share_pipes(target: Tar
     process.send_signal(signal.SIGKILL)
     await process.wait()
     target.faults = []
-    async with Runtime(cfg, data_dir=data) as r:
+    async with Runtime(cfg, data_dir=data, store=store_url) as r:
         await converge(r, "people", "insert", "target-records", "update")
     assert sorted(target.records[w["id"]]["ref"] for w in target.creates()) == [p["_id"] for p in people]
     assert {rec["ref"]: rec["name"] for rec in target.records.values()} == {p["_id"]: p["name"] for p in people}
