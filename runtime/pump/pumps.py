@@ -27,7 +27,7 @@ import structlog
 
 from runtime.config.models import PipeSpec
 from runtime.errors import LeaseHeldError, OperationRefusedError, PipeTrippedError, SluiceError
-from runtime.pipes import RunResult
+from runtime.pipes import RUN_IN_PROGRESS, RunResult
 from runtime.pump.interrupted import record_all_interrupted
 from runtime.pump.schedule import backoff, first_regular, next_regular, soon
 from runtime.pump.units import MIN_GAP_S, next_unit_due
@@ -323,9 +323,39 @@ class Scheduler:
                 self._tg = tg
                 for pid, pump in self.pumps.items():
                     tg.start_soon(pump.loop, name=f"{pid}/pump")
+                cluster = getattr(self.runtime.store, "cluster", None)
+                if cluster is not None:
+                    tg.start_soon(self._record_interrupted_later, cluster.lease_s / 3, name="interrupted")
                 task_status.started()
         finally:
             self._done.set()
+
+    async def _record_interrupted_later(self, interval_s: float) -> None:
+        """In a cluster member: the markers left at start-up because their pipe's lease was held
+        (by a member that died: its lease outlives it until it expires) are recorded once the
+        lease is free, tried every ``interval_s`` seconds while the same marker is there (a live
+        member's run clears its own at its end). Shared pipes (work units) are left out: their
+        units are taken over by lease instead (:func:`record_interrupted`)."""
+        store, shared = self.runtime.store, self.runtime.store.cluster.shared
+        left = {pid: run_id for pid in self.pumps if pid not in shared
+                and (run_id := await self._marker(pid)) is not None}
+        while left:
+            await anyio.sleep(interval_s)
+            for pid, run_id in list(left.items()):
+                if await self._marker(pid) != run_id:
+                    del left[pid]  # recorded, or replaced by a run of a live member
+            for pid in await record_all_interrupted(store, list(left)):
+                del left[pid]
+                pump = self.pumps[pid]
+                pump.interrupted = True
+                if pump.scheduled and not pump.running:
+                    pump.next_at = soon(time.time())
+                    pump.wake()
+
+    async def _marker(self, pipe: str) -> str | None:
+        """The run id in ``pipe``'s run-in-progress marker, or None when it has none."""
+        marker = (await self.runtime.store.pipe_state(pipe)).info.get(RUN_IN_PROGRESS)
+        return str(marker.get("run_id")) if isinstance(marker, dict) else None
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every pump: no new runs; running runs stop cleanly (batches in flight commit).

@@ -17,7 +17,7 @@ from runtime import Runtime
 from runtime.pipes import RUN_IN_PROGRESS
 from runtime.pump.pumps import Scheduler
 from runtime.pump.schedule import SOON_S
-from runtime.store import SqliteStore
+from runtime.store import SqliteStore, make_store
 from tests.daemon.conftest import SLUICE, Api, Served, counter_pipe
 
 N = 3000
@@ -29,9 +29,10 @@ def _slow(mode: str = "manual", **pump: Any) -> dict[str, Any]:
     return pipe
 
 
-async def _store_view(data_dir: Path) -> tuple[list[Any], Any, int]:
-    """(execution log, pipe state, committed ids) read straight from the SQLite file."""
-    store = SqliteStore(data_dir / "sluice.db")
+async def _store_view(data_dir: Path, store_url: str | None = None) -> tuple[list[Any], Any, int]:
+    """(execution log, pipe state, committed ids) read straight from the store (the SQLite file
+    unless ``store_url``)."""
+    store = make_store(store_url, data_dir) if store_url else SqliteStore(data_dir / "sluice.db")
     await store.open()
     try:
         info = await store.dataset_info("numbers")
@@ -46,23 +47,32 @@ def _kill(served: Served) -> None:
     served.wait()
 
 
-def _sluice(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "250"}
+async def _state_is(api: Api, state: str) -> bool:
+    return bool((await api.pipe("numbers"))["state"] == state)
+
+
+def _sluice(*args: str, data_dir: Path, store_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250", **({"SLUICE_STORE": store_url} if store_url else {})}
     return subprocess.run([SLUICE, *args, "--data-dir", str(data_dir)], capture_output=True, text=True,
                           env=env, timeout=120)
 
 
 async def test_a_daemon_killed_mid_run_records_the_run_as_interrupted_on_restart(
-        start_daemon: Any, session: Any) -> None:
-    served = start_daemon([_slow()])
+        start_daemon: Any, session: Any, store_url: str | None) -> None:
+    """On PostgreSQL the daemon is a cluster member, and the restarted daemon a new one: the dead
+    member's pipe lease holds until it expires (1.5 s here), and the run is recorded then."""
+    pg = {"args": ["--store", store_url], "env": {"SLUICE_CLUSTER_LEASE_S": "1.5"}} if store_url else {}
+    served = start_daemon([_slow()], **pg)
     api = Api(served, session)
     await api.post("/api/pipes/numbers/pump", json={"operation": "start"})
     await api.until(lambda: _committed_at_least(api, 300), "some batches to commit")
     _kill(served)
-    log, state, committed = await _store_view(served.data_dir)
+    log, state, committed = await _store_view(served.data_dir, store_url)
     assert [e.event for e in log] == ["run-started"] and 300 <= committed < N  # the kill left no end
 
     served.start()
+    if store_url:  # recorded once the dead member's pipe lease expires (1.5 s) and the pipe is free
+        await api.until(lambda: _state_is(api, "interrupted"), "the run recorded as interrupted", timeout=30)
     pipe = await api.pipe("numbers")
     assert pipe["state"] == "interrupted" and pipe["runs"] == 1
     last = pipe["last_run"]
@@ -71,7 +81,7 @@ async def test_a_daemon_killed_mid_run_records_the_run_as_interrupted_on_restart
     events = await api.get("/api/pipes/numbers/log")
     assert [e["event"] for e in events] == ["run-started", "run-interrupted"]
     assert events[1]["since"] == committed == state.since  # resumes from what was committed
-    listed = _sluice("pipes", str(served.config_dir), data_dir=served.data_dir)
+    listed = _sluice("pipes", str(served.config_dir), data_dir=served.data_dir, store_url=store_url)
     assert listed.returncode == 0 and "interrupted" in listed.stdout, listed
 
     await api.post("/api/pipes/numbers/pump", json={"operation": "start"})
