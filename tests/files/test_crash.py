@@ -1,19 +1,22 @@
 """Crash safety of the files source: ``sluice run`` SIGKILLed during a download and between a
 file's commit and its post-action, against the asyncssh SFTP server (in a thread of the test
 process, so it keeps serving while the test waits on the subprocess). After a restart the dataset
-equals the files' records, no version is duplicated, and each file was moved exactly once."""
+equals the files' records, no version is duplicated, and each file was moved exactly once. On
+SQLite and PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import anyio
+import asyncpg
 import pytest
 import yaml
 
-from tests.core.test_crash import committed, run_to_end, snapshot, start
+from tests.core.test_crash import committed, pg_committed, run_to_end, snapshot, start
 from tests.files.common import csv_rows, two_step
 from tests.files.conftest import SftpBackend
 from tests.servers.storage import SftpServer
@@ -41,18 +44,29 @@ def setup(tmp_path: Path, server: SftpServer) -> tuple[Path, Path, set[str]]:
     return cfg, tmp_path / "data", ids
 
 
-def kill_when(cfg: Path, data: Path, reached: Callable[[], bool]) -> None:
-    """Start ``sluice run`` and SIGKILL it once ``reached()``."""
-    proc = start(cfg, data)
+async def ingested(data: Path, store_url: str | None) -> int:
+    """Versions committed to dataset ``ingest`` so far (0: none, or no store yet)."""
+    if store_url is None:
+        return committed(data / "sluice.db", "ingest") + 1
+    conn = await asyncpg.connect(store_url)
+    try:
+        return await pg_committed(conn, "ingest") + 1
+    finally:
+        await conn.close()
+
+
+async def kill_when(cfg: Path, data: Path, store_url: str | None, reached: Callable[[], Awaitable[bool]]) -> None:
+    """Start ``sluice run`` and SIGKILL it once ``await reached()``."""
+    proc = start(cfg, data, store_url)
     t0 = time.monotonic()
     try:
         while proc.poll() is None:
-            if reached():
+            if await reached():
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 return
             assert time.monotonic() - t0 < 60, "the run neither reached the kill point nor ended"
-            time.sleep(0.003)
+            await anyio.sleep(0.003)
         raise AssertionError("the run ended before the kill point")
     finally:
         if proc.poll() is None:
@@ -60,8 +74,8 @@ def kill_when(cfg: Path, data: Path, reached: Callable[[], bool]) -> None:
             proc.wait()
 
 
-async def check_end_state(data: Path, server: SftpServer, ids: set[str]) -> None:
-    got = await snapshot(data)
+async def check_end_state(data: Path, server: SftpServer, ids: set[str], store_url: str | None) -> None:
+    got = await snapshot(data, store_url)
     ingest = got["ingest"]
     assert {k for k, (_, deleted) in ingest["latest"].items() if not deleted} == ids  # type: ignore[union-attr]
     assert ingest["duplicates"] == 0
@@ -72,35 +86,47 @@ async def check_end_state(data: Path, server: SftpServer, ids: set[str]) -> None
     assert not list(server.root.glob("*.csv"))
 
 
-async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: SftpServer) -> None:
+async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: SftpServer,
+                                                      store_url: str | None) -> None:
     cfg, data, ids = setup(tmp_path, server)
-    db = data / "sluice.db"
+
+    async def share(fraction: float) -> bool:
+        return await ingested(data, store_url) >= FILES * ROWS * fraction
+
     # first kill: mid-way through the files, some committed in part (a file resumes after its
     # last committed batch)
-    kill_when(cfg, data, lambda: committed(db, "ingest") + 1 >= FILES * ROWS * 0.3)
-    first = committed(db, "ingest") + 1
+    await kill_when(cfg, data, store_url, lambda: share(0.3))
+    first = await ingested(data, store_url)
     assert FILES * ROWS * 0.3 <= first < FILES * ROWS
     # second kill: while a file is being downloaded (the server holds its reads)
     server.counters.read_delay_s = 5
     reads = sum(server.counters.reads.values())
-    kill_when(cfg, data, lambda: sum(server.counters.reads.values()) > reads)
-    assert committed(db, "ingest") + 1 < FILES * ROWS
+
+    async def reading() -> bool:
+        return sum(server.counters.reads.values()) > reads
+
+    await kill_when(cfg, data, store_url, reading)
+    assert await ingested(data, store_url) < FILES * ROWS
     server.counters.read_delay_s = 0
-    run_to_end(cfg, data)
-    await check_end_state(data, server, ids)
+    run_to_end(cfg, data, store_url)
+    await check_end_state(data, server, ids, store_url)
 
 
-async def test_sigkill_between_commit_and_post_action_then_restart(tmp_path: Path, server: SftpServer) -> None:
+async def test_sigkill_between_commit_and_post_action_then_restart(tmp_path: Path, server: SftpServer,
+                                                                   store_url: str | None) -> None:
     cfg, data, ids = setup(tmp_path, server)
-    db = data / "sluice.db"
     server.counters.rename_delay_s = 5  # the first move is asked for after its file's commit, then held
-    kill_when(cfg, data, lambda: sum(server.counters.rename_requests.values()) > 0)
+
+    async def moving() -> bool:
+        return sum(server.counters.rename_requests.values()) > 0
+
+    await kill_when(cfg, data, store_url, moving)
     held = next(iter(server.counters.rename_requests))
     assert not server.counters.renames and (server.root / held).exists()
-    done = committed(db, "ingest") + 1
+    done = await ingested(data, store_url)
     assert done >= ROWS  # the held file's rows were all committed before its move was asked for
     reads_of_held = server.counters.reads[held]
     server.counters.rename_delay_s = 0
-    run_to_end(cfg, data)
+    run_to_end(cfg, data, store_url)
     assert server.counters.reads[held] == reads_of_held  # the restart moved it without reading it again
-    await check_end_state(data, server, ids)
+    await check_end_state(data, server, ids, store_url)

@@ -3,7 +3,7 @@ a complete file waits for its rename, against the asyncssh SFTP server (in a thr
 process). Each file is uploaded under a temporary name (``.<name>.tmp``) and renamed when
 complete, and the checkpoint is committed after the rename: after a restart the files under the
 final name pattern hold every entity, each file complete, and no partial file carries a final
-name."""
+name. On SQLite and PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
 
@@ -47,12 +47,16 @@ def files(server: SftpServer) -> dict[str, bytes]:
     return {str(p.relative_to(server.root)): p.read_bytes() for p in server.root.rglob("*") if p.is_file()}
 
 
-async def test_sigkill_while_writing_files_then_restart(tmp_path: Path, server: SftpServer) -> None:
+async def test_sigkill_while_writing_files_then_restart(tmp_path: Path, server: SftpServer,
+                                                        store_url: str | None) -> None:
     cfg, data = setup(tmp_path, server)
     c = server.counters
     # first kill: once the first file is renamed, the next upload is held after its first block
     c.on_rename = lambda path: setattr(c, "write_delay_s", 30)
-    kill_when(cfg, data, lambda: c.writes_held > 0)
+    async def held() -> bool:
+        return c.writes_held > 0
+
+    await kill_when(cfg, data, store_url, held)
     c.on_rename, c.write_delay_s = None, 0
     partial = [p for p in files(server) if not fnmatch.fnmatch(p, FINAL)]
     assert len(partial) == 1 and partial[0].startswith("out/.people-") and partial[0].endswith(".tmp")
@@ -60,10 +64,13 @@ async def test_sigkill_while_writing_files_then_restart(tmp_path: Path, server: 
     assert len([p for p in files(server) if fnmatch.fnmatch(p, FINAL)]) == 1
     # second kill: a complete file uploaded under its temporary name, its rename held
     c.rename_delay_s = 30
-    kill_when(cfg, data, lambda: sum(c.rename_requests.values()) > 1)
+    async def renaming() -> bool:
+        return sum(c.rename_requests.values()) > 1
+
+    await kill_when(cfg, data, store_url, renaming)
     c.rename_delay_s = 0
     assert len([p for p in files(server) if fnmatch.fnmatch(p, FINAL)]) == 1
-    run_to_end(cfg, data)
+    run_to_end(cfg, data, store_url)
     final = {p: body for p, body in files(server).items() if fnmatch.fnmatch(p, FINAL)}
     rows = {p: [orjson.loads(line) for line in body.splitlines()] for p, body in final.items()}
     assert sorted(len(r) for r in rows.values()) == [ROLL] * (N // ROLL)  # each file complete
