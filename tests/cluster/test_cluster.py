@@ -94,8 +94,18 @@ async def holding_mid_run(cluster: Cluster) -> tuple[Served, Served, str, set[st
     return a, b, member, await until_holds(cluster, member)
 
 
-async def until_done(cluster: Cluster, keys: set[str]) -> None:
+async def until_done(cluster: Cluster, keys: set[str], timeout: float = 30) -> None:
+    """Wait until the units ``keys`` are ``done`` (a bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
     while not await all_done(cluster, keys):
+        if time.monotonic() > deadline:
+            rows = await cluster.query("SELECT key, status, lease_owner, lease_epoch, lease_expiry_us FROM work_units")
+            sessions = await cluster.query(
+                "SELECT pid, state, wait_event_type, wait_event, xact_start, left(query, 150) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            logs = "\n".join(f"--- member {i}\n{m.log()[-4000:]}" for i, m in enumerate(cluster.members))
+            raise AssertionError(f"units {sorted(keys)} not all done: {[tuple(r) for r in rows]}\n"
+                                 f"sessions: {[tuple(r) for r in sessions]}\n{logs}")
         await anyio.sleep(0.05)
 
 

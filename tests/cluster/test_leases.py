@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
+import asyncpg
 import pytest
 
 from runtime.cluster.member import new_membership
@@ -125,3 +126,22 @@ async def test_a_version_2_store_gains_the_cluster_tables_and_run_floors(postgre
         assert await conn.fetchval("SELECT count(*) FROM run_floors") == 0
     finally:
         await conn.close()
+
+
+async def test_a_session_idle_in_a_transaction_past_the_lease_is_ended(
+        members: tuple[PostgresStore, PostgresStore]) -> None:
+    """A member frozen inside a transaction (here: a pooled connection that holds an advisory
+    lock and sends nothing) loses that session after the lease, on every connection of its pool,
+    also after connections went back to the pool (whose ``RESET ALL`` once undid the setting)."""
+    a, _ = members
+    pool = a._p  # the store's own pool: what its transactions run on
+    for _ in range(3):
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW idle_in_transaction_session_timeout") == f"{int(LEASE_S * 1000)}ms"
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT pg_advisory_xact_lock(42)")
+        await anyio.sleep(LEASE_S * 4)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await conn.execute("SELECT 1")  # the server ended the session and released the lock

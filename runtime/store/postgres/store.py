@@ -100,8 +100,7 @@ class PostgresStore:
                 newer Sluice.
         """
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
-                                                   init=self._session)
+            self._pool = await self._new_pool()
             async with self._pool.acquire() as conn:
                 await migrate(conn, self.label)
         except DB_ERRORS as exc:
@@ -111,13 +110,14 @@ class PostgresStore:
             await self.close()
             raise
 
-    async def _session(self, conn: asyncpg.Connection) -> None:
-        """Set up a new pooled connection. A cluster member's sessions end when they stay idle in
-        a transaction longer than the lease (the member froze mid-transaction): the server then
-        rolls it back and releases its row and advisory locks, so a frozen member never blocks
-        the others for longer than its leases last."""
-        if self.cluster is not None:
-            await conn.execute(f"SET idle_in_transaction_session_timeout = {int(self.cluster.lease_s * 1000)}")
+    async def _new_pool(self) -> asyncpg.Pool:
+        """A pool of connections. A cluster member's sessions end when idle in a transaction
+        longer than the lease (it froze mid-transaction): the server rolls it back, releasing its
+        locks, so a frozen member never blocks the others longer than its leases last. A startup
+        parameter: the pool's ``RESET ALL`` on release keeps it (it undid a ``SET``)."""
+        settings = {} if self.cluster is None else {
+            "idle_in_transaction_session_timeout": str(int(self.cluster.lease_s * 1000))}
+        return await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size, server_settings=settings)
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
@@ -604,9 +604,10 @@ class PostgresStore:
         return self.cluster
 
     async def cluster_sessions(self) -> None:
-        """After :attr:`cluster` is set: replace the pooled connections, so every session has the
-        member's settings (:meth:`_session`)."""
-        await self._p.expire_connections()
+        """After :attr:`cluster` is set: replace the pool, so every session has the member's
+        settings (:meth:`_new_pool`)."""
+        old, self._pool = self._p, await self._new_pool()
+        await old.close()
 
     @_translated
     async def cluster_listen(self, on_change: Callable[[str, str], None]) -> Callable[[], Awaitable[None]]:
