@@ -165,9 +165,13 @@ class UnitRunner:
     async def _settling(self) -> bool:
         """In a cluster member: whether units this run ran are still ``running`` in the ledger
         (their last progress is on its way to the sink, and sent at once there): until it
-        commits they count against the pipe's concurrency limit, so claim again after."""
+        commits they count against the pipe's concurrency limit, so claim again after. Also
+        whether units are still ``pending``: the other members hold the whole limit now, and
+        this member claims as soon as a slot frees, rather than at its next heartbeat."""
         if getattr(self.store, "cluster", None) is None:
             return False
+        if (await self.store.unit_counts(self.pipe)).get("pending", 0):
+            return True
         return any(u.key in self._claimed for u in await self.store.work_units(self.pipe, status="running"))
 
     async def _pace(self) -> None:
