@@ -11,7 +11,6 @@ Paths are POSIX-style strings relative to the system's root (``root`` of ``syste
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +198,3 @@ class FileSystem(System):
 def join(*parts: str) -> str:
     """``/``-joined path parts without empty segments (``join("a/", "/b")`` is ``a/b``)."""
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
-def temp_dir() -> str:
-    """Where downloads and rolled sink files are staged: ``SLUICE_TMPDIR``, else the system's."""
-    return os.environ.get("SLUICE_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"

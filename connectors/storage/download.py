@@ -50,7 +50,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.records import Records, format_of, known_encoding
-from connectors.storage.base import FileSystem, join, temp_dir
+from connectors.storage.base import FileSystem, join
 from connectors.storage.listing import (
     POST_ACTIONS_ON,
     REMOVED,
@@ -59,6 +59,7 @@ from connectors.storage.listing import (
     fingerprint,
     refresh_listing,
 )
+from connectors.storage.staging import staging_dir
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
@@ -214,6 +215,7 @@ class FilesSource(Source):
 
     async def open(self) -> None:
         self.system: FileSystem = file_system(self.context, "files source")
+        await anyio.to_thread.run_sync(staging_dir)  # the first call sweeps dead processes' leftovers
         c = self.config
         self.template = Template(c.id_expression, "id_expression") if c.id_expression else None
         store, pipe = self.context.store, self.context.pipe
@@ -258,7 +260,7 @@ class FilesSource(Source):
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
         rescan = self.context.run.rescan  # every id the file gave before may be gone now
         before = await self._previous_ids(path, None if rescan else fp) if (done or skip or rescan) else set()
-        name = os.path.join(temp_dir(), f"sluice-{uuid.uuid4().hex}.download")  # created by the download
+        name = os.path.join(staging_dir(), f"{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
             if listed.get("size") is not None and written != listed["size"]:

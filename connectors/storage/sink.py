@@ -7,7 +7,9 @@ uploaded under a temporary name (``.<name>.tmp`` beside the final one, so a read
 ``*.ndjson`` never sees a partial file), renamed to ``<name>``, and only then is the checkpoint of
 its last batch committed. A crash or failure before a rename leaves the checkpoint where the last
 rename left it: the next run writes those entities again, into new files (at-least-once; a
-consumer deduplicates by ``_id`` and ``_updated``). File names: ``<prefix><UTC
+consumer deduplicates by ``_id`` and ``_updated``), and first deletes the temporary file left
+behind (its path is in the pipe's info, ``files_sink_uploading``, from before the upload until
+after the rename). Local staging: :mod:`connectors.storage.staging`. File names: ``<prefix><UTC
 time>-<run id>-<n>.<ndjson|csv>``, unique per roll.
 
 Deletions (``_deleted: true``) are written like any entity (NDJSON) or as a row with ``_deleted``
@@ -24,17 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import anyio
 import orjson
 import structlog
 from pydantic import Field, model_validator
 
-from connectors.storage.base import FileSystem, join, temp_dir
+from connectors.storage.base import FileSystem, join
 from connectors.storage.listing import file_system
+from connectors.storage.staging import staging_dir
 from runtime.components import ComponentConfig, Sink
 from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, WriteResult
 
 log = structlog.get_logger("sluice.files")
+UPLOADING = "files_sink_uploading"
+"""Key of the pipe's info: the temporary path of the file being uploaded and renamed, or null."""
 
 
 class FilesSinkConfig(ComponentConfig):
@@ -79,6 +85,8 @@ class FilesSink(Sink):
 
     async def open(self) -> None:
         self.system: FileSystem = file_system(self.context, "files sink")
+        await anyio.to_thread.run_sync(staging_dir)  # the first call sweeps dead processes' leftovers
+        await self._remove_unfinished()
         self.rolled = 0
         self.staged: Path | None = None
         self.entities = 0
@@ -101,7 +109,7 @@ class FilesSink(Sink):
             if line is None:
                 continue
             if self.staged is None:
-                fd, name = tempfile.mkstemp(prefix="sluice-sink-", dir=temp_dir())
+                fd, name = tempfile.mkstemp(prefix="sink-", dir=staging_dir())
                 self.out = os.fdopen(fd, "wb")
                 self.staged, self.entities, self.bytes = Path(name), 0, 0
                 if self.config.format == "csv":
@@ -128,6 +136,16 @@ class FilesSink(Sink):
             await self.context.store.save_checkpoint(self.context.pipe, self.pending)
             self.pending = None
 
+    async def _remove_unfinished(self) -> None:
+        """Delete the temporary file an earlier run was uploading or renaming when it was killed
+        or failed (recorded in the pipe's info before each upload, cleared after its rename)."""
+        store, pipe = self.context.store, self.context.pipe
+        left = (await store.pipe_state(pipe)).info.get(UPLOADING)
+        if left:
+            await self.system.delete(left)
+            log.info("files.unfinished_removed", system=self.system.id, path=left)
+            await store.update_pipe_info(pipe, {UPLOADING: None})
+
     async def _roll(self) -> None:
         assert self.staged is not None
         c = self.config
@@ -136,8 +154,11 @@ class FilesSink(Sink):
         name = f"{c.prefix}{stamp}-{self.context.run.run_id}-{self.rolled:05}.{c.format}"
         final, temp = join(c.path, name), join(c.path, f".{name}.tmp")
         self.out.close()
+        store, pipe = self.context.store, self.context.pipe
+        await store.update_pipe_info(pipe, {UPLOADING: temp})
         await self.system.upload(self.staged, temp)
         await self.system.move(temp, final)
+        await store.update_pipe_info(pipe, {UPLOADING: None})
         log.info("files.written", system=self.system.id, path=final, entities=self.entities, bytes=self.bytes)
         self.staged.unlink()
         self.staged = None

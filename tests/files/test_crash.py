@@ -1,7 +1,8 @@
 """Crash safety of the files source: ``sluice run`` SIGKILLed during a download and between a
 file's commit and its post-action, against the asyncssh SFTP server (in a thread of the test
 process, so it keeps serving while the test waits on the subprocess). After a restart the dataset
-equals the files' records, no version is duplicated, and each file was moved exactly once. On
+equals the files' records, no version is duplicated, each file was moved exactly once, and the
+partial downloads the killed runs left in local staging (``SLUICE_TMPDIR``) are removed. On
 SQLite and PostgreSQL (``store_url``)."""
 
 from __future__ import annotations
@@ -86,9 +87,12 @@ async def check_end_state(data: Path, server: SftpServer, ids: set[str], store_u
     assert not list(server.root.glob("*.csv"))
 
 
-async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: SftpServer,
-                                                      store_url: str | None) -> None:
+async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: SftpServer, store_url: str | None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, data, ids = setup(tmp_path, server)
+    local = tmp_path / "staging"
+    local.mkdir()
+    monkeypatch.setenv("SLUICE_TMPDIR", str(local))  # inherited by `sluice run`
 
     async def share(fraction: float) -> bool:
         return await ingested(data, store_url) >= FILES * ROWS * fraction
@@ -107,9 +111,11 @@ async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: Sf
 
     await kill_when(cfg, data, store_url, reading)
     assert await ingested(data, store_url) < FILES * ROWS
+    assert list(local.glob("sluice-staging-*/*.download"))  # the held download, left behind
     server.counters.read_delay_s = 0
     run_to_end(cfg, data, store_url)
     await check_end_state(data, server, ids, store_url)
+    assert not list(local.iterdir())  # swept by the restart, which removed its own at exit
 
 
 async def test_sigkill_between_commit_and_post_action_then_restart(tmp_path: Path, server: SftpServer,

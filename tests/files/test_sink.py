@@ -76,10 +76,16 @@ async def test_failed_rename_commits_nothing_and_the_next_run_writes_it_again(tm
         backend.server.counters.fail_renames = True  # type: ignore[attr-defined]
         r = await run_both(rt)
         assert r.status == "failed" and "injected" in str(r.error)
-        assert not [p for p in backend.files() if not p.split("/")[-1].startswith(".")]  # only temporary names
-        assert (await rt.store.pipe_state("export")).since is None  # the checkpoint did not move
+        (left,) = backend.files()  # under its temporary name only
+        assert left.split("/")[-1].startswith(".") and left.endswith(".tmp")
+        state = await rt.store.pipe_state("export")
+        assert state.since is None  # the checkpoint did not move
+        assert state.info["files_sink_uploading"] == left
         backend.server.counters.fail_renames = False  # type: ignore[attr-defined]
         r = await rt.run_pipe("export")
         assert r.status == "completed", r.error
-        final = {p: v for p, v in exported(backend).items() if not p.split("/")[-1].startswith(".")}
+        final = exported(backend)
+        assert left not in final  # the next run deleted the failed one's temporary file first
+        assert all(not p.split("/")[-1].startswith(".") for p in final)
         assert sorted(e["_id"] for v in final.values() for e in v) == [f"p{i:05}" for i in range(N)]
+        assert (await rt.store.pipe_state("export")).info["files_sink_uploading"] is None
