@@ -29,6 +29,8 @@ class _Strict(BaseModel):
 
 
 _CODES = re.compile(r"^\s*\d{3}(\s*-\s*\d{3})?\s*$")
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+"""Methods a call of which only reads: a ``rest`` transform using another must set ``side_effects``."""
 
 
 def parse_codes(spec: str) -> frozenset[int]:
@@ -501,7 +503,9 @@ class RestTransformConfig(_Call, SideEffectConfig, ComponentConfig):
             sink); an entity already sent with the same payload (or, for a POST,
             one whose record the target created) is not sent again, its output is rebuilt from
             the ledger; a pipe with it may not be a publisher nor track dependencies (config
-            errors). False: calls are reads, made again on every run (Sesam's default is true).
+            errors). False: calls are reads, made again on every run. Unset: false for a ``GET``,
+            ``HEAD`` or ``OPTIONS`` operation; for any other method a config error asks for it to
+            be set (Sesam's default is true: a write must not be repeated by mistake).
     """
 
     type: Literal["rest"]
@@ -542,4 +546,12 @@ class RestTransformConfig(_Call, SideEffectConfig, ComponentConfig):
         if not problems and lookup is not None and lookup not in system.operations:
             known = ", ".join(sorted(system.operations)) or "none"
             problems.append(("lookup_operation", f"system {system_id!r} has no operation {lookup!r}; known: {known}"))
+        if not problems and "side_effects" not in self.model_fields_set:
+            named = system.operations[self.operation].method if self.operation is not None else None
+            method = self.method or named or "GET"
+            if method not in READ_METHODS:
+                problems.append(("side_effects", (
+                    f"the calls are {method} requests, which change the target; say which: side_effects: true "
+                    "(each entity version is sent once, its outcome kept in a ledger) or side_effects: false "
+                    "(the calls are reads, made again on every run). Sesam's default is true")))
         return problems

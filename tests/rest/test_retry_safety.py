@@ -126,6 +126,7 @@ def egress(url: str, method: str = "POST", **system_extra: object) -> list[dict[
             "id_expression": "{{ id }}", "paging": {"type": "page", "page_size": 10, "size_param": "per_page"}}},
         {"_id": "out", "type": "pipe", "source": {"type": "dataset", "dataset": "items"},
          "transform": {"type": "rest", "system": "api", "method": method, "url": path, "concurrency": 1,
+                       "side_effects": False,  # the retry policy of plain calls, without the outcome ledger
                        "payload": {"name": "{{ entity.name }}"}, "response_property": "r"}},
     ]
 
@@ -190,7 +191,7 @@ async def test_write_is_retried_when_the_connection_never_opened(write_config, t
         system(url),
         {"_id": "out", "type": "pipe", "source": {"type": "embedded", "entities": [{"_id": "a", "name": "x"}]},
          "transform": {"type": "rest", "system": "api", "method": "POST", "url": "/writes",
-                       "payload": {"name": "{{ entity.name }}"}}},
+                       "side_effects": False, "payload": {"name": "{{ entity.name }}"}}},
     ])
     async with runtime(cfg, tmp_path) as rt:
         result = await rt.run_pipe("out")

@@ -76,7 +76,7 @@ async def test_truncated_200_in_the_transform_is_retried(api: FaultyApi, write_c
 
 
 async def test_truncated_reply_to_a_post_is_not_retried(api: FaultyApi, write_config, tmp_path) -> None:
-    pipe = lookup(method="POST", url="/writes", payload={"id": "{{ entity.id }}"})
+    pipe = lookup(method="POST", url="/writes", payload={"id": "{{ entity.id }}"}, side_effects=False)
     cfg = write_config([system(api.url), pipe])
     api.faults.append({"truncate": True, "path": "/writes"})
     async with runtime(cfg, tmp_path) as rt:

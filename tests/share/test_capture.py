@@ -141,3 +141,23 @@ def test_a_publisher_with_a_side_effecting_transform_is_refused(write_config) ->
 def test_ledger_keys_need_side_effects(write_config, keys: dict[str, Any], says: str) -> None:
     found = _problems(write_config([target_system("http://127.0.0.1:9"), capture_pipe([], **keys)]))
     assert len(found) == 1 and says in found[0][2]
+
+
+@pytest.mark.parametrize(("keys", "refused"), [
+    ({}, True),  # the operation is a POST: say whether its calls change the target
+    ({"method": "PUT"}, True),  # an inline method counts as the operation's
+    ({"side_effects": False}, False),  # said: plain calls, made again on every run
+    ({"method": "GET"}, False),  # a read needs no answer
+])
+def test_a_write_operation_must_say_side_effects(write_config, keys: dict[str, Any], refused: bool) -> None:
+    pipe = capture_pipe([])
+    del pipe["transform"]["side_effects"]
+    pipe["transform"].update(keys)
+    cfg = write_config([target_system("http://127.0.0.1:9"), pipe])
+    if not refused:
+        load_config(cfg, default_registry())
+        return
+    found = _problems(cfg)
+    assert len(found) == 1 and found[0][:2] == ("capture", "transform.side_effects")
+    assert f"the calls are {keys.get('method', 'POST')} requests" in found[0][2]
+    assert "side_effects: true" in found[0][2] and "side_effects: false" in found[0][2]
