@@ -152,7 +152,9 @@ class Component:
 
     @classmethod
     def datasets_written(cls, config: Any, pipe: str) -> list[str]:
-        """Datasets this component writes."""
+        """Datasets this component writes. Those of a source or transform (a dead-letter dataset,
+        an outcome ledger) are marked populated when a run of the pipe completes (Sesam's
+        populated flag, which hops wait for); a sink marks its own in :meth:`Sink.finish`."""
         return []
 
     async def open(self) -> None:

@@ -317,6 +317,11 @@ class PipeRun:
             and self.spec.source.cls.tracks_dependencies,
         )
 
+    def _side_datasets(self) -> list[str]:
+        """The datasets the pipe's source and transforms write (not its sink's), in config order."""
+        parts = [self.spec.source, *self.spec.transforms]
+        return list(dict.fromkeys(d for c in parts for d in c.cls.datasets_written(c.config, self.spec.id)))
+
     async def _unpopulated_hops(self) -> list[str]:
         """The datasets the pipe's transforms hop to (but with ``require-populated: false``) that
         do not exist or are not populated yet (no run of their writer has completed)."""
@@ -560,6 +565,8 @@ class PipeRun:
             if complete:  # a stopped run commits nothing more: the next run resumes it
                 offsets = self._tracking.offsets if self._tracking is not None and not run.full else None
                 result.add(await sink.finish(Checkpoint(final_since, None, tracking=offsets)))
+                for dataset in self._side_datasets():
+                    await self.store.set_populated(dataset)
             if letters.enabled:  # a resumed full run has not re-read what came before its since
                 await letters.settle(full=run.full and run_since is None and complete)
             if self.on_progress is not None:

@@ -24,6 +24,7 @@ from connectors.rest.body import content, parse_body
 from connectors.rest.capture import Capture
 from connectors.rest.models import RestTransformConfig, parse_codes
 from connectors.rest.operation import Operation
+from connectors.rest.sink import response_dataset
 from connectors.rest.source import rest_system
 from runtime.actors import run_workers
 from runtime.components import ComponentConfig, Transform
@@ -40,6 +41,11 @@ class RestTransform(Transform):
     @classmethod
     def side_effects(cls, config: Any) -> bool:
         return bool(config.side_effects)
+
+    @classmethod
+    def datasets_written(cls, config: Any, pipe: str) -> list[str]:
+        """The outcome ledger, with ``side_effects``."""
+        return [response_dataset(config, pipe)] if config.side_effects else []
 
     async def open(self) -> None:
         c = self.config

@@ -161,3 +161,27 @@ def test_a_write_operation_must_say_side_effects(write_config, keys: dict[str, A
     assert len(found) == 1 and found[0][:2] == ("capture", "transform.side_effects")
     assert f"the calls are {keys.get('method', 'POST')} requests" in found[0][2]
     assert "side_effects: true" in found[0][2] and "side_effects: false" in found[0][2]
+
+
+async def test_the_ledger_is_populated_when_a_run_completes(target: TargetApi, write_config, tmp_path: Path) -> None:
+    """A pipe hopping to the outcome ledger waits for it like for any dataset (Sesam's populated
+    flag): not while the capture pipe has only failed, and from its first completed run on."""
+    items = entities(5)
+    items[2]["name"] = ""  # 422: the first run fails
+    rules = {"default": [["copy", "_id"], ["add", "state", ["hops", {
+        "datasets": ["capture-responses r"], "where": [["eq", "_S._id", "r._id"]], "return": "r.state",
+        "track-dependencies": False}]]]}
+    report = {"_id": "report", "type": "pipe", "source": {"type": "dataset", "dataset": "capture"},
+              "transform": {"type": "dtl", "rules": rules}}
+    cfg = write_config([target_system(target.url), capture_pipe(items), report])
+    async with Runtime(cfg, data_dir=tmp_path / "data") as r:
+        assert not (await r.run_pipe("capture")).ok
+        info = await r.store.dataset_info("capture-responses")
+        assert info is not None and info.ids == 5 and not info.populated  # outcomes, but no completed run
+        items[2]["name"] = "entity 2"
+        write_config([target_system(target.url), capture_pipe(items), report])
+    async with Runtime(cfg, data_dir=tmp_path / "data") as r:
+        assert (await r.run_pipe("capture")).ok
+        assert (await r.store.dataset_info("capture-responses")).populated  # type: ignore[union-attr]
+        assert (await r.run_pipe("report")).status == "completed"
+        assert {e["_id"]: e["state"] for e in await r.entities("report")} == {e["_id"]: ["sent"] for e in items}
