@@ -7,7 +7,14 @@
     directory: seconds (target < 2 s) and operations sent to the system (downloads; target 0,
     counted by the ``sluice_system_requests`` metric).
 
-Run: ``python bench/files_download.py [--only c|e]``. (a), (b) and (d) of the issue are in
+(f) the listing pipe alone (``sluice run --pipe listing`` in a child process) over 100,000 and
+    300,000 files of a ``system:local`` directory: its peak RSS (``wait4``). The issue asks that a
+    listing of 100,000 objects runs in memory bounded by the batch size, so the figure must not
+    grow with the number of files: target ratio of the 300,000 figure to the 100,000 one <= 1.2
+    (memory growing with the files would give 3). The object stores list through the same code;
+    putting 100,000 objects into moto would take minutes, so a local directory stands in.
+
+Run: ``python bench/files_download.py [--only c|e|f]``. (a), (b) and (d) of the issue are in
 ``bench/files_throughput.py``.
 """
 
@@ -136,9 +143,37 @@ async def bench_e(tmp: Path) -> None:
           f"{ops:.0f} operations on the system (target 0), units {r.units}")
 
 
+def listing_rss(tmp: Path, files: int) -> float:
+    """Peak RSS in MB of ``sluice run --pipe listing`` over ``files`` empty-bodied CSV files."""
+    drop = tmp / f"f-drop-{files}"
+    drop.mkdir()
+    for i in range(files):
+        (drop / f"f{i:06}.csv").write_bytes(b"id\n1\n")
+    cfg = tmp / f"f-{files}" / "config"
+    cfg.mkdir(parents=True)
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes({"type": "system:local", "root": str(drop)}, 1)))
+    sluice = str(Path(sys.executable).parent / "sluice")
+    t0 = time.perf_counter()
+    data = tmp / f"f-{files}" / "data"
+    proc = subprocess.Popen([sluice, "run", str(cfg), "--pipe", "listing", "--data-dir", str(data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    peak = usage.ru_maxrss / 1024  # KiB on Linux
+    print(f"(f) listing {files:,} files: {time.perf_counter() - t0:.1f} s, peak RSS {peak:.0f} MB")
+    return peak
+
+
+def bench_f(tmp: Path) -> None:
+    listing_rss(tmp, 1_000)  # for scale: the process without a large listing (SQLite's caches fill later)
+    small, large = listing_rss(tmp, 100_000), listing_rss(tmp, 300_000)
+    print(f"(f) peak RSS of the listing: 300,000 files / 100,000 files = {large / small:.2f} (target <= 1.2, "
+          f"ratio to target {large / small / 1.2:.2f}); load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["c", "e"])
+    parser.add_argument("--only", choices=["c", "e", "f"])
     parser.add_argument("--objects", type=int, default=2000, help="(c): objects")
     parser.add_argument("--latency-s", type=float, default=0.02, help="(c): seconds the S3 server waits per request")
     args = parser.parse_args()
@@ -147,6 +182,8 @@ def main() -> None:
             asyncio.run(bench_e(Path(tmp)))
         if args.only in (None, "c"):
             asyncio.run(bench_c(Path(tmp), args.objects, args.latency_s))
+        if args.only in (None, "f"):
+            bench_f(Path(tmp))
 
 
 if __name__ == "__main__":
