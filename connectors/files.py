@@ -16,13 +16,13 @@ from typing import Any, ClassVar, Literal
 import anyio
 from pydantic import field_validator, model_validator
 
-from connectors.records import SUFFIX_FORMATS, Records, known_encoding
+from connectors.records import SUFFIX_FORMATS, CsvKeys, Records
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.entities import Entity
 from runtime.templates import Template, check_template
 
 
-class FileSourceConfig(SourceConfig):
+class FileSourceConfig(CsvKeys, SourceConfig):
     """``{"type": "file", "path": "data/x.csv", "primary_key": "code"}``.
 
     Attributes:
@@ -34,10 +34,6 @@ class FileSourceConfig(SourceConfig):
         primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
         id_expression: Jinja2 template over the record's fields giving ``_id`` (sandboxed;
             Sesam).
-        delimiter: CSV field delimiter (one character).
-        encoding: text encoding of a CSV file (JSON and NDJSON are read as UTF-8).
-        missing_fields: CSV only: a row with fewer fields than the header fails the run naming
-            the file and line (``fail``), or its missing fields are null (``null``).
     """
 
     type: Literal["file"]
@@ -46,26 +42,11 @@ class FileSourceConfig(SourceConfig):
     payload_property: str | None = None
     primary_key: str | list[str] | None = None
     id_expression: str | None = None
-    delimiter: str = ","
-    encoding: str = "utf-8"
-    missing_fields: Literal["fail", "null"] = "fail"
 
     @field_validator("id_expression")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value, "id_expression")
-
-    @field_validator("delimiter")
-    @classmethod
-    def _one_char(cls, value: str) -> str:
-        if len(value) != 1:
-            raise ValueError("must be exactly one character")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return known_encoding(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> FileSourceConfig:
@@ -76,8 +57,8 @@ class FileSourceConfig(SourceConfig):
             raise ValueError(f"cannot tell the format of {self.path!r} from its suffix; set format")
         if self.payload_property is not None and fmt != "json":
             raise ValueError("payload_property applies only to format json")
-        if "missing_fields" in self.model_fields_set and fmt != "csv":
-            raise ValueError("missing_fields applies only to format csv")
+        if fmt != "csv" and (keys := self.csv_only_keys_set()):
+            raise ValueError(f"{', '.join(keys)} appl{'ies' if len(keys) == 1 else 'y'} only to format csv")
         self.format = fmt  # type: ignore[assignment]
         return self
 
@@ -95,8 +76,7 @@ class FileSource(Source):
         assert c.format is not None  # set by the config's validator
         self.records = Records(
             str(path), c.format, self.context.run.batch_size, payload_property=c.payload_property,
-            primary_key=c.primary_key, template=template, delimiter=c.delimiter, encoding=c.encoding,
-            missing_fields=c.missing_fields,
+            primary_key=c.primary_key, template=template, csv_keys=c,
         )
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import re
 import zlib
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import IO, Any, BinaryIO, Literal
 
 import ijson
 import orjson
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from runtime.components import Chunk
 from runtime.entities import Entity
@@ -51,6 +53,92 @@ def known_encoding(value: str) -> str:
     return value
 
 
+ColumnType = Literal["string", "integer", "number", "boolean"]
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _integer(text: str) -> int:
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ValueError
+    return int(text)
+
+
+def _number(text: str) -> float:
+    if not _NUMBER.fullmatch(text.strip()):
+        raise ValueError  # also NaN and infinities, which JSON cannot hold
+    return float(text)
+
+
+def _boolean(text: str) -> bool:
+    return _BOOLEANS[text.strip().lower()]  # KeyError: not a boolean
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {"integer": _integer, "number": _number, "boolean": _boolean}
+CSV_ONLY = ("missing_fields", "has_header", "field_names", "column_types")
+"""The keys that apply to CSV files only (a source whose format is another refuses them)."""
+
+
+class CsvKeys(BaseModel):
+    """The CSV keys the ``file`` and ``files`` sources share.
+
+    Attributes:
+        delimiter: CSV field delimiter (one character).
+        quotechar: CSV quote character (one character).
+        encoding: text encoding of CSV files (JSON and NDJSON are read as UTF-8).
+        missing_fields: CSV only: a row with fewer fields than the header is malformed
+            (``fail``: the file and line are named), or its missing fields are null (``null``).
+        has_header: CSV only: the first line names the columns (Sesam's ``has_header``); false:
+            every line is a record, its columns named by ``field_names``.
+        field_names: CSV only: the column names, in order (Sesam's ``field_names``); required
+            when ``has_header`` is false. With a header, the header must be exactly these names,
+            else the file is malformed: a renamed, added or reordered column fails the file
+            instead of filling the wrong properties.
+        column_types: CSV only: ``{column: "integer" | "number" | "boolean" | "string"}``; other
+            columns stay strings. An empty cell of a typed column is null; a cell not of its
+            type, or a typed column the header lacks, makes the file malformed (file, line and
+            column named). ``boolean``: ``true``/``false``, ``1``/``0``, ``yes``/``no``, any case;
+            ``number``: a finite decimal number, exponent allowed (a float).
+    """
+
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    missing_fields: Literal["fail", "null"] = "fail"
+    has_header: bool = True
+    field_names: list[str] | None = Field(default=None, min_length=1)
+    column_types: dict[str, ColumnType] = Field(default_factory=dict)
+
+    @field_validator("delimiter", "quotechar")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        return known_encoding(value)
+
+    @model_validator(mode="after")
+    def _columns(self) -> CsvKeys:
+        names = self.field_names
+        if not self.has_header and names is None:
+            raise ValueError("has_header: false needs field_names (the columns, in order)")
+        if names is not None:
+            if len(set(names)) != len(names) or "" in names:
+                raise ValueError(f"field_names must be distinct and not empty, got {names}")
+            if unknown := sorted(set(self.column_types) - set(names)):
+                raise ValueError(f"column_types names {unknown}, which field_names does not list")
+        return self
+
+    def csv_only_keys_set(self) -> list[str]:
+        """The CSV-only keys this config sets (for a source whose format is not CSV to refuse)."""
+        return [k for k in CSV_ONLY if k in self.model_fields_set]
+
+
 @dataclass
 class Records:
     """The records of one file as batches of entities.
@@ -61,9 +149,9 @@ class Records:
         format: ``csv``, ``json`` (an array, streamed) or ``ndjson``.
         batch_size: records per batch.
         gzip: the file is gzip-compressed (decompressed while it is read).
-        payload_property, primary_key, template, delimiter, quotechar, encoding, missing_fields:
-            as the ``file`` source's keys of the same names (``template``: the compiled
-            ``id_expression``).
+        payload_property, primary_key, template: as the sources' keys of the same names
+            (``template``: the compiled ``id_expression``).
+        csv_keys: the CSV keys (:class:`CsvKeys`; a source's config is one).
         variables: extra template variables for ``id_expression`` (the ``files`` source's
             ``file``).
     """
@@ -76,10 +164,7 @@ class Records:
     payload_property: str | None = None
     primary_key: str | list[str] | None = None
     template: Template | None = None
-    delimiter: str = ","
-    quotechar: str = '"'
-    encoding: str = "utf-8"
-    missing_fields: Literal["fail", "null"] = "fail"
+    csv_keys: CsvKeys = field(default_factory=CsvKeys)
     variables: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -92,8 +177,8 @@ class Records:
 
     def _open_text(self) -> IO[str]:
         if self.gzip:
-            return gzip.open(self.path, "rt", newline="", encoding=self.encoding)
-        return open(self.path, newline="", encoding=self.encoding)
+            return gzip.open(self.path, "rt", newline="", encoding=self.csv_keys.encoding)
+        return open(self.path, newline="", encoding=self.csv_keys.encoding)
 
     def _where(self, n: int) -> str:
         """The location of record ``n`` for errors: ``path:line`` (CSV, NDJSON) or ``path record n``."""
@@ -151,22 +236,56 @@ class Records:
     def _csv(self) -> Iterator[tuple[int, Any]]:
         """(line, row) pairs; ``csv.DictReader`` gives a short row's missing fields the value
         None (its ``restval``), an overlong row's extra values under the key None."""
+        k = self.csv_keys
         with self._open_text() as fh:
-            reader = csv.DictReader(fh, delimiter=self.delimiter, quotechar=self.quotechar)
-            fail_short = self.missing_fields == "fail"
+            reader = csv.DictReader(fh, fieldnames=None if k.has_header else k.field_names,
+                                    delimiter=k.delimiter, quotechar=k.quotechar)
+            fail_short = k.missing_fields == "fail"
+            names = "the header" if k.has_header else "field_names"
             try:
+                if reader.fieldnames is None:
+                    return  # an empty file
+                typed = self._check_columns(list(reader.fieldnames))
                 for row in reader:
                     if None in row or (fail_short and None in row.values()):
                         header = len(reader.fieldnames or [])
                         fields = header + len(row.get(None) or []) - list(row.values()).count(None)
                         raise BadDataError(
-                            f"row has {fields} field{'s' if fields != 1 else ''}, the header has {header}"
+                            f"row has {fields} field{'s' if fields != 1 else ''}, {names} has {header}"
                             + ("" if None in row else "; set missing_fields: null to read the missing ones as null"),
                             location=f"{self.name}:{reader.line_num}",
                         )
+                    for column, kind, convert in typed:
+                        value = row[column]
+                        if value is None or value == "":
+                            row[column] = None
+                            continue
+                        try:
+                            row[column] = convert(value)
+                        except (ValueError, KeyError):
+                            raise BadDataError(f"column {column!r}: {value!r} is not {kind}",
+                                               location=f"{self.name}:{reader.line_num}") from None
                     yield reader.line_num, row
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise BadDataError(f"not valid CSV: {exc}", location=f"{self.name}:{reader.line_num}") from exc
+
+    def _check_columns(self, header: list[str]) -> list[tuple[str, str, Callable[[str], Any]]]:
+        """Check the header against ``field_names`` and ``column_types``; the typed columns as
+        (column, "an integer" | ..., converter).
+
+        Raises:
+            BadDataError: the header is not ``field_names``, or lacks a typed column (line 1).
+        """
+        k = self.csv_keys
+        if k.has_header and k.field_names is not None and header != k.field_names:
+            raise BadDataError(f"the header is {header}, field_names expects {k.field_names}; a column was "
+                               "renamed, added, removed or moved: check the file, or change field_names",
+                               location=f"{self.name}:1")
+        if missing := sorted(set(k.column_types) - set(header)):
+            raise BadDataError(f"column_types names {missing}, which the header {header} does not have",
+                               location=f"{self.name}:1")
+        articles = {"integer": "an integer", "number": "a number", "boolean": "a boolean"}
+        return [(c, articles[t], _CONVERTERS[t]) for c, t in k.column_types.items() if t != "string"]
 
     def _ndjson(self) -> Iterator[tuple[Sequence[int], list[Any], int]]:
         """Blocks of lines parsed with one ``orjson.loads`` call; a block that does not parse as

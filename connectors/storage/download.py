@@ -49,7 +49,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.records import Records, format_of, known_encoding
+from connectors.records import CsvKeys, Records, format_of
 from connectors.storage.base import FileSystem, join
 from connectors.storage.listing import (
     POST_ACTIONS_ON,
@@ -93,7 +93,7 @@ class AfterIngest(BaseModel):
         return self
 
 
-class FilesSourceConfig(SourceConfig):
+class FilesSourceConfig(CsvKeys, SourceConfig):
     """``{"type": "files", "system": "partner", "listing_dataset": "partner-files",
     "primary_key": "id"}``.
 
@@ -113,11 +113,6 @@ class FilesSourceConfig(SourceConfig):
         primary_key: field name, or list of field names joined with ``:``, that gives ``_id``.
         id_expression: Jinja2 template giving ``_id`` (Sesam); sees the record's fields and
             ``file`` (``{"path", "version"}``).
-        delimiter: CSV field delimiter (one character).
-        quotechar: CSV quote character (one character).
-        encoding: text encoding of CSV files (JSON and NDJSON are read as UTF-8).
-        missing_fields: CSV only: a row with fewer fields than the header is malformed
-            (``fail``), or its missing fields are null (``null``).
         file_property: the property each entity gets with ``{"path", "version"}`` of its file
             (``version``: the fingerprint); per-file deletion tracking needs it; null: none (and no
             per-file deletion tracking).
@@ -146,10 +141,6 @@ class FilesSourceConfig(SourceConfig):
     payload_property: str | None = None
     primary_key: str | list[str] | None = None
     id_expression: str | None = None
-    delimiter: str = ","
-    quotechar: str = '"'
-    encoding: str = "utf-8"
-    missing_fields: Literal["fail", "null"] = "fail"
     file_property: str | None = Field(default="source_file", min_length=1)
     on_malformed: Literal["fail", "dead_letter"] = "fail"
     dead_letter_dataset: str | None = Field(default=None, min_length=1)
@@ -164,18 +155,6 @@ class FilesSourceConfig(SourceConfig):
     def _template(cls, value: str | None) -> str | None:
         return None if value is None else check_template(value, "id_expression")
 
-    @field_validator("delimiter", "quotechar")
-    @classmethod
-    def _one_char(cls, value: str) -> str:
-        if len(value) != 1:
-            raise ValueError("must be exactly one character")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, value: str) -> str:
-        return known_encoding(value)
-
     @model_validator(mode="after")
     def _consistent(self) -> FilesSourceConfig:
         if self.listing is None and self.listing_dataset is None:
@@ -189,6 +168,8 @@ class FilesSourceConfig(SourceConfig):
             raise ValueError("on_malformed: dead_letter needs dead_letter_dataset")
         if self.payload_property is not None and self.format not in (None, "json"):
             raise ValueError("payload_property applies only to format json")
+        if self.format not in (None, "csv") and (keys := self.csv_only_keys_set()):
+            raise ValueError(f"{', '.join(keys)} appl{'ies' if len(keys) == 1 else 'y'} only to format csv")
         return self
 
 
@@ -333,8 +314,7 @@ class FilesSource(Source):
         gz = c.compression == "gzip" or (c.compression == "auto" and path.lower().endswith(".gz"))
         records = Records(local, fmt, self.context.run.batch_size, name=self.system.where(path), gzip=gz,  # type: ignore[arg-type]
                           payload_property=c.payload_property, primary_key=c.primary_key, template=self.template,
-                          delimiter=c.delimiter, quotechar=c.quotechar, encoding=c.encoding,
-                          missing_fields=c.missing_fields, variables={"file": {"path": path, "version": fp}})
+                          csv_keys=c, variables={"file": {"path": path, "version": fp}})
         if c.file_property:
             return _Tagged(records, c.file_property, {"path": path, "version": fp})
         return records

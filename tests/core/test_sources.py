@@ -59,6 +59,25 @@ async def test_csv_missing_fields_null_reads_them_as_null(tmp_path, write_config
     assert result.ok and [(e["_id"], e["b"], e["c"]) for e in got] == [("1", "2", None), ("3", "", "")]
 
 
+async def test_csv_without_header_typed_columns(tmp_path, write_config, data):
+    """The ``file`` source takes the CSV keys of the ``files`` source (tests/files/test_csv_keys.py)."""
+    (data / "x.csv").write_text("NO,5,true\nSE,,0\n")
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.csv", "primary_key": "country", "has_header": False,
+        "field_names": ["country", "stores", "open"], "column_types": {"stores": "integer", "open": "boolean"}})
+    assert result.ok, result.error
+    assert {e["_id"]: (e["stores"], e["open"]) for e in got} == {"NO": (5, True), "SE": (None, False)}
+
+
+async def test_csv_header_not_the_field_names_fails_the_run(tmp_path, write_config, data):
+    (data / "x.csv").write_text("code,country\n5,NO\n")
+    result, got = await run_one(tmp_path, write_config, {
+        "type": "file", "path": "data/x.csv", "primary_key": "country", "field_names": ["country", "code"]})
+    assert result.status == "failed" and f"{data / 'x.csv'}:1" in str(result.error)
+    assert "the header is ['code', 'country'], field_names expects ['country', 'code']" in str(result.error)
+    assert got == []
+
+
 def test_missing_fields_applies_only_to_csv(tmp_path, write_config):
     cfg = write_config([{"_id": "p", "type": "pipe",
                          "source": {"type": "file", "path": "x.json", "missing_fields": "null"}}])
