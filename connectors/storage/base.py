@@ -130,6 +130,9 @@ class FileSystem(System):
                 if started or attempt == self.config.retries:
                     raise
                 await self._backoff("list", path, attempt, exc)
+            except Exception:  # not retried (a refused host key, NotFound), but counted as _retried() does
+                observe_request(self.id, "error", perf_counter() - t0)
+                raise
 
     async def download(self, path: str, dest: Path) -> int:
         """Stream ``path`` into the local file ``dest`` (created or truncated): memory holds one

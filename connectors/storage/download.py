@@ -58,6 +58,8 @@ from connectors.storage.listing import (
     file_system,
     fingerprint,
     refresh_listing,
+    same_version,
+    version_of,
 )
 from connectors.storage.staging import staging_dir
 from runtime.components import ComponentConfig, Source, SourceConfig
@@ -232,8 +234,7 @@ class FilesSource(Source):
         done = unit.watermark if isinstance(unit.watermark, dict) else {}
         if done.get("fingerprint") == fp:
             if done.get("post_action") == "pending":
-                await self._post_action(path)
-                yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
+                yield UnitPage([], None, await self._post_action(path, fp))
             return
         if listed.get("ready") is False:
             return  # still being written: a later listing makes it ready
@@ -287,8 +288,7 @@ class FilesSource(Source):
         yield UnitPage(gone, cp, pending)
         yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
         if await self._committed(unit.key, pending):
-            await self._post_action(path)
-            yield UnitPage([], None, {"fingerprint": fp, "post_action": "done", REMOVED: True})
+            yield UnitPage([], None, await self._post_action(path, fp))
 
     async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
         """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the
@@ -335,17 +335,28 @@ class FilesSource(Source):
                 ids.update(e["_id"] for e in rows if (e.get(prop) or {}).get("version") != fp)
         return ids
 
-    async def _post_action(self, path: str) -> None:
+    async def _post_action(self, path: str, fp: str) -> dict[str, Any]:
+        """Delete or move the file whose version ``fp`` was committed; the unit's watermark after
+        it. A file that changed since it was read (overwritten while its data was committed) is
+        left alone: its new version is read after the next listing, and only then moved or
+        deleted. A file already gone was moved or deleted by an earlier attempt."""
         after = self.config.after_ingest
-        if after is None:
-            return
-        if after.delete:
+        assert after is not None  # a post-action is only pending with after_ingest
+        now = await self.system.stat(path)
+        if now is not None and not same_version(version_of(now), fp):
+            log.warning("files.post_action_skipped", system=self.system.id, path=path, read=fp, now=version_of(now),
+                        reason="the file changed since it was read; its new version is read after the next listing")
+            return {"fingerprint": fp, "post_action": "done"}
+        if now is None:
+            pass  # done before (the run that did it ended before the ledger said so)
+        elif after.delete:
             await self.system.delete(path)
             log.info("files.deleted", system=self.system.id, path=path)
         elif after.move_to:
             to = join(after.move_to, path)
             await self.system.move(path, to)
             log.info("files.moved", system=self.system.id, path=path, to=to)
+        return {"fingerprint": fp, "post_action": "done", REMOVED: True}
 
     async def _dead_letter(self, path: str, fp: str, exc: BadDataError) -> None:
         dataset = self.config.dead_letter_dataset

@@ -89,6 +89,17 @@ def fingerprint(listed: dict[str, Any]) -> str:
     return ":".join("" if listed.get(k) is None else str(listed[k]) for k in ("size", "mtime", "etag", "version"))
 
 
+def version_of(f: FileInfo) -> str:
+    """The :func:`fingerprint` a listing gives the file ``f`` (from a listing or a ``stat``)."""
+    return fingerprint({"size": f.size, "mtime": iso(f.mtime), "etag": f.etag, "version": f.version})
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether two fingerprints are of one version, the quotes of entity tags aside (Azure's
+    listing gives ``0x8D...``, a ``stat`` of the same blob ``"0x8D..."``)."""
+    return a.replace('"', "") == b.replace('"', "")
+
+
 def iso(mtime: float) -> str:
     """``mtime`` (seconds since the epoch) as ISO 8601 UTC (``2026-12-02T10:00:00.123456Z``)."""
     return datetime.fromtimestamp(mtime, UTC).isoformat().replace("+00:00", "Z")

@@ -136,6 +136,10 @@ class SftpSystem(FileSystem):
                 await self._drop_locked()
                 raise TransientError(f"system {self.id!r}: cannot connect to {c.host}:{c.port}: "
                                      f"{type(exc).__name__}: {exc}") from exc
+            except asyncssh.Error as exc:  # e.g. no SFTP subsystem: the connection is closed, not kept
+                await self._drop_locked()
+                raise FatalError(f"system {self.id!r}: no SFTP session on {c.host}:{c.port}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
             return self._sftp
 
     async def _drop(self) -> None:

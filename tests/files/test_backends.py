@@ -252,6 +252,22 @@ async def test_listing_failing_part_way_deletes_nothing(tmp_path: Path, backend:
         assert fr.status == "completed" and len(await live(rt, "ingest")) == 7
 
 
+@pytest.mark.parametrize("after", [{"move_to": "archive"}, {"delete": True}])
+async def test_post_actions_on_every_backend(tmp_path: Path, backend: Backend, after: dict[str, Any]) -> None:
+    """The post-action checks the file's version (a ``stat``) against the one it read before it
+    moves or deletes the file: the version a listing gives and a ``stat`` gives must agree on
+    every store (a disagreement would leave every file in place)."""
+    for i in range(3):
+        backend.put(f"in/f{i}.csv", csv_rows([i]).encode())
+    cfg = config(tmp_path, backend, listing={"path": "in"}, files={"after_ingest": after})
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {"0", "1", "2"}
+    left = sorted(backend.files())
+    assert left == ([f"archive/in/f{i}.csv" for i in range(3)] if "move_to" in after else [])
+
+
 def test_gcs_config_builds_a_store() -> None:
     """No GCS emulator obstore can use runs here: only the store built from config is checked."""
     from connectors.storage.objects import GcsSystemConfig, make_store

@@ -106,12 +106,12 @@ async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: Sf
     server.counters.read_delay_s = 5
     reads = sum(server.counters.reads.values())
 
-    async def reading() -> bool:
-        return sum(server.counters.reads.values()) > reads
+    async def reading() -> bool:  # a file opened (counted at open), its local copy made, its read held
+        return sum(server.counters.reads.values()) > reads and bool(list(local.glob("sluice-staging-*/*.download")))
 
     await kill_when(cfg, data, store_url, reading)
     assert await ingested(data, store_url) < FILES * ROWS
-    assert list(local.glob("sluice-staging-*/*.download"))  # the held download, left behind
+    assert list(local.glob("sluice-staging-*/*.download"))  # the held download, left behind by the kill
     server.counters.read_delay_s = 0
     run_to_end(cfg, data, store_url)
     await check_end_state(data, server, ids, store_url)

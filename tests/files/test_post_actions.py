@@ -57,3 +57,47 @@ async def test_post_action_after_the_commit_and_once(tmp_path: Path, sftp, after
             backend.remove(f"f{i}.csv")
         lr = await rt.run_pipe("listing")
         assert lr.status == "failed" and "circuit breaker" in str(lr.error)
+
+
+@pytest.mark.parametrize("after", [{"move_to": "archive"}, {"delete": True}])
+async def test_a_file_overwritten_before_its_post_action_is_left_and_read_again(
+        tmp_path: Path, sftp, after, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """DATA SAFETY: a partner overwrites ``a.csv`` after Sluice read it and before its post-action
+    (while the file's last batch commits). The post-action checks the file's version first and
+    leaves the new one (deleting or archiving it would lose it unread); the next run reads it, then
+    moves or deletes it. The overwrite is made at that moment by wrapping the source's real wait
+    for the commit (a race no server can be asked to hit on time)."""
+    from connectors.storage.download import FilesSource
+
+    backend = SftpBackend(sftp)
+    backend.put("a.csv", csv_rows(["1", "2"]).encode())
+    committed_wait = FilesSource._committed
+
+    async def then_overwritten(self: FilesSource, key: str, watermark: dict) -> bool:  # type: ignore[type-arg]
+        done = await committed_wait(self, key, watermark)
+        if not overwritten:
+            overwritten.append(key)
+            backend.put("a.csv", csv_rows(["1", "2", "3"], prefix="v2-").encode())
+        return done
+
+    overwritten: list[str] = []
+    monkeypatch.setattr(FilesSource, "_committed", then_overwritten)
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(two_step(backend.system(), files={"after_ingest": after})))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert overwritten == ["a.csv"]
+        assert {k: e["value"] for k, e in (await live(rt, "ingest")).items()} == {"1": "v1", "2": "v2"}
+        assert not sftp.counters.renames and not sftp.counters.removes  # the new version left in place
+        assert b"v2-3" in (sftp.root / "a.csv").read_bytes()
+        _, fr = await run_both(rt)  # listed again with its new version: read, then moved or deleted
+        assert fr.status == "completed", fr.error
+        assert {k: e["value"] for k, e in (await live(rt, "ingest")).items()} == {"1": "v2-1", "2": "v2-2", "3": "v2-3"}
+    assert not (sftp.root / "a.csv").exists()
+    if "move_to" in after:
+        assert b"v2-3" in (sftp.root / "archive" / "a.csv").read_bytes()
+        assert dict(sftp.counters.renames) == {"a.csv": 1}
+    else:
+        assert dict(sftp.counters.removes) == {"a.csv": 1}
