@@ -1,15 +1,15 @@
 """The ``files`` sink: a pipe's entities written as NDJSON or CSV files to a file system
 (``system:local``, ``system:sftp``, ``system:s3``, ``system:azure``, ``system:gcs``).
 
-Entities are appended to a local staging file (``SLUICE_TMPDIR``, else ``TMPDIR``); once it holds
+Entities are appended to a local staging file (:mod:`connectors.storage.staging`); once it holds
 ``roll_entities`` entities or ``roll_bytes`` bytes (and at the end of a run) it is *rolled*:
 uploaded under a temporary name (``.<name>.tmp`` beside the final one, so a reader listing
-``*.ndjson`` never sees a partial file), renamed to ``<name>``, and only then is the checkpoint of
-its last batch committed. A crash or failure before a rename leaves the checkpoint where the last
-rename left it: the next run writes those entities again, into new files (at-least-once; a
-consumer deduplicates by ``_id`` and ``_updated``), and first deletes the temporary file left
-behind (its path is in the pipe's info, ``files_sink_uploading``, from before the upload until
-after the rename). Local staging: :mod:`connectors.storage.staging`. File names: ``<prefix><UTC
+``*.ndjson`` never sees a partial file), renamed to ``<name>``, and only then is a checkpoint
+committed: that of the last batch whose entities are all in renamed files. A crash or failure
+before a rename leaves the checkpoint where the last rename left it: the next run writes the
+entities after it again, into new files (at-least-once; a consumer deduplicates by ``_id`` and
+``_updated``), and first deletes the temporary file left behind (its path is in the pipe's info,
+``files_sink_uploading``, from before the upload until after the rename). File names: ``<prefix><UTC
 time>-<run id>-<n>.<ndjson|csv>``, unique per roll.
 
 Deletions (``_deleted: true``) are written like any entity (NDJSON) or as a row with ``_deleted``
@@ -159,6 +159,7 @@ class FilesSink(Sink):
         await self.system.upload(self.staged, temp)
         await self.system.move(temp, final)
         await store.update_pipe_info(pipe, {UPLOADING: None})
+        await self._commit()  # the earlier write_batch calls' entities are all in renamed files now
         log.info("files.written", system=self.system.id, path=final, entities=self.entities, bytes=self.bytes)
         self.staged.unlink()
         self.staged = None

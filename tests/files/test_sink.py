@@ -89,3 +89,47 @@ async def test_failed_rename_commits_nothing_and_the_next_run_writes_it_again(tm
         assert all(not p.split("/")[-1].startswith(".") for p in final)
         assert sorted(e["_id"] for v in final.values() for e in v) == [f"p{i:05}" for i in range(N)]
         assert (await rt.store.pipe_state("export")).info["files_sink_uploading"] is None
+
+
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_the_checkpoint_follows_the_renamed_files(tmp_path: Path, backend: Backend) -> None:
+    """Rolls of 30 in batches of 50 never end exactly where a batch ends: the checkpoint of each
+    batch is committed at the first rename after it (every entity of it is then in renamed
+    files), not only at the end of the run. The fourth rename fails: the run fails with the
+    checkpoint after the batches that were renamed whole, and the next run writes only what came
+    after it."""
+    counters = backend.server.counters  # type: ignore[attr-defined]
+    renamed: list[str] = []
+
+    def count(path: str) -> None:
+        renamed.append(path)
+        if len(renamed) == 3:
+            counters.fail_renames = True  # the fourth fails
+
+    counters.on_rename = count
+    async with Runtime(config(tmp_path, backend, roll_entities=30), data_dir=tmp_path / "data") as rt:
+        r = await run_both(rt)
+        assert r.status == "failed" and "injected" in str(r.error)
+        since = (await rt.store.pipe_state("export")).since
+        first = {p: v for p, v in exported(backend).items() if not p.split("/")[-1].startswith(".")}
+        assert sorted(len(v) for v in first.values()) == [30, 30, 30]
+        assert since is not None and 49 <= since < 90  # at least the first batch (offsets 0-49), renamed
+        counters.fail_renames, counters.on_rename = False, None
+        assert (await rt.run_pipe("export")).status == "completed"
+    again = [e["_id"] for p, v in exported(backend).items() if p not in first for e in v]
+    assert sorted(again) == [f"p{i:05}" for i in range(since + 1, N)]  # resumed after the checkpoint
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_files_rolled_by_bytes(tmp_path: Path, backend: Backend) -> None:
+    """``roll_bytes``: a file is rolled by the entity that takes it to the limit or past it."""
+    limit = 4000
+    async with Runtime(config(tmp_path, backend, roll_bytes=limit), data_dir=tmp_path / "data") as rt:
+        assert (await run_both(rt)).status == "completed"
+    files = sorted(backend.files().items())
+    assert len(files) > 3
+    for _, body in files[:-1]:
+        last = len(body) - len(body.rstrip(b"\n").rsplit(b"\n", 1)[0]) - 1  # the last line, with its newline
+        assert len(body) >= limit and len(body) - last < limit  # reached by its last entity, not before
+    assert len(files[-1][1]) <= limit + 200
+    assert sum(body.count(b"\n") for _, body in files) == N
