@@ -12,7 +12,9 @@ the ratio to its target:
 (b) the same 200 files from moto's S3 server (the tests', in its own process), against a bare
     obstore loop (``get_async`` + ``csv.DictReader``). Target: ratio >= 0.5.
 (d) one 1 GB NDJSON file (1 KB records) in a ``system:local`` directory, ingested by ``sluice run``
-    in a child process: its peak RSS (``wait4``). Target: < 200 MB.
+    in a child process: its peak RSS (``wait4``). Target: < 200 MB. Then the same for a new
+    version of the file with a tenth of its records gone (read again whole, a tenth deleted by the
+    per-file deletion tracking): memory must not depend on the file there either.
 
 Each figure is printed with the load average (``os.getloadavg``) and the CPU seconds of this
 process (which runs Sluice for (a) and (b)); the servers' CPU is their own. Run:
@@ -229,18 +231,40 @@ os.environ.setdefault("BENCH_S3_SECRET", "test")
 def bench_d(tmp: Path, gb: float) -> None:
     drop = tmp / "d-drop"
     drop.mkdir()
-    size, n = int(gb * 1e9), 0
-    pad = "x" * 960
-    with open(drop / "big.ndjson", "w") as out:
-        written = 0
-        while written < size:
-            line = f'{{"id": "r{n:09}", "n": {n}, "pad": "{pad}"}}\n'
-            out.write(line)
-            written += len(line)
-            n += 1
     cfg = tmp / "d" / "config"
     cfg.mkdir(parents=True)
     (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes({"type": "system:local", "root": str(drop)}, 1)))
+    written, n = write_ndjson(drop / "big.ndjson", int(gb * 1e9), "v1")
+    seconds, peak = sluice_run_rss(tmp, cfg)
+    print(f"(d) one {written / 1e9:.2f} GB NDJSON file, {n:,} records: sluice run {seconds:.1f} s "
+          f"({n / seconds:,.0f} records/s), peak RSS {peak:.0f} MB (target < 200 MB, ratio {peak / 200:.2f}); {load()}")
+    # a new version of the file, one record in ten gone: every record read again, a tenth deleted
+    written, n = write_ndjson(drop / "big.ndjson", int(gb * 1e9), "v2", skip_every=10)
+    seconds, peak = sluice_run_rss(tmp, cfg)
+    print(f"(d) a new version of it ({n:,} records, a tenth of the earlier ones gone): sluice run {seconds:.1f} s, "
+          f"peak RSS {peak:.0f} MB (target < 200 MB, ratio {peak / 200:.2f}); {load()}")
+
+
+def write_ndjson(path: Path, size: int, tag: str, skip_every: int = 0) -> tuple[int, int]:
+    """Records of 1 KB until the file holds ``size`` bytes (``skip_every``: leave out every such
+    record); (bytes, records written)."""
+    pad = "x" * 960
+    written = kept = i = 0
+    with open(path, "w") as out:
+        while written < size:
+            i += 1
+            if skip_every and i % skip_every == 0:
+                continue
+            line = f'{{"id": "r{i:09}", "tag": "{tag}", "pad": "{pad}"}}\n'
+            out.write(line)
+            written += len(line)
+            kept += 1
+    os.utime(path, (time.time() + 10, time.time() + 10)) if skip_every else None  # a new mtime: a new version
+    return written, kept
+
+
+def sluice_run_rss(tmp: Path, cfg: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``sluice run`` over ``cfg`` in a child process (``wait4``)."""
     sluice_bin = str(Path(sys.executable).parent / "sluice")
     t0 = time.perf_counter()
     proc = subprocess.Popen([sluice_bin, "run", str(cfg), "--data-dir", str(tmp / "d" / "data")],
@@ -249,9 +273,7 @@ def bench_d(tmp: Path, gb: float) -> None:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
-    peak = usage.ru_maxrss / 1024  # KiB on Linux
-    print(f"(d) one {written / 1e9:.2f} GB NDJSON file, {n:,} records: sluice run {seconds:.1f} s "
-          f"({n / seconds:,.0f} records/s), peak RSS {peak:.0f} MB (target < 200 MB, ratio {peak / 200:.2f}); {load()}")
+    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def main() -> None:

@@ -215,7 +215,7 @@ class FilesSource(Source):
         post-action is pending: the unit is planned closed and not claimed (no download, no
         commit)."""
         done = watermark if isinstance(watermark, dict) else {}
-        return done.get("fingerprint") == fingerprint(variables) and done.get("post_action") != "pending"
+        return done.get("fingerprint") == fingerprint(variables) and done.get("post_action") == "done"
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         raise NotImplementedError("the files source reads work units")
@@ -232,16 +232,23 @@ class FilesSource(Source):
         listed, path = unit.variables, unit.variables.get("path") or unit.key
         fp = fingerprint(listed)
         done = unit.watermark if isinstance(unit.watermark, dict) else {}
+        checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         if done.get("fingerprint") == fp:
-            if done.get("post_action") == "pending":
+            if done.get("deletions") == "pending":  # its entities committed, the ids it no longer gives not yet
+                async for page in self._finish(unit.key, path, fp, checkpoint, True, None):
+                    yield page
+            elif done.get("post_action") == "pending":
                 yield UnitPage([], None, await self._post_action(path, fp))
             return
         if listed.get("ready") is False:
             return  # still being written: a later listing makes it ready
-        checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
-        rescan = self.context.run.rescan  # every id the file gave before may be gone now
-        before = await self._previous_ids(path, None if rescan else fp) if (done or skip or rescan) else set()
+        # an earlier version (or an earlier part of this one) may have given entities: once this
+        # version's are committed, those it no longer gives are deleted (per-file deletion tracking)
+        tracked = self.config.file_property is not None and bool(done or skip or self.context.run.rescan)
+        # a rescan may read a version already read (its entities carry the same version): its ids
+        # are compared one by one, so a changed id_expression or primary_key still deletes the old ones
+        seen: set[str] | None = set() if tracked and self.context.run.rescan else None
         name = os.path.join(staging_dir(), f"{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
@@ -253,9 +260,9 @@ class FilesSource(Source):
             single = written <= SINGLE_PASS_BYTES and not records.gzip
             try:
                 total, batches, batch = await anyio.to_thread.run_sync(_check_and_start, records, single)
-                if total == 0 and before and self.config.if_file_empty == "fail":
+                if total == 0 and tracked and self.config.if_file_empty == "fail" and await self._gave_before(path):
                     raise BadDataError(
-                        f"this version of the file has no records, its earlier one gave {len(before)} entities; "
+                        "this version of the file has no records, its earlier one gave entities; "
                         "they are kept (if_file_empty: fail). Set if_file_empty: delete to delete them",
                         location=self.system.where(path))
             except BadDataError as exc:
@@ -267,8 +274,8 @@ class FilesSource(Source):
             count = 0
             try:
                 while batch is not None:
-                    for e in batch:
-                        before.discard(e["_id"])
+                    if seen is not None:
+                        seen.update(e["_id"] for e in batch)
                     count += len(batch)
                     if count > skip:
                         fresh = batch[len(batch) - (count - skip):] if count - len(batch) < skip else batch
@@ -279,15 +286,31 @@ class FilesSource(Source):
                 batches.close()
         finally:
             await anyio.to_thread.run_sync(_remove, name)  # off the event loop
-        gone = [{"_id": i, "_deleted": True} for i in sorted(before)]
         cp = {"fingerprint": fp, "records": count}
+        if tracked:
+            marker = {"fingerprint": fp, "deletions": "pending"}
+            yield UnitPage([], cp, marker)  # a page of progress alone sends the batch holding the last one now
+            if not await self._committed(unit.key, marker):
+                raise TransientError(f"{self.system.where(path)}: the commit of its entities was not seen within "
+                                     f"{COMMIT_WAIT_S} s; the ids it no longer gives are deleted on its next try")
+        async for page in self._finish(unit.key, path, fp, cp, tracked, seen):
+            yield page
+
+    async def _finish(self, key: str, path: str, fp: str, cp: dict[str, Any], tracked: bool,
+                      seen: set[str] | None) -> AsyncIterator[UnitPage]:
+        """The end of a file's unit once its entities are committed: with ``tracked``, the
+        deletions of the ids it no longer gives (:meth:`_gone`), then the post-action, or the final
+        watermark."""
+        if tracked:
+            async for gone in self._gone(path, fp, seen):
+                yield UnitPage(gone, cp)
         if not self.config.after_ingest:
-            yield UnitPage(gone, cp, {"fingerprint": fp, "post_action": "done"})
+            yield UnitPage([], cp, {"fingerprint": fp, "post_action": "done"})
             return
         pending = {"fingerprint": fp, "post_action": "pending"}
-        yield UnitPage(gone, cp, pending)
+        yield UnitPage([], cp, pending)
         yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
-        if await self._committed(unit.key, pending):
+        if await self._committed(key, pending):
             yield UnitPage([], None, await self._post_action(path, fp))
 
     async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
@@ -319,21 +342,35 @@ class FilesSource(Source):
             return _Tagged(records, c.file_property, {"path": path, "version": fp})
         return records
 
-    async def _previous_ids(self, path: str, fp: str | None) -> set[str]:
-        """Ids the file gave in the dataset this pipe writes (one look-up): those of its versions
-        other than ``fp``, or of every version (``fp`` None: a rescan reads the file again)."""
+    async def _gone(self, path: str, fp: str, seen: set[str] | None) -> AsyncIterator[list[Entity]]:
+        """Deletions (a batch at a time, memory one page) of the ids the file gave before and
+        does not give now, in the datasets this pipe writes, once this version's entities are
+        committed: those whose ``file_property`` names another version than ``fp``, or, with
+        ``seen`` (a rescan), those not in it."""
         prop = self.config.file_property
-        if prop is None:
-            return set()
-        store = self.context.store
-        ids: set[str] = set()
+        assert prop is not None  # no per-file deletion tracking without it
+        store, size = self.context.store, self.context.run.batch_size
         for dataset in self.context.writes:
             if not await store.ensure_index(dataset, [prop, "path"]):
                 continue
-            found = await store.index_lookup(dataset, [prop, "path"], [join_key(path)])
-            for rows in found.values():
-                ids.update(e["_id"] for e in rows if (e.get(prop) or {}).get("version") != fp)
-        return ids
+            after: str | None = None
+            while page := await store.index_page(dataset, [prop, "path"], join_key(path), after=after, limit=size):
+                after = page[-1]["_id"]
+                gone = [{"_id": e["_id"], "_deleted": True} for e in page
+                        if (e["_id"] not in seen if seen is not None else (e.get(prop) or {}).get("version") != fp)]
+                if gone:
+                    yield gone
+
+    async def _gave_before(self, path: str) -> bool:
+        """Whether the datasets this pipe writes hold an entity of the file (a version of it)."""
+        prop = self.config.file_property
+        assert prop is not None
+        store = self.context.store
+        for dataset in self.context.writes:
+            if await store.ensure_index(dataset, [prop, "path"]) and await store.index_page(
+                    dataset, [prop, "path"], join_key(path), after=None, limit=1):
+                return True
+        return False
 
     async def _post_action(self, path: str, fp: str) -> dict[str, Any]:
         """Delete or move the file whose version ``fp`` was committed; the unit's watermark after

@@ -130,6 +130,10 @@ LOOKUP = ("SELECT h.key, l.body FROM {keys} j CROSS JOIN {hix} h ON h.path = ? A
           "WHERE x.deleted = 0 AND x.off <= ? ORDER BY h.id")
 
 
+PAGE = ("SELECT l.body FROM {hix} h JOIN {latest} x ON x.id = h.id JOIN {log} l ON l.off = x.off "
+        "WHERE h.path = ? AND h.key = ? AND h.id > ? AND x.deleted = 0 AND x.off <= ? ORDER BY h.id LIMIT ?")
+
+
 def lookup_sql(ds: DatasetRow, keys: str = "json_each(?)") -> str:
     """The look-up statement: parameters (those of ``keys``, a table of the keys: see
     :func:`each`; the path name; the committed offset)."""
@@ -146,3 +150,11 @@ async def lookup(conn: aiosqlite.Connection, ds: DatasetRow, name: str,
         for key, body in rows:
             out.setdefault(key, []).append(body)
     return out
+
+
+async def page(conn: aiosqlite.Connection, ds: DatasetRow, name: str, key: str, after: str | None,
+               limit: int) -> list[bytes]:
+    """Stored bodies of :func:`lookup` for one key with ``_id`` after ``after``, at most
+    ``limit``, by ``_id``: a range of the index's primary key."""
+    sql = PAGE.format(hix=table(ds), latest=ds.latest, log=ds.log)
+    return [body for (body,) in await conn.execute_fetchall(sql, (name, key, after or "", ds.committed, limit))]

@@ -392,6 +392,17 @@ class StateStore(Protocol):
         """
         ...
 
+    async def index_page(self, dataset: str, path: Sequence[str], key: str, *, after: str | None,
+                         limit: int) -> list[Entity]:
+        """A page of :meth:`index_lookup` for one key: at most ``limit`` of its entities, those
+        whose ``_id`` sorts after ``after`` (None: from the first), by ``_id``; page on with the
+        last one's ``_id``. Memory holds one page, whatever the number of matches.
+
+        Raises:
+            StoreError: the dataset has no index on ``path`` (call :meth:`ensure_index`).
+        """
+        ...
+
     # -- dependency tracking (Sesam) ----------------------------------------------------------
     async def record_dependencies(self, pipe: str, dependencies: Mapping[str, Collection[Dependency]]) -> None:
         """Replace what the hops of ``pipe`` looked up for each source entity id of

@@ -19,6 +19,7 @@ import yaml
 
 from connectors.storage import download
 from runtime import Runtime
+from runtime.errors import TransientError
 from tests.files.common import csv_rows, live, run_both, two_step
 from tests.files.conftest import Backend
 
@@ -274,3 +275,44 @@ def test_gcs_config_builds_a_store() -> None:
 
     store = make_store(GcsSystemConfig(type="system:gcs", bucket="b", endpoint="http://127.0.0.1:1"))
     assert type(store).__name__ == "GCSStore"
+
+
+@pytest.mark.parametrize("backend", ["sftp"], indirect=True)
+async def test_deletions_of_a_new_version_resume_without_reading_it_again(
+        tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ids a new version of a file no longer gives are deleted once its entities are
+    committed, a page at a time from the dataset's index (memory does not grow with the file).
+    A failure between that commit and the deletions leaves the unit with them pending: its next
+    try deletes them without downloading the file again. The failure is injected by wrapping the
+    source's real deletion step (no server fault can land between two of Sluice's own steps)."""
+    from connectors.storage.download import FilesSource
+
+    backend.put("a.csv", csv_rows(range(6)).encode(), mtime=1_700_000_000)
+    cfg = config(tmp_path, backend, files={"retry_backoff_s": 3600})
+    real_gone = FilesSource._gone
+    failures: list[str] = []
+
+    def failing_once(self: FilesSource, path: str, fp: str, seen: set[str] | None) -> Any:
+        if not failures:
+            failures.append(path)
+            raise TransientError("injected: the deletions' first try fails")
+        return real_gone(self, path, fp, seen)
+
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        assert set(await live(rt, "ingest")) == {str(i) for i in range(6)}
+        backend.put("a.csv", csv_rows([0, 2, 4], prefix="w").encode(), mtime=1_700_000_100)
+        monkeypatch.setattr(FilesSource, "_gone", failing_once)
+        _, fr = await run_both(rt)
+        unit = {u.key: u for u in await rt.store.work_units("ingest")}["a.csv"]
+        assert failures == ["a.csv"] and unit.status == "failed" and "injected" in (unit.last_error or "")
+        assert unit.watermark == {"fingerprint": unit.checkpoint["fingerprint"], "deletions": "pending"}
+        ids = await live(rt, "ingest")
+        assert {k: e["value"] for k, e in ids.items()} == {"0": "w0", "1": "v1", "2": "w2", "3": "v3", "4": "w4",
+                                                          "5": "v5"}  # the new version's rows, nothing deleted yet
+        downloads = backend.downloads()
+        assert await rt.store.retry_units("ingest") == 1  # due now (as `sluice units retry`)
+        _, fr = await run_both(rt)
+        assert fr.status == "completed", fr.error
+        assert backend.downloads() == downloads  # not read again
+        assert {k: e["value"] for k, e in (await live(rt, "ingest")).items()} == {"0": "w0", "2": "w2", "4": "w4"}

@@ -75,3 +75,15 @@ async def lookup(conn: asyncpg.Connection, ds: DatasetRow, name: str, keys: Sequ
     for key, body in rows:
         out.setdefault(key.decode(), []).append(body)
     return out
+
+
+async def page(conn: asyncpg.Connection, ds: DatasetRow, name: str, key: str, after: str | None,
+               limit: int) -> list[bytes]:
+    """Stored bodies of :func:`lookup` for one key with ``_id`` after ``after``, at most
+    ``limit``, by ``_id``: a range of the index's primary key."""
+    rows = await conn.fetch(
+        "SELECT l.body FROM hix h JOIN latest x ON x.ds = h.ds AND x.id = h.id "
+        "JOIN log l ON l.ds = x.ds AND l.off = x.off WHERE h.ds = $1 AND h.path = $2 AND h.key = $3 AND h.id > $4 "
+        "AND NOT x.deleted AND x.off <= $5 ORDER BY h.id LIMIT $6",
+        ds.key, name, key.encode(), (after or "").encode(), ds.committed, limit)
+    return [body for (body,) in rows]

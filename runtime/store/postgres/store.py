@@ -321,16 +321,21 @@ class PostgresStore:
     async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
                            parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
-        name = path_name(path)
         async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            ds = await dpg.find(conn, dataset)
-            if ds is None or not keys:
+            ds = await _indexed(conn, dataset, path) if keys else None
+            if ds is None:
                 return {}
-            if name not in ds.indexes:
-                raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
-                                 "call ensure_index() first")
-            found = await ixpg.lookup(conn, ds, name, keys)
+            found = await ixpg.lookup(conn, ds, path_name(path), keys)
         return {key: [parse(b) for b in bodies] for key, bodies in found.items()}
+
+    @_translated
+    async def index_page(self, dataset: str, path: Sequence[str], key: str, *, after: str | None,
+                         limit: int) -> list[Entity]:
+        """See :meth:`StateStore.index_page`."""
+        async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            ds = await _indexed(conn, dataset, path)
+            bodies = [] if ds is None else await ixpg.page(conn, ds, path_name(path), key, after, limit)
+        return [orjson.loads(b) for b in bodies]
 
     @_translated
     async def compact(self, dataset: str, keep_versions: int) -> int:
@@ -798,3 +803,15 @@ class PostgresStore:
         """See :meth:`StateStore.retry_units`."""
         async with self._transaction() as conn:
             return await upg.retry(conn, pipe, keys)
+
+
+async def _indexed(conn: asyncpg.Connection, dataset: str, path: Sequence[str]) -> dpg.DatasetRow | None:
+    """The dataset's row (None: no such dataset) when it has a hop index on ``path``.
+
+    Raises:
+        StoreError: it has none.
+    """
+    ds = await dpg.find(conn, dataset)
+    if ds is not None and path_name(path) not in ds.indexes:
+        raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; call ensure_index() first")
+    return ds
