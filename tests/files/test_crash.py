@@ -8,12 +8,14 @@ SQLite and PostgreSQL (``store_url``)."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import asyncpg
+import orjson
 import pytest
 import yaml
 
@@ -54,6 +56,33 @@ async def ingested(data: Path, store_url: str | None) -> int:
         return await pg_committed(conn, "ingest") + 1
     finally:
         await conn.close()
+
+
+async def partly_read(data: Path, store_url: str | None) -> bool:
+    """Whether a file's unit is running with some, not all, of its records committed (its
+    checkpoint ``{"fingerprint", "records": n}``, 0 < n < ROWS)."""
+    sql = "SELECT checkpoint FROM work_units WHERE pipe = 'ingest' AND status = 'running'"
+    if store_url is None:
+        db = data / "sluice.db"
+        if not db.exists():
+            return False
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            try:
+                rows = [r[0] for r in conn.execute(sql).fetchall()]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return False  # schema not created yet
+    else:
+        pg = await asyncpg.connect(store_url)
+        try:
+            rows = [r[0] for r in await pg.fetch(sql)]
+        except asyncpg.UndefinedTableError:
+            return False
+        finally:
+            await pg.close()
+    return any(0 < int((orjson.loads(cp) if cp else {}).get("records") or 0) < ROWS for cp in rows)
 
 
 async def kill_when(cfg: Path, data: Path, store_url: str | None, reached: Callable[[], Awaitable[bool]]) -> None:
@@ -97,9 +126,12 @@ async def test_sigkill_during_a_download_then_restart(tmp_path: Path, server: Sf
     async def share(fraction: float) -> bool:
         return await ingested(data, store_url) >= FILES * ROWS * fraction
 
-    # first kill: mid-way through the files, some committed in part (a file resumes after its
-    # last committed batch)
-    await kill_when(cfg, data, store_url, lambda: share(0.3))
+    # first kill: mid-way through the files, once a third is committed and a file is committed in
+    # part (it resumes after its last committed batch)
+    async def midway() -> bool:
+        return await share(0.3) and await partly_read(data, store_url)
+
+    await kill_when(cfg, data, store_url, midway)
     first = await ingested(data, store_url)
     assert FILES * ROWS * 0.3 <= first < FILES * ROWS
     # second kill: while a file is being downloaded (the server holds its reads)
