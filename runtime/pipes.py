@@ -396,6 +396,16 @@ class PipeRun:
             raise
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise  # a neighbouring actor failed first; its error is the one reported
+        except ExceptionGroup as group:  # a component's own task group (the work-unit runner's)
+            inner = first_error(group)
+            if isinstance(inner, SluiceError):
+                inner.pipe = inner.pipe or self.spec.id
+                raise inner from None
+            if isinstance(inner, anyio.BrokenResourceError | anyio.ClosedResourceError):
+                raise inner from None
+            raise ComponentError(
+                f"{actor} ({type(component).__name__}) failed: {type(inner).__name__}: {inner}", pipe=self.spec.id,
+            ) from inner
         except Exception as exc:
             raise ComponentError(
                 f"{actor} ({type(component).__name__}) failed: {type(exc).__name__}: {exc}",
