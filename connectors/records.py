@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import math
 import re
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -62,13 +63,19 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 def _integer(text: str) -> int:
     if not _INTEGER.fullmatch(text.strip()):
         raise ValueError
-    return int(text)
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError  # stored JSON holds 64-bit integers
+    return value
 
 
 def _number(text: str) -> float:
     if not _NUMBER.fullmatch(text.strip()):
         raise ValueError  # also NaN and infinities, which JSON cannot hold
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError  # 1e999 overflows to infinity
+    return value
 
 
 def _boolean(text: str) -> bool:
@@ -284,7 +291,7 @@ class Records:
         if missing := sorted(set(k.column_types) - set(header)):
             raise BadDataError(f"column_types names {missing}, which the header {header} does not have",
                                location=f"{self.name}:1")
-        articles = {"integer": "an integer", "number": "a number", "boolean": "a boolean"}
+        articles = {"integer": "a 64-bit integer", "number": "a finite number", "boolean": "a boolean"}
         return [(c, articles[t], _CONVERTERS[t]) for c, t in k.column_types.items() if t != "string"]
 
     def _ndjson(self) -> Iterator[tuple[Sequence[int], list[Any], int]]:

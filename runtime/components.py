@@ -152,9 +152,9 @@ class Component:
 
     @classmethod
     def datasets_written(cls, config: Any, pipe: str) -> list[str]:
-        """Datasets this component writes. Those of a source or transform (a dead-letter dataset,
-        an outcome ledger) are marked populated when a run of the pipe completes (Sesam's
-        populated flag, which hops wait for); a sink marks its own in :meth:`Sink.finish`."""
+        """Datasets this component writes. Those of a source (a dead-letter dataset) are marked
+        populated when a run of the pipe completes (Sesam's populated flag, which hops wait
+        for); a sink marks its own in :meth:`Sink.finish`."""
         return []
 
     async def open(self) -> None:
@@ -257,6 +257,13 @@ class Transform(Component, ABC):
         would call it) and with dependency tracking (a re-run from tracking would send again).
         False by default."""
         return False
+
+    @classmethod
+    def ledgers(cls, config: Any, pipe: str) -> list[str]:
+        """Datasets the transform records its own calls in (an outcome ledger), apart from the
+        pipe's output (not in its ``writes``, which name where its entities go); they are marked
+        populated when a run of the pipe completes. None by default."""
+        return []
 
     @abstractmethod
     async def transform(self, entities: list[Entity]) -> list[Entity]:

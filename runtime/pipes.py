@@ -318,9 +318,11 @@ class PipeRun:
         )
 
     def _side_datasets(self) -> list[str]:
-        """The datasets the pipe's source and transforms write (not its sink's), in config order."""
-        parts = [self.spec.source, *self.spec.transforms]
-        return list(dict.fromkeys(d for c in parts for d in c.cls.datasets_written(c.config, self.spec.id)))
+        """The datasets the pipe's source writes and its transforms' ledgers (not the sink's)."""
+        source, pipe = self.spec.source, self.spec.id
+        found = [*source.cls.datasets_written(source.config, pipe),
+                 *(d for t in self.spec.transforms for d in t.cls.ledgers(t.config, pipe))]
+        return list(dict.fromkeys(found))
 
     async def _unpopulated_hops(self) -> list[str]:
         """The datasets the pipe's transforms hop to (but with ``require-populated: false``) that

@@ -43,7 +43,7 @@ class RestTransform(Transform):
         return bool(config.side_effects)
 
     @classmethod
-    def datasets_written(cls, config: Any, pipe: str) -> list[str]:
+    def ledgers(cls, config: Any, pipe: str) -> list[str]:
         """The outcome ledger, with ``side_effects``."""
         return [response_dataset(config, pipe)] if config.side_effects else []
 

@@ -6,7 +6,8 @@ entity). A unit's **watermark** is ``{"fingerprint", "post_action"}`` of the ver
 the fingerprint being ``size:mtime:etag:version`` from the listing; its **checkpoint** while it
 runs is ``{"fingerprint", "records"}``, the records of that version committed so far. So the
 ledger states of anchors-wave2 §B.3 are: listed (``pending``, no watermark), fetching
-(``running`` with a checkpoint), committed (watermark with ``post_action: "pending"``), post-action
+(``running`` with a checkpoint), committed (watermark ``deletions: "pending"`` while the ids a new
+version no longer gives are deleted, then ``post_action: "pending"``), post-action
 done (``post_action: "done"`` with ``removed: true``: the file left its listed path, which the
 listing then expects; or ``post_action: "done"`` alone when none is configured).
 
@@ -22,12 +23,16 @@ Rules (every run reads every listed unit; there is no timestamp cursor):
   naming the file and line, or with ``on_malformed: dead_letter`` it is recorded in
   ``dead_letter_dataset`` and skipped until it changes), then parsed in batches, each committed
   with the unit's checkpoint; a unit resumed after a crash skips the records already committed;
-- per-file deletion tracking: when a file that was ingested before comes in a new version, the
-  ids its previous version gave (found through a hop index on ``file_property.path`` of the
-  dataset the pipe writes) that the new version lacks get ``_deleted``;
-- a rescan (``sluice run --full``, the API's ``start-rescan``) reads every listed file again,
-  fingerprints ignored, and deletes, per file, the ids it gave before that it no longer gives
-  (after a change of ``primary_key`` or ``id_expression``, say);
+- per-file deletion tracking: when a file that was ingested before comes in a new version, once
+  that version's entities are committed (the source waits until the ledger shows it), the
+  entities of the file that still carry another version in ``file_property`` (a hop index on
+  ``file_property.path`` of the datasets the pipe writes, read a page at a time) get
+  ``_deleted``; a crash in between leaves ``deletions: "pending"``, finished without reading the
+  file again. None into a sink that writes no dataset;
+- a rescan (``sluice run --full``, the API's ``start-rescan``) reads every listed file again from
+  its first record, fingerprints and checkpoints ignored, and deletes, per file, the ids it gave
+  before that it no longer gives (after a change of ``primary_key`` or ``id_expression``, say;
+  it holds the file's ids in memory to compare them);
 - after the last batch is committed (the source waits until the ledger shows it), the
   post-action (``after_ingest``) runs, then is recorded as done; a crash between the two finishes
   the post-action on the next run without downloading the file again.
@@ -58,7 +63,7 @@ from connectors.storage.listing import (
     file_system,
     fingerprint,
     refresh_listing,
-    same_version,
+    same_file,
     version_of,
 )
 from connectors.storage.staging import staging_dir
@@ -228,6 +233,8 @@ class FilesSource(Source):
             BadDataError: the file is malformed (names the file and line) and ``on_malformed`` is
                 ``fail``.
             NotFound, TransientError: the file could not be downloaded.
+            TransientError: the commit of a new version's entities was not seen within
+                ``COMMIT_WAIT_S`` seconds (its deletions are made on the unit's next try).
         """
         listed, path = unit.variables, unit.variables.get("path") or unit.key
         fp = fingerprint(listed)
@@ -235,20 +242,24 @@ class FilesSource(Source):
         checkpoint = unit.checkpoint if isinstance(unit.checkpoint, dict) else {}
         if done.get("fingerprint") == fp:
             if done.get("deletions") == "pending":  # its entities committed, the ids it no longer gives not yet
-                async for page in self._finish(unit.key, path, fp, checkpoint, True, None):
+                async for page in self._finish(unit.key, listed, fp, checkpoint, True, None):
                     yield page
             elif done.get("post_action") == "pending":
-                yield UnitPage([], None, await self._post_action(path, fp))
+                yield UnitPage([], None, await self._post_action(path, fp, listed))
             return
         if listed.get("ready") is False:
             return  # still being written: a later listing makes it ready
-        skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp else 0
+        rescan = self.context.run.rescan
+        # a rescan reads the file whole again: records skipped by an earlier checkpoint might have
+        # been written under ids the config no longer gives
+        skip = int(checkpoint.get("records") or 0) if checkpoint.get("fingerprint") == fp and not rescan else 0
         # an earlier version (or an earlier part of this one) may have given entities: once this
         # version's are committed, those it no longer gives are deleted (per-file deletion tracking)
-        tracked = self.config.file_property is not None and bool(done or skip or self.context.run.rescan)
+        tracked = (self.config.file_property is not None and bool(self.context.writes)
+                   and bool(done or skip or rescan))  # a sink that writes no dataset deletes nothing here
         # a rescan may read a version already read (its entities carry the same version): its ids
         # are compared one by one, so a changed id_expression or primary_key still deletes the old ones
-        seen: set[str] | None = set() if tracked and self.context.run.rescan else None
+        seen: set[str] | None = set() if tracked and rescan else None
         name = os.path.join(staging_dir(), f"{uuid.uuid4().hex}.download")  # created by the download
         try:
             written = await self.system.download(path, Path(name))
@@ -293,14 +304,15 @@ class FilesSource(Source):
             if not await self._committed(unit.key, marker):
                 raise TransientError(f"{self.system.where(path)}: the commit of its entities was not seen within "
                                      f"{COMMIT_WAIT_S} s; the ids it no longer gives are deleted on its next try")
-        async for page in self._finish(unit.key, path, fp, cp, tracked, seen):
+        async for page in self._finish(unit.key, listed, fp, cp, tracked, seen):
             yield page
 
-    async def _finish(self, key: str, path: str, fp: str, cp: dict[str, Any], tracked: bool,
+    async def _finish(self, key: str, listed: dict[str, Any], fp: str, cp: dict[str, Any], tracked: bool,
                       seen: set[str] | None) -> AsyncIterator[UnitPage]:
         """The end of a file's unit once its entities are committed: with ``tracked``, the
         deletions of the ids it no longer gives (:meth:`_gone`), then the post-action, or the final
         watermark."""
+        path = listed.get("path") or key
         if tracked:
             async for gone in self._gone(path, fp, seen):
                 yield UnitPage(gone, cp)
@@ -311,12 +323,12 @@ class FilesSource(Source):
         yield UnitPage([], cp, pending)
         yield UnitPage([], cp, pending)  # a page of progress alone sends the batch holding the last one now
         if await self._committed(key, pending):
-            yield UnitPage([], None, await self._post_action(path, fp))
+            yield UnitPage([], None, await self._post_action(path, fp, listed))
 
     async def _committed(self, key: str, watermark: dict[str, Any]) -> bool:
         """Wait until the ledger holds ``watermark`` for unit ``key`` (the sink committed the
-        file's last batch), at most ``COMMIT_WAIT_S`` seconds; False if it did not come (the next
-        run finishes the post-action then)."""
+        file's last batch), at most ``COMMIT_WAIT_S`` seconds; False if it did not come (the
+        deletions or the post-action it guards are then finished by the unit's next try)."""
         deadline = anyio.current_time() + COMMIT_WAIT_S
         delay = 0.005
         while anyio.current_time() < deadline:
@@ -325,7 +337,8 @@ class FilesSource(Source):
                     return True
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.2)
-        log.warning("files.post_action_deferred", path=key, reason=f"commit not seen within {COMMIT_WAIT_S} s")
+        log.warning("files.commit_not_seen", path=key, waiting_for=watermark,
+                    reason=f"commit not seen within {COMMIT_WAIT_S} s")
         return False
 
     def _records(self, local: str, path: str, fp: str) -> Records | _Tagged:
@@ -372,15 +385,16 @@ class FilesSource(Source):
                 return True
         return False
 
-    async def _post_action(self, path: str, fp: str) -> dict[str, Any]:
-        """Delete or move the file whose version ``fp`` was committed; the unit's watermark after
-        it. A file that changed since it was read (overwritten while its data was committed) is
-        left alone: its new version is read after the next listing, and only then moved or
-        deleted. A file already gone was moved or deleted by an earlier attempt."""
+    async def _post_action(self, path: str, fp: str, listed: dict[str, Any]) -> dict[str, Any]:
+        """Delete or move the file whose version ``fp`` (listed as ``listed``) was committed; the
+        unit's watermark after it. A file that changed since it was read (overwritten while its
+        data was committed: :func:`same_file` says no) is left alone: its new version is read
+        after the next listing, and only then moved or deleted. A file already gone was moved or
+        deleted by an earlier attempt."""
         after = self.config.after_ingest
         assert after is not None  # a post-action is only pending with after_ingest
         now = await self.system.stat(path)
-        if now is not None and not same_version(version_of(now), fp):
+        if now is not None and not same_file(listed, now):
             log.warning("files.post_action_skipped", system=self.system.id, path=path, read=fp, now=version_of(now),
                         reason="the file changed since it was read; its new version is read after the next listing")
             return {"fingerprint": fp, "post_action": "done"}

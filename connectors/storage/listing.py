@@ -94,10 +94,19 @@ def version_of(f: FileInfo) -> str:
     return fingerprint({"size": f.size, "mtime": iso(f.mtime), "etag": f.etag, "version": f.version})
 
 
-def same_version(a: str, b: str) -> bool:
-    """Whether two fingerprints are of one version, the quotes of entity tags aside (Azure's
-    listing gives ``0x8D...``, a ``stat`` of the same blob ``"0x8D..."``)."""
-    return a.replace('"', "") == b.replace('"', "")
+def same_file(listed: dict[str, Any], now: FileInfo) -> bool:
+    """Whether ``now`` (a ``stat``) is the version of the file the listing entity ``listed``
+    describes: the same size, and the same entity tag where both give one (quotes aside: Azure's
+    listing gives them bare, a ``stat`` quoted), else the same mtime to the second. Object
+    versions and sub-second mtimes are not compared: a listing and a ``stat`` do not always both
+    give them (object_store's listings leave S3's version id and GCS's generation out, and GCS's
+    mtimes differ in precision)."""
+    if listed.get("size") != now.size:
+        return False
+    tag = listed.get("etag")
+    if tag and now.etag:
+        return str(tag).strip('"') == now.etag.strip('"')
+    return str(listed.get("mtime") or "")[:19] == iso(now.mtime)[:19]
 
 
 def iso(mtime: float) -> str:

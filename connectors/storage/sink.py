@@ -22,6 +22,7 @@ import csv
 import io
 import os
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -37,6 +38,7 @@ from connectors.storage.staging import staging_dir
 from runtime.components import ComponentConfig, Sink
 from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, WriteResult
+from runtime.workunits.executor import merge_progress
 
 log = structlog.get_logger("sluice.files")
 UPLOADING = "files_sink_uploading"
@@ -119,7 +121,7 @@ class FilesSink(Sink):
             if self.entities >= self.config.roll_entities or self.bytes >= self.config.roll_bytes:
                 await self._roll()
         if checkpoint is not None:
-            self.pending = checkpoint
+            self._hold(checkpoint)
             if self.staged is None:  # everything so far is in renamed files
                 await self._commit()
         return WriteResult(new=len(entities))
@@ -127,9 +129,19 @@ class FilesSink(Sink):
     async def finish(self, checkpoint: Checkpoint) -> WriteResult:
         if self.staged is not None:
             await self._roll()
-        self.pending = checkpoint
+        self._hold(checkpoint)
         await self._commit()
         return WriteResult()
+
+    def _hold(self, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` until the next rename, with the work-unit progress of the ones it
+        replaces (each names only its own batch's units: a unit done in an earlier batch must
+        not lose its progress)."""
+        if self.pending is not None and self.pending.units:
+            units = dict(self.pending.units)
+            merge_progress(units, checkpoint.units or {})
+            checkpoint = replace(checkpoint, units=units)
+        self.pending = checkpoint
 
     async def _commit(self) -> None:
         if self.pending is not None:

@@ -88,9 +88,9 @@ def sweep(base: Path, *, keep: Path | None = None) -> list[str]:
         if entry == keep or not (hidden or name.startswith(PREFIX)):
             continue
         try:
-            if hidden and time.time() - entry.stat().st_mtime < STALE_NEW_S and not (entry / "lock").exists():
-                continue  # being created this instant: its lock comes next
-            if not _unlocked(entry / "lock"):
+            if hidden and time.time() - entry.stat().st_mtime < STALE_NEW_S:
+                continue  # being created this instant: its lock (or the flock on it) comes next
+            if not _unlocked(entry / "lock", missing_dead=hidden):
                 continue
         except OSError:  # gone meanwhile, not a directory, or another user's
             continue
@@ -99,9 +99,11 @@ def sweep(base: Path, *, keep: Path | None = None) -> list[str]:
     return removed
 
 
-def _unlocked(lock: Path) -> bool:
-    """True when no live process holds ``lock`` (or it is missing); the check's own lock is
-    released at once.
+def _unlocked(lock: Path, *, missing_dead: bool) -> bool:
+    """True when no live process holds ``lock``; the check's own lock is released at once. A
+    missing lock counts as dead only for ``missing_dead`` (a hidden directory whose creator died
+    before making it): a named directory lost its lock to a ``/tmp`` cleaner while its process may
+    live, so it is left alone.
 
     Raises:
         OSError: ``lock`` cannot be opened (another user's, or not in a directory).
@@ -109,7 +111,7 @@ def _unlocked(lock: Path) -> bool:
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        return True
+        return missing_dead
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -172,6 +172,47 @@ async def test_rescan_reads_every_file_again_and_deletes_per_file(tmp_path: Path
         assert backend.downloads() - before == 2 and fr.units["done"] == 0
 
 
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_a_rescan_reads_a_file_whole_even_with_a_checkpoint_inside_it(
+        tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATA SAFETY: a unit failed after its first batch (checkpoint ``records: 2``), then the ids
+    changed (``id_expression``) and a rescan ran: the rescan reads the file from its first record,
+    so no record is lost under its new id while its old id is deleted. The failure is injected by
+    wrapping the source's real reading (ends the unit after its first page)."""
+    from connectors.storage.download import FilesSource
+
+    backend.put("a.csv", csv_rows(range(6)).encode(), mtime=1_700_000_000)
+    real_read = FilesSource.read_unit
+
+    async def first_page_then_fail(self: FilesSource, unit: Any) -> Any:
+        async for page in real_read(self, unit):
+            yield page
+            raise TransientError("injected: the unit fails after its first page")
+
+    monkeypatch.setattr(FilesSource, "read_unit", first_page_then_fail)
+
+    def small_batches(cfg: Path) -> Path:
+        pipes = yaml.safe_load((cfg / "pipes.yaml").read_text())
+        pipes[2]["batch_size"] = 2
+        (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+        return cfg
+
+    cfg = small_batches(config(tmp_path, backend, files={"retry_backoff_s": 3600}))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        await run_both(rt)
+        (unit,) = await rt.store.work_units("ingest")
+        assert unit.status == "failed" and unit.checkpoint["records"] == 2, unit
+        assert set(await live(rt, "ingest")) == {"0", "1"}
+    monkeypatch.undo()
+    (tmp_path / "config" / "pipes.yaml").unlink()
+    cfg = small_batches(config(tmp_path, backend, files={"primary_key": None, "id_expression": "x{{ id }}"}))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        assert await rt.store.retry_units("ingest") == 1  # due now, its checkpoint kept
+        fr = await rt.run_pipe("ingest", full=True)
+        assert fr.status == "completed", fr.error
+        assert set(await live(rt, "ingest")) == {f"x{i}" for i in range(6)}  # x0 and x1 too
+
+
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 async def test_truncated_or_empty_version_keeps_the_files_entities(tmp_path: Path, backend: Backend) -> None:
     """DATA SAFETY: a new version of a file that is truncated (gzip cut short) or empty fails its

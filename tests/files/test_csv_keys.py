@@ -44,8 +44,10 @@ async def test_headerless_typed_file(tmp_path: Path, backend: Backend) -> None:
 
 
 @pytest.mark.parametrize(("body", "says", "line"), [
-    (b"id,qty,price,paid,note\n1,4,1.0,no,x\n2,many,1.0,no,y\n", "column 'qty': 'many' is not an integer", 3),
-    (b"id,qty,price,paid,note\n1,4,nan,no,x\n", "column 'price': 'nan' is not a number", 2),
+    (b"id,qty,price,paid,note\n1,4,1.0,no,x\n2,many,1.0,no,y\n", "column 'qty': 'many' is not a 64-bit integer", 3),
+    (b"id,qty,price,paid,note\n1,99999999999999999999,1.0,no,x\n", "'99999999999999999999' is not a 64-bit integer", 2),
+    (b"id,qty,price,paid,note\n1,4,1e999,no,x\n", "column 'price': '1e999' is not a finite number", 2),
+    (b"id,qty,price,paid,note\n1,4,nan,no,x\n", "column 'price': 'nan' is not a finite number", 2),
     (b"id,qty,price,paid,note\n1,4,1.0,maybe,x\n", "column 'paid': 'maybe' is not a boolean", 2),
     (b"id,price,qty,paid,note\n1,1.0,4,no,x\n",
      "the header is ['id', 'price', 'qty', 'paid', 'note'], field_names expects", 1),

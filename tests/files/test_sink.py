@@ -133,3 +133,42 @@ async def test_files_rolled_by_bytes(tmp_path: Path, backend: Backend) -> None:
         assert len(body) >= limit and len(body) - last < limit  # reached by its last entity, not before
     assert len(files[-1][1]) <= limit + 200
     assert sum(body.count(b"\n") for _, body in files) == N
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+async def test_files_to_files_a_changed_file_is_exported_once(tmp_path: Path, backend: Backend) -> None:
+    """A ``files`` source into a ``files`` sink (no dataset between): a new version of a file is
+    exported once, its unit done in the same run. The sink keeps each batch's work-unit progress
+    until a rename (a later checkpoint does not drop an earlier unit's), and the source does no
+    per-file deletion tracking into a sink that writes no dataset (it waited for a commit that a
+    files sink makes only at its next rename)."""
+    from tests.files.common import csv_rows
+
+    backend.put("in/a.csv", csv_rows([1, 2]).encode(), mtime=1_700_000_000)
+    backend.put("in/b.csv", csv_rows([3]).encode(), mtime=1_700_000_000)
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    pipes = [{"_id": "drop", **backend.system()},
+             {"_id": "listing", "type": "pipe", "source": {"type": "file_listing", "system": "drop", "path": "in"}},
+             {"_id": "relay", "type": "pipe",
+              "source": {"type": "files", "system": "drop", "listing_dataset": "listing", "primary_key": "id"},
+              "sink": {"type": "files", "system": "drop", "path": "out", "roll_entities": 1000}}]
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+
+    def out() -> list[str]:
+        return sorted(orjson.loads(line)["value"] for p, body in backend.files().items() if p.startswith("out/")
+                      for line in body.splitlines())
+
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        for _ in range(2):
+            assert (await rt.run_pipe("listing")).ok
+            r = await rt.run_pipe("relay")
+            assert r.status == "completed", r.error
+        assert out() == ["v1", "v2", "v3"]  # the second run exported nothing again
+        backend.put("in/a.csv", csv_rows([1], prefix="w").encode(), mtime=1_700_000_100)
+        assert (await rt.run_pipe("listing")).ok
+        r = await rt.run_pipe("relay")
+        assert r.status == "completed", r.error
+        units = {u.key: u for u in await rt.store.work_units("relay")}
+        assert {k: u.status for k, u in units.items()} == {"in/a.csv": "done", "in/b.csv": "done"}
+        assert out() == ["v1", "v2", "v3", "w1"]
