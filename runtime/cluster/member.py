@@ -62,6 +62,8 @@ class ClusterMember:
         self.membership = new_membership(lease_s)
         self.on_join, self.on_dataset = on_join, on_dataset
         self._unlisten: Callable[[], Awaitable[None]] | None = None
+        self._beating = anyio.Lock()  # a heartbeat in flight finishes before leave() starts
+        self._left = False
         store.cluster = self.membership
 
     @property
@@ -118,8 +120,11 @@ class ClusterMember:
 
     async def beat(self) -> None:
         """One heartbeat (see the module docstring); logs what was lost and leadership changes."""
-        was_leader = self.leader
-        lost = await self.store.cluster_heartbeat()
+        async with self._beating:
+            if self._left:  # a beat after leave() would register the member and take leases again
+                return
+            was_leader = self.leader
+            lost = await self.store.cluster_heartbeat()
         if lost:
             log.warning("cluster.leases_lost", member=self.member, leases=lost)
         if self.leader != was_leader:
@@ -128,6 +133,8 @@ class ClusterMember:
     async def leave(self) -> None:
         """Release everything this member holds (a clean stop); errors are logged."""
         with anyio.CancelScope(shield=True):
+            async with self._beating:
+                self._left = True
             try:
                 await self.store.cluster_leave()
                 log.info("cluster.left", member=self.member)
