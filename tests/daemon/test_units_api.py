@@ -106,7 +106,8 @@ async def test_the_pump_runs_a_pipe_again_when_a_waiting_or_failed_unit_comes_du
 
     await api.until(lambda: done("polled"), "the waiting job's poll to come due and the pump to run it", timeout=30)
     await api.until(lambda: done("retried"), "the failed unit to come due and the pump to run it", timeout=30)
-    for pipe in ("polled", "retried"):
+    for pipe in ("polled", "retried"):  # the unit's commit is seen before its run is recorded as ended
+        await api.until(lambda pipe=pipe: _ran(api, pipe, 2), f"{pipe}'s second run to be recorded", timeout=30)
         p = await api.pipe(pipe)
         assert p["runs"] >= 2 and p["last_run"]["status"] == "completed"
     log = [e["event"] for e in await api.get("/api/pipes/retried/log")]
