@@ -393,26 +393,19 @@ class PipeRun:
             finally:
                 with anyio.CancelScope(shield=True):
                     await component.close()
-        except SluiceError as exc:
-            exc.pipe = exc.pipe or self.spec.id
-            raise
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise  # a neighbouring actor failed first; its error is the one reported
-        except ExceptionGroup as group:  # a component's own task group (the work-unit runner's)
-            inner = first_error(group)
-            if isinstance(inner, SluiceError):
-                inner.pipe = inner.pipe or self.spec.id
-                raise inner from None
-            if isinstance(inner, anyio.BrokenResourceError | anyio.ClosedResourceError):
-                raise inner from None
-            raise ComponentError(
-                f"{actor} ({type(component).__name__}) failed: {type(inner).__name__}: {inner}", pipe=self.spec.id,
-            ) from inner
-        except Exception as exc:
-            raise ComponentError(
-                f"{actor} ({type(component).__name__}) failed: {type(exc).__name__}: {exc}",
-                pipe=self.spec.id,
-            ) from exc
+        except Exception as caught:
+            # a component's own task group (the work-unit runner's) reports its first error
+            exc = first_error(caught) if isinstance(caught, ExceptionGroup) else caught
+            if isinstance(exc, SluiceError):
+                exc.pipe = exc.pipe or self.spec.id
+            elif not isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
+                exc = ComponentError(f"{actor} ({type(component).__name__}) failed: {type(exc).__name__}: {exc}",
+                                     pipe=self.spec.id)
+                raise exc from caught
+            # a SluiceError as itself; a broken mailbox: a neighbouring actor failed first, its error is reported
+            if exc is caught:
+                raise
+            raise exc from None
 
     async def _source_actor(
         self, source: Source, outbox: Mailbox, since: Any, run: RunInfo, strategy: Strategy,

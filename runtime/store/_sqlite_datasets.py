@@ -23,7 +23,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from runtime.dtl.joinkeys import path_name
 from runtime.entities import Entity, PreparedBatch, prepare
+from runtime.errors import StoreError
 from runtime.store import _sqlite_indexes as ixsql
 from runtime.store._sqlite_bulk import MAX_VARS, each, insert_rows, json_param
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
@@ -77,6 +79,23 @@ async def find(conn: aiosqlite.Connection, name: str) -> DatasetRow | None:
         return None
     indexes = tuple(orjson.loads(row[8])) if row[8] else ()
     return DatasetRow(row[0], row[1], row[2], row[3], bool(row[4]), _trip_from_json(row[5]), row[6], row[7], indexes)
+
+
+def with_index(ds: DatasetRow | None, dataset: str, path: Sequence[str]) -> DatasetRow | None:
+    """``ds`` (a dataset's row; None: no such dataset) when it has a hop index on ``path`` (both
+    stores).
+
+    Raises:
+        StoreError: it has none.
+    """
+    if ds is not None and path_name(path) not in ds.indexes:
+        raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; call ensure_index() first")
+    return ds
+
+
+async def indexed(conn: aiosqlite.Connection, dataset: str, path: Sequence[str]) -> DatasetRow | None:
+    """:func:`with_index` of the dataset's row."""
+    return with_index(await find(conn, dataset), dataset, path)
 
 
 async def find_or_create(conn: aiosqlite.Connection, name: str) -> DatasetRow:

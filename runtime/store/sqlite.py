@@ -351,29 +351,17 @@ class SqliteStore:
     async def index_lookup(self, dataset: str, path: Sequence[str], keys: Sequence[str], *,
                            parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
-        ds = await self._indexed(dataset, path) if keys else None
+        ds = await dsql.indexed(self._r, dataset, path) if keys else None
         if ds is None:
             return {}
         found = await ixsql.lookup(self._r, ds, path_name(path), keys)
         return {key: [parse(b) for b in bodies] for key, bodies in found.items()}
 
-    async def _indexed(self, dataset: str, path: Sequence[str]) -> dsql.DatasetRow | None:
-        """The dataset's row (None: no such dataset) when it has a hop index on ``path``.
-
-        Raises:
-            StoreError: it has none.
-        """
-        ds = await dsql.find(self._r, dataset)
-        if ds is not None and path_name(path) not in ds.indexes:
-            raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; "
-                             "call ensure_index() first")
-        return ds
-
     @_translated
     async def index_page(self, dataset: str, path: Sequence[str], key: str, *, after: str | None,
                          limit: int) -> list[Entity]:
         """See :meth:`StateStore.index_page`."""
-        ds = await self._indexed(dataset, path)
+        ds = await dsql.indexed(self._r, dataset, path)
         return [] if ds is None else [orjson.loads(b) for b in await ixsql.page(self._r, ds, path_name(path), key,
                                                                                   after, limit)]
 

@@ -15,6 +15,7 @@ the epoch (:func:`~runtime.store.postgres.datasets.now_us`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,12 @@ import asyncpg
 from runtime.store.postgres.datasets import now_us
 from runtime.store.postgres.units import _FIELDS, _unit, changed_rows
 from runtime.store.protocol import WorkUnit
+
+
+def lock_key(pipe: str) -> int:
+    """The advisory-lock key of a pipe: 64 bits of its name's BLAKE2b hash, the same in every process."""
+    return int.from_bytes(hashlib.blake2b(pipe.encode(), digest_size=8).digest(), "big", signed=True)
+
 
 SCHEMA = """
 CREATE TABLE cluster_members(

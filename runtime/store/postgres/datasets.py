@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from runtime.entities import Entity, PreparedBatch, prepare
-from runtime.store._sqlite_datasets import NO_HOLD, DatasetRow, Prior, now_us, plan_writes
+from runtime.store._sqlite_datasets import NO_HOLD, DatasetRow, Prior, now_us, plan_writes, with_index
 from runtime.store.postgres import indexes as ixpg
 from runtime.store.protocol import Checkpoint, RunStart, TripInfo, WriteResult
 
@@ -46,6 +46,11 @@ async def find(conn: asyncpg.Connection, name: str, *, lock: bool = False) -> Da
     """The dataset's row (locked for the transaction with ``lock``), or None when it does not exist."""
     r = await conn.fetchrow(f"SELECT {_COLUMNS} FROM datasets WHERE name = $1{' FOR UPDATE' if lock else ''}", name)
     return None if r is None else _row(r)
+
+
+async def indexed(conn: asyncpg.Connection, dataset: str, path: Sequence[str]) -> DatasetRow | None:
+    """:func:`~runtime.store._sqlite_datasets.with_index` of the dataset's row."""
+    return with_index(await find(conn, dataset), dataset, path)
 
 
 async def find_or_create(conn: asyncpg.Connection, name: str) -> DatasetRow:

@@ -11,7 +11,6 @@ the holding process dies (its connection closes).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
@@ -62,11 +61,6 @@ def _translated(func: F) -> F:
             raise StoreError(f"state store {self.label}: {func.__name__} failed: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
-
-
-def lock_key(pipe: str) -> int:
-    """The advisory-lock key of a pipe: 64 bits of its name's BLAKE2b hash, the same in every process."""
-    return int.from_bytes(hashlib.blake2b(pipe.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class PostgresStore:
@@ -322,7 +316,7 @@ class PostgresStore:
                            parse: Callable[[bytes], Entity] = orjson.loads) -> dict[str, list[Entity]]:
         """See :meth:`StateStore.index_lookup`."""
         async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            ds = await _indexed(conn, dataset, path) if keys else None
+            ds = await dpg.indexed(conn, dataset, path) if keys else None
             if ds is None:
                 return {}
             found = await ixpg.lookup(conn, ds, path_name(path), keys)
@@ -333,7 +327,7 @@ class PostgresStore:
                          limit: int) -> list[Entity]:
         """See :meth:`StateStore.index_page`."""
         async with self._read() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            ds = await _indexed(conn, dataset, path)
+            ds = await dpg.indexed(conn, dataset, path)
             bodies = [] if ds is None else await ixpg.page(conn, ds, path_name(path), key, after, limit)
         return [orjson.loads(b) for b in bodies]
 
@@ -493,7 +487,7 @@ class PostgresStore:
             raise StoreError(f"state store {self.label}: cannot take the lock of pipe {pipe!r}: {exc}",
                              pipe=pipe) from exc
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(pipe)):
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", cpg.lock_key(pipe)):
                 who = await conn.fetchval("SELECT holder FROM pipe_locks WHERE pipe = $1", pipe) or "another run"
                 raise OperationRefusedError(
                     f"already running or busy: {who} holds the lock of pipe {pipe!r} in {self.label}; "
@@ -532,7 +526,7 @@ class PostgresStore:
                 taken = await cpg.take(conn, name, member.member, holder or "a run", member.lease_s)
                 who = None if taken is not None else await cpg.holder_of(conn, name)
             async with self._transaction() as conn:  # a transaction lock: a frozen member's ends with it
-                outside = not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key(pipe))
+                outside = not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", cpg.lock_key(pipe))
         except DB_ERRORS as exc:
             raise StoreError(f"state store {self.label}: cannot take the lease of pipe {pipe!r}: {exc}",
                              pipe=pipe) from exc
@@ -803,15 +797,3 @@ class PostgresStore:
         """See :meth:`StateStore.retry_units`."""
         async with self._transaction() as conn:
             return await upg.retry(conn, pipe, keys)
-
-
-async def _indexed(conn: asyncpg.Connection, dataset: str, path: Sequence[str]) -> dpg.DatasetRow | None:
-    """The dataset's row (None: no such dataset) when it has a hop index on ``path``.
-
-    Raises:
-        StoreError: it has none.
-    """
-    ds = await dpg.find(conn, dataset)
-    if ds is not None and path_name(path) not in ds.indexes:
-        raise StoreError(f"dataset {dataset!r} has no hop index on {'.'.join(path)!r}; call ensure_index() first")
-    return ds
