@@ -12,6 +12,12 @@ reserved; only ``_id`` and ``_deleted`` are kept on write, the dataset then adds
 
 ``_deleted`` counts only when it is the value ``true``; any other value means "not deleted" and is
 normalised away. Keys starting with ``_`` below the root belong to the data and are kept.
+
+One reserved key is read on write and not stored: ``_if_hash`` (32 hex characters) makes the
+write conditional (compare-and-set, like HTTP's ``If-Match``): it applies only if the dataset's
+latest version of the ``_id``, at that point of the batch, has that ``_hash``; otherwise it is
+counted unchanged. The ``files`` source's per-file deletions carry it, so an id that another file
+(another unit, perhaps on another cluster member) wrote meanwhile is not deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ Entity = dict[str, Any]
 """An entity: a JSON object with a string ``_id``."""
 
 KEPT_RESERVED = frozenset({"_id", "_deleted"})
+IF_HASH = "_if_hash"
 GENERATED = ("_updated", "_previous", "_ts", "_hash")
 
 _SORTED = orjson.OPT_SORT_KEYS
@@ -122,12 +129,15 @@ class PreparedBatch:
         heads: each entity's :func:`canonical_json` bytes without the closing ``}`` (the stored
             body is built by appending the generated fields to them).
         deleted: whether each entity is a deletion.
+        expected: each entity's ``_if_hash`` (None: an unconditional write), or None when no
+            entity of the batch has one.
     """
 
     ids: list[str]
     hashes: list[str]
     heads: list[bytes]
     deleted: list[bool]
+    expected: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -142,6 +152,8 @@ class PreparedBatch:
             [h for b in batches for h in b.hashes],
             [c for b in batches for c in b.heads],
             [d for b in batches for d in b.deleted],
+            None if all(b.expected is None for b in batches)
+            else [x for b in batches for x in (b.expected or [None] * len(b))],
         )
 
 
@@ -149,10 +161,11 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
     """Strip, serialise and hash a batch (pure CPU work, no I/O).
 
     Raises:
-        EntityError: an entity's ``_id`` is missing or not a string (the entity is shown, cut to
-            200 characters).
+        EntityError: an entity's ``_id`` is missing or not a string, or its ``_if_hash`` is not a
+            string (the entity is shown, cut to 200 characters).
     """
     ids: list[str] = []
+    expected: dict[int, str] = {}
     hashes: list[str] = []
     heads: list[bytes] = []
     deleted: list[bool] = []
@@ -167,6 +180,13 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
             # "_id" is the only key starting with "_" (and no string holds '"_'): nothing to strip
             eid, is_del = entity.get("_id"), False
         else:
+            want = entity.get(IF_HASH)
+            if want is not None:
+                if want.__class__ is not str:
+                    raise EntityError(f"{IF_HASH} must be a string (got {type(want).__name__}): "
+                                      f"{dumps(entity, default=repr)[:200].decode(errors='replace')}",
+                                      entity_id=None, pipe=pipe)
+                expected[len(ids)] = want
             entity = strip_reserved(entity)
             eid, is_del, body = entity.get("_id"), entity.get("_deleted") is True, None
         if eid.__class__ is not str:
@@ -184,4 +204,5 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
         heads.append(body[:-1])
         hashes.append(blake2b(body, digest_size=_HASH_BYTES).hexdigest())
         deleted.append(is_del)
-    return PreparedBatch(ids, hashes, heads, deleted)
+    return PreparedBatch(ids, hashes, heads, deleted,
+                         [expected.get(i) for i in range(len(ids))] if expected else None)

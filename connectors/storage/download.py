@@ -69,7 +69,7 @@ from connectors.storage.listing import (
 from connectors.storage.staging import staging_dir
 from runtime.components import ComponentConfig, Source, SourceConfig
 from runtime.dtl.joinkeys import join_key
-from runtime.entities import Entity
+from runtime.entities import IF_HASH, Entity
 from runtime.errors import BadDataError, TransientError
 from runtime.templates import Template, check_template
 from runtime.workunits import Unit, UnitPage, WorkUnitsConfig
@@ -359,7 +359,9 @@ class FilesSource(Source):
         """Deletions (a batch at a time, memory one page) of the ids the file gave before and
         does not give now, in the datasets this pipe writes, once this version's entities are
         committed: those whose ``file_property`` names another version than ``fp``, or, with
-        ``seen`` (a rescan), those not in it."""
+        ``seen`` (a rescan), those not in it. Each deletion is conditional (``_if_hash``, see
+        :mod:`runtime.entities`): an id another file gave meanwhile (a record that moved between
+        two files read at once, even on two cluster members) is not deleted."""
         prop = self.config.file_property
         assert prop is not None  # no per-file deletion tracking without it
         store, size = self.context.store, self.context.run.batch_size
@@ -369,7 +371,8 @@ class FilesSource(Source):
             after: str | None = None
             while page := await store.index_page(dataset, [prop, "path"], join_key(path), after=after, limit=size):
                 after = page[-1]["_id"]
-                gone = [{"_id": e["_id"], "_deleted": True} for e in page
+                # _if_hash: deleted only if still this version, not one another file wrote meanwhile
+                gone = [{"_id": e["_id"], "_deleted": True, IF_HASH: e["_hash"]} for e in page
                         if (e["_id"] not in seen if seen is not None else (e.get(prop) or {}).get("version") != fp)]
                 if gone:
                     yield gone

@@ -224,7 +224,9 @@ def plan_writes(batch: PreparedBatch, prior: Prior, next_offset: int, sweep: int
     """Drop no-ops, assign offsets, build stored bodies: pure computation, no I/O.
 
     ``prior`` is :func:`compare`'s result (updated in place as versions are planned); an id
-    absent from it is unchanged.
+    absent from it is unchanged. A write with an ``_if_hash`` (``batch.expected``) whose id's
+    latest version, counting those planned before it in the batch, has another hash is dropped
+    as unchanged (see :mod:`runtime.entities`).
 
     The stored body is the canonical JSON (the bytes that were hashed) with the generated fields
     spliced in before the closing brace: one serialisation per entity.
@@ -239,11 +241,16 @@ def plan_writes(batch: PreparedBatch, prior: Prior, next_offset: int, sweep: int
     off = next_offset
     if not prior:  # the whole batch is a no-op (the common case of a full rescan)
         return _Planned([], [], [], [], WriteResult(unchanged=len(batch)), 0, 0)
-    for eid, digest, head, is_del in zip(batch.ids, batch.hashes, batch.heads, batch.deleted, strict=True):
+    expected = batch.expected or [None] * len(batch)
+    for eid, digest, head, is_del, want in zip(batch.ids, batch.hashes, batch.heads, batch.deleted, expected,
+                                               strict=True):
         if eid not in prior:
             same += 1  # identical to the latest version, marked by compare()
             continue
         prev = prior[eid]
+        if want is not None and (prev is None or prev[1] != want):
+            same += 1  # _if_hash: the latest version (perhaps written earlier in this batch) is another one
+            continue
         if prev is not None and prev[1] == digest:
             same += 1  # identical to the latest version
             unchanged.append(prev[0])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runtime.entities import canonical_json, content_hash, is_deleted, prepare, strip_reserved
+from runtime.entities import PreparedBatch, canonical_json, content_hash, is_deleted, prepare, strip_reserved
 from runtime.errors import EntityError
 
 
@@ -57,3 +57,13 @@ def test_prepare_gives_the_canonical_json_and_hash_of_each_entity(entity):
 def test_prepare_refuses_an_entity_without_a_string_id(entity):
     with pytest.raises(EntityError, match="no string _id"):
         prepare([{"_id": "ok"}, entity])
+
+
+def test_if_hash_is_a_condition_of_the_write_not_part_of_the_entity():
+    plain, guarded = {"_id": "a", "v": 1}, {"_id": "a", "v": 1, "_if_hash": "f" * 32}
+    one, two = prepare([plain]), prepare([guarded, plain])
+    assert one.expected is None and two.expected == ["f" * 32, None]
+    assert two.heads[0] == one.heads[0] and two.hashes[0] == content_hash(plain)
+    both = PreparedBatch.concat([one, two, one])
+    assert both.expected == [None, "f" * 32, None, None] and len(both) == 4
+    assert PreparedBatch.concat([one, one]).expected is None

@@ -80,6 +80,42 @@ async def test_deletion_of_unknown_id_is_not_written(store):
     assert await store.get("ds", "ghost") == []
 
 
+async def test_a_write_with_if_hash_applies_only_over_that_version(store):
+    await store.write_batch("ds", [{"_id": "a", "v": 1}, {"_id": "b", "v": 1}], pipe="p", checkpoint=None)
+    h_a = (await store.get("ds", "a"))[0]["_hash"]
+    h_b = (await store.get("ds", "b"))[0]["_hash"]
+    await store.write_batch("ds", [{"_id": "b", "v": 2}], pipe="p", checkpoint=None)  # b moved on
+    r = await store.write_batch("ds", [{"_id": "a", "_deleted": True, "_if_hash": h_a},
+                                       {"_id": "b", "_deleted": True, "_if_hash": h_b},
+                                       {"_id": "ghost", "_deleted": True, "_if_hash": h_a}],
+                                pipe="p", checkpoint=None)
+    assert (r.deleted, r.unchanged) == (1, 2)
+    a, b = (await store.get("ds", "a"))[0], (await store.get("ds", "b"))[0]
+    assert a["_deleted"] is True and "_if_hash" not in a
+    assert b["v"] == 2 and "_deleted" not in b
+    assert await store.get("ds", "ghost") == []
+
+
+async def test_if_hash_sees_a_version_written_earlier_in_the_same_batch(store):
+    await store.write_batch("ds", [{"_id": "x", "v": 1}], pipe="p", checkpoint=None)
+    old = (await store.get("ds", "x"))[0]["_hash"]
+    r = await store.write_batch("ds", [{"_id": "x", "v": 2}, {"_id": "x", "_deleted": True, "_if_hash": old}],
+                                pipe="p", checkpoint=None)
+    assert (r.changed, r.deleted, r.unchanged) == (1, 0, 1)
+    assert (await store.get("ds", "x"))[0]["v"] == 2
+    new = (await store.get("ds", "x"))[0]["_hash"]
+    r = await store.write_batch("ds", [{"_id": "x", "_deleted": True, "_if_hash": new},
+                                       {"_id": "x", "v": 3, "_if_hash": new}], pipe="p", checkpoint=None)
+    assert (r.deleted, r.unchanged) == (1, 1)  # the second's version is the deletion now
+    assert (await store.get("ds", "x"))[0]["_deleted"] is True
+
+
+async def test_an_if_hash_not_a_string_is_refused_naming_the_entity(store):
+    with pytest.raises(EntityError, match=r"_if_hash must be a string.*zed"):
+        await store.write_batch("ds", [{"_id": "zed", "_if_hash": 5}], pipe="p", checkpoint=None)
+    assert await store.get("ds", "zed") == []
+
+
 async def test_read_since_is_exclusive_and_pages(store):
     await store.write_batch("ds", [{"_id": str(i)} for i in range(10)], pipe="p", checkpoint=None)
     page, end = await store.read("ds", since=3, limit=4)
