@@ -1,13 +1,16 @@
-"""``system:sftp``: one SSH connection (asyncssh) shared by every pipe using the system.
+"""``system:sftp``: a pool of SSH connections (asyncssh) shared by every pipe using the system.
 
 The host key is checked against ``known_hosts`` by default (pinned, like OpenSSH's
 ``StrictHostKeyChecking yes``); skipping the check takes the explicit key
 ``insecure_skip_host_key_check: true`` and logs a warning each time the connection opens (DIL's
 SFTP connector turns checking off silently when no known_hosts is given: dil.md §6.3). The
-connection is opened on first use, kept alive (``keepalive_s``) and opened again after it dropped:
-a dropped connection, a refused connect or a timeout is a :class:`TransientError`, retried by
-:class:`~connectors.storage.base.FileSystem`. Requests of concurrent operations are pipelined on
-one SFTP session; downloads use asyncssh's parallel block reads.
+pool holds up to ``connections`` connections, each opened on first use (an operation takes the
+connection with the fewest operations in flight, so a second one opens only when operations
+overlap), kept alive (``keepalive_s``) and opened again after it dropped: a dropped connection, a
+refused connect or a timeout is a :class:`TransientError`, retried by
+:class:`~connectors.storage.base.FileSystem`, and closes only that connection. Requests of the
+operations sharing a connection are pipelined on its SFTP session; downloads use asyncssh's
+parallel block reads.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import posixpath
 import stat
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -52,7 +57,9 @@ class SftpSystemConfig(FileSystemConfig):
             change the files); logged as a warning whenever the connection opens.
         root: directory every path is relative to (``""``: the login directory).
         keepalive_s: seconds between SSH keepalives (0: none).
-        connect_timeout_s: seconds to open the connection and log in.
+        connect_timeout_s: seconds to open a connection and log in.
+        connections: SSH connections the pool opens at most (each one login and one SFTP
+            session; servers often limit logins per user, hence the default of 1).
     """
 
     type: Literal["system:sftp"]
@@ -67,6 +74,7 @@ class SftpSystemConfig(FileSystemConfig):
     root: str = ""
     keepalive_s: float = Field(default=30.0, ge=0)
     connect_timeout_s: float = Field(default=15.0, gt=0)
+    connections: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _safe(self) -> SftpSystemConfig:
@@ -80,6 +88,25 @@ class SftpSystemConfig(FileSystemConfig):
         return self
 
 
+class _Connection:
+    """One connection of the pool: the SSH connection and its SFTP session (None until opened
+    and after a drop), and the operations using it."""
+
+    def __init__(self) -> None:
+        self.ssh: asyncssh.SSHClientConnection | None = None
+        self.sftp: asyncssh.SFTPClient | None = None
+        self.lock = anyio.Lock()
+        self.busy = 0
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """A connection of the pool lent to one operation, with the session it had then."""
+
+    conn: _Connection
+    sftp: asyncssh.SFTPClient
+
+
 class SftpSystem(FileSystem):
     """See the module docstring."""
 
@@ -87,9 +114,7 @@ class SftpSystem(FileSystem):
     config: SftpSystemConfig
 
     async def open(self) -> None:
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._lock = anyio.Lock()
+        self._pool = [_Connection() for _ in range(self.config.connections)]
         c = self.config
         self._options: dict[str, Any] = {
             "port": c.port, "username": reveal(c.username), "keepalive_interval": c.keepalive_s or None,
@@ -114,53 +139,61 @@ class SftpSystem(FileSystem):
             self._options["known_hosts"] = str(path)
 
     async def close(self) -> None:
-        await self._drop()
+        for conn in self._pool:
+            async with conn.lock:
+                await _close(conn)
 
-    async def _session(self) -> asyncssh.SFTPClient:
-        async with self._lock:
-            if self._sftp is not None:
-                return self._sftp
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[_Lease]:
+        """The pool's connection with the fewest operations in flight, and its SFTP session
+        (opened first if need be), for one operation."""
+        conn = min(self._pool, key=lambda c: c.busy)
+        conn.busy += 1
+        try:
+            yield _Lease(conn, await self._opened(conn))
+        finally:
+            conn.busy -= 1
+
+    async def _opened(self, conn: _Connection) -> asyncssh.SFTPClient:
+        async with conn.lock:
+            if conn.sftp is not None:
+                return conn.sftp
             c = self.config
             if c.insecure_skip_host_key_check:
                 log.warning("sftp.host_key_not_checked", system=self.id, host=c.host,
                             reason="insecure_skip_host_key_check is set: any host key is accepted")
             try:
-                self._conn = await asyncssh.connect(c.host, **self._options)
-                self._sftp = await self._conn.start_sftp_client()
+                conn.ssh = await asyncssh.connect(c.host, **self._options)
+                conn.sftp = await conn.ssh.start_sftp_client()
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise FatalError(f"system {self.id!r}: the host key of {c.host}:{c.port} is not in known_hosts "
                                  f"({exc.reason}); add it, or check who answers") from None
             except asyncssh.PermissionDenied as exc:
                 raise FatalError(f"system {self.id!r}: login as {reveal(c.username)!r} refused: {exc.reason}") from None
             except _TRANSIENT as exc:
-                await self._drop_locked()
+                await _close(conn)
                 raise TransientError(f"system {self.id!r}: cannot connect to {c.host}:{c.port}: "
                                      f"{type(exc).__name__}: {exc}") from exc
             except asyncssh.Error as exc:  # e.g. no SFTP subsystem: the connection is closed, not kept
-                await self._drop_locked()
+                await _close(conn)
                 raise FatalError(f"system {self.id!r}: no SFTP session on {c.host}:{c.port}: "
                                  f"{type(exc).__name__}: {exc}") from exc
-            return self._sftp
+            return conn.sftp
 
-    async def _drop(self) -> None:
-        async with self._lock:
-            await self._drop_locked()
-
-    async def _drop_locked(self) -> None:
-        sftp, conn, self._sftp, self._conn = self._sftp, self._conn, None, None
-        if sftp is not None:
-            sftp.exit()
-        if conn is not None:
-            conn.close()
-            with anyio.move_on_after(5):
-                await conn.wait_closed()
+    async def _drop(self, lease: _Lease) -> None:
+        """Close the lease's connection, unless another operation already opened a new one."""
+        async with lease.conn.lock:
+            if lease.conn.sftp is lease.sftp:
+                await _close(lease.conn)
 
     def _full(self, path: str) -> str:
         root = self.config.root
         path = path.strip("/")
         return posixpath.join(root, path) if root else (path or ".")
 
-    async def _call(self, path: str, awaitable: Awaitable[T]) -> T:
+    async def _call(self, lease: _Lease, path: str, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` (a request on the lease's session) with its errors made Sluice's, naming ``path``;
+        a lost connection is dropped from the pool (opened again by the next operation)."""
         try:
             return await awaitable
         except asyncssh.SFTPNoSuchFile as exc:
@@ -169,17 +202,21 @@ class SftpSystem(FileSystem):
             raise FatalError(f"{self.where(path)}: permission denied ({exc.reason})") from exc
         except asyncssh.SFTPError as exc:
             if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
-                await self._drop()
+                await self._drop(lease)
                 raise TransientError(f"{self.where(path)}: connection lost: {exc.reason}") from exc
             raise FatalError(f"{self.where(path)}: {exc.reason}") from exc
         except _TRANSIENT as exc:
-            await self._drop()
+            await self._drop(lease)
             raise TransientError(f"{self.where(path)}: {type(exc).__name__}: {exc}") from exc
 
     async def _list(self, path: str, recursive: bool, chunk: int) -> AsyncIterator[list[FileInfo]]:
-        sftp = await self._session()
-        top = path.strip("/")
-        if not stat.S_ISDIR((await self._call(top, sftp.stat(self._full(top)))).permissions or 0):
+        async with self._session() as lease:
+            async for files in self._walk(lease, path.strip("/"), recursive, chunk):
+                yield files
+
+    async def _walk(self, lease: _Lease, top: str, recursive: bool, chunk: int) -> AsyncIterator[list[FileInfo]]:
+        sftp = lease.sftp
+        if not stat.S_ISDIR((await self._call(lease, top, sftp.stat(self._full(top)))).permissions or 0):
             raise FatalError(f"{self.where(top)} is not a directory")
         dirs, files = [top], []
         while dirs:
@@ -187,7 +224,7 @@ class SftpSystem(FileSystem):
             names = sftp.scandir(self._full(here))
             while True:
                 try:
-                    entry = await self._call(here, names.__anext__())
+                    entry = await self._call(lease, here, names.__anext__())
                 except StopAsyncIteration:
                     break
                 if entry.filename in (".", "..", b".", b".."):
@@ -207,33 +244,45 @@ class SftpSystem(FileSystem):
             yield files
 
     async def _download(self, path: str, dest: Path) -> int:
-        sftp = await self._session()
-        await self._call(path, sftp.get(self._full(path), str(dest)))
+        async with self._session() as s:
+            await self._call(s, path, s.sftp.get(self._full(path), str(dest)))
         return dest.stat().st_size
 
     async def _upload(self, source: Path, path: str) -> None:
-        sftp = await self._session()
-        await self._makedirs(sftp, path)
-        await self._call(path, sftp.put(str(source), self._full(path)))
+        async with self._session() as s:
+            await self._makedirs(s, path)
+            await self._call(s, path, s.sftp.put(str(source), self._full(path)))
 
     async def _delete(self, path: str) -> None:
-        sftp = await self._session()
-        await self._call(path, sftp.remove(self._full(path)))
+        async with self._session() as s:
+            await self._call(s, path, s.sftp.remove(self._full(path)))
 
     async def _move(self, path: str, to: str) -> None:
-        sftp = await self._session()
-        await self._makedirs(sftp, to)
-        await self._call(path, sftp.posix_rename(self._full(path), self._full(to)))
+        async with self._session() as s:
+            await self._makedirs(s, to)
+            await self._call(s, path, s.sftp.posix_rename(self._full(path), self._full(to)))
 
     async def _stat(self, path: str) -> FileInfo | None:
-        sftp = await self._session()
-        try:
-            attrs = await self._call(path, sftp.stat(self._full(path)))
-        except NotFound:
-            return None
+        async with self._session() as s:
+            try:
+                attrs = await self._call(s, path, s.sftp.stat(self._full(path)))
+            except NotFound:
+                return None
         return FileInfo(path.strip("/"), attrs.size or 0, float(attrs.mtime or 0))
 
-    async def _makedirs(self, sftp: asyncssh.SFTPClient, path: str) -> None:
+    async def _makedirs(self, s: _Lease, path: str) -> None:
         parent = posixpath.dirname(path.strip("/"))
         if parent:
-            await self._call(parent, sftp.makedirs(self._full(parent), exist_ok=True))
+            await self._call(s, parent, s.sftp.makedirs(self._full(parent), exist_ok=True))
+
+
+async def _close(conn: _Connection) -> None:
+    """Close ``conn``'s session and connection (its lock held by the caller); a later operation
+    opens them again."""
+    sftp, ssh, conn.sftp, conn.ssh = conn.sftp, conn.ssh, None, None
+    if sftp is not None:
+        sftp.exit()
+    if ssh is not None:
+        ssh.close()
+        with anyio.move_on_after(5):
+            await ssh.wait_closed()

@@ -10,6 +10,7 @@ use :func:`dropping_server` below, a small asyncssh server that does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -197,3 +198,33 @@ async def test_requests_counted(tmp_path: Path, sftp: SftpServer) -> None:
         result = await rt.run_pipe("listing")
         assert result.status == "completed", result.error
     assert metric("sluice_system_requests_total", system="drop", status="ok") >= before + 1
+
+
+async def test_operations_at_once_share_a_pool_of_connections(tmp_path: Path) -> None:
+    """With ``connections: 3`` six downloads at once use three connections; a download after
+    them reuses one; the downloads on a connection the server aborted are retried, and that
+    connection alone is opened again (when three operations overlap again), the other two stay
+    open."""
+    root = tmp_path / "sftp"
+    root.mkdir()
+    for i in range(6):
+        (root / f"f{i}.csv").write_text(csv_rows(range(i + 1)))
+    async with dropping_server(root) as server:
+        cfg = config(tmp_path, system(server.port, server.client_key, known_hosts=server.known_hosts,
+                                      connections=3))
+        async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+            drop = rt.systems["drop"]
+
+            async def download_all() -> list[int]:
+                return list(await asyncio.gather(*(drop.download(f"f{i}.csv", tmp_path / f"got{i}") for i in range(6))))
+
+            sizes = await download_all()
+            assert sizes == [len(csv_rows(range(i + 1))) for i in range(6)] and len(server.connections) == 3
+            await drop.download("f0.csv", tmp_path / "again")
+            assert len(server.connections) == 3
+            server.connections[0].abort()
+            assert await download_all() == sizes  # those on the aborted connection retried
+            assert await download_all() == sizes  # three at once again: its slot was opened again
+            assert len(server.connections) == 4
+            assert [c.is_closed() for c in server.connections] == [True, False, False, False]
+        assert all(c.is_closed() for c in server.connections)  # closing the runtime closed the pool
