@@ -10,14 +10,32 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from runtime.entities import Entity
 from runtime.store.protocol import Checkpoint, Dependency, StateStore, WriteResult
 from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """``iterator``, closed (its ``aclose()``, which an async generator has) when the block ends,
+    however it ends, in this task: a reader stopped early (a ``break``, an error of the loop's
+    body) releases what it holds across its yields (a concurrency token, a connection, a remote
+    file handle) at once, instead of whenever the garbage collector finalises it in another task,
+    where a task-bound resource such as an anyio ``CapacityLimiter`` token cannot be released."""
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class Chunk(list[Any]):

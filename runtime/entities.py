@@ -23,6 +23,7 @@ counted unchanged. The ``files`` source's per-file deletions carry it, so an id 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ IF_HASH = "_if_hash"
 GENERATED = ("_updated", "_previous", "_ts", "_hash")
 
 _SORTED = orjson.OPT_SORT_KEYS
+_HEX32 = re.compile("[0-9a-f]{32}")
 _HASH_BYTES = 16
 
 
@@ -182,10 +184,11 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
         else:
             want = entity.get(IF_HASH)
             if want is not None:
-                if want.__class__ is not str:
-                    raise EntityError(f"{IF_HASH} must be a string (got {type(want).__name__}): "
+                if want.__class__ is not str or not _HEX32.fullmatch(want):
+                    eid = entity.get("_id")
+                    raise EntityError(f"{IF_HASH} must be a _hash, 32 lowercase hex characters (got {want!r:.40}): "
                                       f"{dumps(entity, default=repr)[:200].decode(errors='replace')}",
-                                      entity_id=None, pipe=pipe)
+                                      entity_id=eid if isinstance(eid, str) else None, pipe=pipe)
                 expected[len(ids)] = want
             entity = strip_reserved(entity)
             eid, is_del, body = entity.get("_id"), entity.get("_deleted") is True, None

@@ -35,7 +35,7 @@ from orjson import dumps
 
 from runtime import tracking
 from runtime.actors import Batch, Mailbox, MailboxStats
-from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform
+from runtime.components import ComponentContext, RunInfo, Sink, Source, Transform, closing
 from runtime.config.models import ComponentSpec, PipeSpec
 from runtime.deadletters import DeadLetters
 from runtime.entities import Entity, PreparedBatch
@@ -419,11 +419,12 @@ class PipeRun:
             if strategy == "units":
                 await self._read_units(source, cut, run)
             else:
-                async for chunk in source.read(since):
-                    await cut.add(chunk)
-                    if self._stop.is_set():
-                        progress.stopped = True
-                        break
+                async with closing(source.read(since)) as chunks:
+                    async for chunk in chunks:
+                        await cut.add(chunk)
+                        if self._stop.is_set():
+                            progress.stopped = True
+                            break
             await cut.flush()
             last = cut.last
             if not source.complete:

@@ -21,7 +21,7 @@ import anyio
 import structlog
 from pydantic import Field
 
-from runtime.components import ComponentConfig, System
+from runtime.components import ComponentConfig, System, closing
 from runtime.errors import FatalError, TransientError
 from runtime.metrics import count_retry, observe_request
 
@@ -108,6 +108,10 @@ class FileSystem(System):
         """The files under ``path`` (a directory or key prefix; ``""``: the root) in lists of at
         most ``chunk``, without holding the whole listing. A transient failure before the first
         list is retried; one after it fails the listing (a restarted listing would repeat files).
+        The concurrency limit is taken for each list's fetch, never held while the caller has it:
+        a caller that stops early, closing this generator in another task or never, leaves no
+        token taken. Close it (:func:`runtime.components.closing`) to release the connection
+        behind it at once.
 
         Raises:
             NotFound: ``path`` does not exist (SFTP, local; an object store has no directories,
@@ -117,13 +121,17 @@ class FileSystem(System):
         """
         for attempt in range(self.config.retries + 1):
             started = False
+            t0 = perf_counter()
             try:
-                async with self.limiter:
-                    t0 = perf_counter()
-                    async for files in self._list(path, recursive, chunk):
+                async with closing(self._list(path, recursive, chunk)) as pages:
+                    while True:
+                        async with self.limiter:
+                            files = await anext(pages, None)
+                        if files is None:
+                            break
                         started = True
                         yield files
-                    observe_request(self.id, "ok", perf_counter() - t0)
+                observe_request(self.id, "ok", perf_counter() - t0)
                 return
             except TransientError as exc:
                 observe_request(self.id, "error", perf_counter() - t0)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.storage.base import FileInfo, FileSystem
-from runtime.components import ComponentConfig, Source, SourceConfig
+from runtime.components import ComponentConfig, Source, SourceConfig, closing
 from runtime.dtl.joinkeys import join_key
 from runtime.entities import Entity
 from runtime.errors import FatalError
@@ -163,15 +163,17 @@ class Lister:
         c = self.config
         markers: set[str] = set()
         if c.done_marker:
-            async for files in self.system.list(self.root, recursive=c.recursive, chunk=size):
-                markers.update(f.path for f in files if f.path.endswith(c.done_marker))
-        async for files in self.system.list(self.root, recursive=c.recursive, chunk=size):
-            wanted = [f for f in files if self._wanted(self._relative(f.path))]
-            if not wanted:
-                continue
-            seen = await self.previous([f.path for f in wanted]) if self.previous and c.minimum_age_s else {}
-            now = time.time()
-            yield [self._entity(f, markers, seen, now) for f in wanted]
+            async with closing(self.system.list(self.root, recursive=c.recursive, chunk=size)) as pages:
+                async for files in pages:
+                    markers.update(f.path for f in files if f.path.endswith(c.done_marker))
+        async with closing(self.system.list(self.root, recursive=c.recursive, chunk=size)) as pages:
+            async for files in pages:
+                wanted = [f for f in files if self._wanted(self._relative(f.path))]
+                if not wanted:
+                    continue
+                seen = await self.previous([f.path for f in wanted]) if self.previous and c.minimum_age_s else {}
+                now = time.time()
+                yield [self._entity(f, markers, seen, now) for f in wanted]
 
     def _entity(self, f: FileInfo, markers: set[str], seen: dict[str, tuple[int, str]], now: float) -> Entity:
         c = self.config
@@ -206,9 +208,10 @@ async def refresh_listing(system: FileSystem, config: ListingConfig, store: Stat
     """
     lister = Lister(system, config, lambda paths: previous_listing(store, dataset, paths))
     listed: set[str] = set()
-    async for batch in lister.batches(batch_size):
-        await store.write_batch(dataset, batch, pipe=pipe, checkpoint=None, keep_versions=1)
-        listed.update(e["_id"] for e in batch)
+    async with closing(lister.batches(batch_size)) as batches:
+        async for batch in batches:
+            await store.write_batch(dataset, batch, pipe=pipe, checkpoint=None, keep_versions=1)
+            listed.update(e["_id"] for e in batch)
     since: int | None = None
     while True:
         entities, end = await store.read(dataset, since=since, limit=batch_size)
@@ -239,10 +242,11 @@ class FileListingSource(Source):
 
     async def read(self, since: Any) -> AsyncIterator[list[Entity]]:
         expected = await self._post_actioned()
-        async for batch in self.lister.batches(self.context.run.batch_size):
-            for e in batch:
-                expected.pop(e["_id"], None)
-            yield batch
+        async with closing(self.lister.batches(self.context.run.batch_size)) as batches:
+            async for batch in batches:
+                for e in batch:
+                    expected.pop(e["_id"], None)
+                yield batch
         gone = list(expected.values())
         for start in range(0, len(gone), self.context.run.batch_size):
             yield gone[start:start + self.context.run.batch_size]

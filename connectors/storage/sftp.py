@@ -147,7 +147,7 @@ class SftpSystem(FileSystem):
     async def _session(self) -> AsyncIterator[_Lease]:
         """The pool's connection with the fewest operations in flight, and its SFTP session
         (opened first if need be), for one operation."""
-        conn = min(self._pool, key=lambda c: c.busy)
+        conn = min(self._pool, key=lambda c: (c.busy, c.sftp is None))  # an idle open one before a new login
         conn.busy += 1
         try:
             yield _Lease(conn, await self._opened(conn))
@@ -164,7 +164,12 @@ class SftpSystem(FileSystem):
                             reason="insecure_skip_host_key_check is set: any host key is accepted")
             try:
                 conn.ssh = await asyncssh.connect(c.host, **self._options)
-                conn.sftp = await conn.ssh.start_sftp_client()
+                try:
+                    conn.sftp = await conn.ssh.start_sftp_client()
+                except BaseException:  # cancelled too: no login left open without its session
+                    conn.ssh.close()
+                    conn.ssh = None
+                    raise
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise FatalError(f"system {self.id!r}: the host key of {c.host}:{c.port} is not in known_hosts "
                                  f"({exc.reason}); add it, or check who answers") from None

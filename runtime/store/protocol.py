@@ -95,7 +95,8 @@ class WriteResult:
         new: versions written for ids the dataset did not have (deletions excluded).
         changed: versions written for existing ids whose hash changed (deletions excluded).
         deleted: deletion versions written (``_deleted: true``).
-        unchanged: entities whose hash equalled the latest version: no-op writes.
+        unchanged: entities whose hash equalled the latest version (no-op writes), and
+            conditional writes whose ``_if_hash`` did not (see :mod:`runtime.entities`).
         tripped: True when the dataset's circuit breaker is tripped after this batch.
         conflicted: a share sink's updates discarded as ``modified-in-system`` (optimistic
             locking); 0 for a dataset.

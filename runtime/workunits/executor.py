@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import structlog
 
-from runtime.components import RunInfo, Source
+from runtime.components import RunInfo, Source, closing
 from runtime.errors import SluiceError
 from runtime.store.protocol import StateStore, UnitProgress, WorkUnit
 from runtime.workunits.model import Unit, UnitPage, WorkUnitsConfig
@@ -189,16 +189,18 @@ class UnitRunner:
         try:
             with structlog.contextvars.bound_contextvars(unit=row.key):
                 page: UnitPage
-                async for page in self.source.read_unit(unit):
-                    if page.watermark is not None:
-                        watermark = page.watermark
-                    if page.wait_until_us is not None:
-                        waiting = UnitProgress("waiting", page.checkpoint, page.watermark, due_us=page.wait_until_us)
-                        await emit(UnitChunk(page.entities, {row.key: waiting}))
-                        self.tally.waiting += 1
-                        return
-                    await emit(UnitChunk(page.entities, {row.key: UnitProgress("running", page.checkpoint,
-                                                                               page.watermark)}))
+                async with closing(self.source.read_unit(unit)) as pages:
+                    async for page in pages:
+                        if page.watermark is not None:
+                            watermark = page.watermark
+                        if page.wait_until_us is not None:
+                            waiting = UnitProgress("waiting", page.checkpoint, page.watermark,
+                                                   due_us=page.wait_until_us)
+                            await emit(UnitChunk(page.entities, {row.key: waiting}))
+                            self.tally.waiting += 1
+                            return
+                        await emit(UnitChunk(page.entities, {row.key: UnitProgress("running", page.checkpoint,
+                                                                                   page.watermark)}))
             await emit(UnitChunk([], {row.key: UnitProgress("done", None, watermark, swept=sweep)}))
             self.tally.done += 1
         except Exception as exc:  # one unit failing never fails the others

@@ -110,10 +110,13 @@ async def test_if_hash_sees_a_version_written_earlier_in_the_same_batch(store):
     assert (await store.get("ds", "x"))[0]["_deleted"] is True
 
 
-async def test_an_if_hash_not_a_string_is_refused_naming_the_entity(store):
-    with pytest.raises(EntityError, match=r"_if_hash must be a string.*zed"):
-        await store.write_batch("ds", [{"_id": "zed", "_if_hash": 5}], pipe="p", checkpoint=None)
-    assert await store.get("ds", "zed") == []
+@pytest.mark.parametrize("bad", [5, "ABCDEF" * 5 + "AB", "f" * 31, None])
+async def test_an_if_hash_not_a_hash_is_refused_naming_the_entity(store, bad):
+    entity = {"_id": "zed", "_if_hash": bad} if bad is not None else {"_id": "zed", "_if_hash": "f" * 32 + "\n"}
+    with pytest.raises(EntityError, match=r"_if_hash must be a _hash.*zed") as info:
+        await store.write_batch("ds", [{"_id": "ok"}, entity], pipe="p", checkpoint=None)
+    assert info.value.entity_id == "zed"
+    assert await store.get("ds", "zed") == [] and await store.get("ds", "ok") == []  # nothing of the batch
 
 
 async def test_read_since_is_exclusive_and_pages(store):

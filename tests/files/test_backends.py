@@ -357,3 +357,30 @@ async def test_deletions_of_a_new_version_resume_without_reading_it_again(
         assert fr.status == "completed", fr.error
         assert backend.downloads() == downloads  # not read again
         assert {k: e["value"] for k, e in (await live(rt, "ingest")).items()} == {"0": "w0", "2": "w2", "4": "w4"}
+
+
+async def test_a_listing_stopped_early_leaves_the_concurrency_limit_free(tmp_path: Path, backend: Backend) -> None:
+    """A consumer that stops a listing after its first list and drops it without closing it
+    (the garbage collector then finalises it in another task) takes no concurrency token for
+    good: with ``concurrency: 1`` the system still downloads afterwards. (Holding the limit
+    across the listing's yields left the token taken: every later operation of the system, of
+    every pipe using it, waited forever.)"""
+    import gc
+
+    import anyio
+
+    for i in range(3):
+        backend.put(f"f{i}.csv", csv_rows([i]).encode())
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(two_step({**backend.system(), "concurrency": 1})))
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        drop = rt.systems["drop"]
+        for _ in range(3):
+            async for files in drop.list("", recursive=True, chunk=1):
+                assert len(files) == 1
+                break
+            gc.collect()
+            await anyio.sleep(0.05)  # the finalizer's aclose() runs in a task of its own
+        with anyio.fail_after(10):
+            assert await drop.download("f0.csv", tmp_path / "f0.csv") == len(csv_rows([0]))
