@@ -172,3 +172,43 @@ async def test_files_to_files_a_changed_file_is_exported_once(tmp_path: Path, ba
         units = {u.key: u for u in await rt.store.work_units("relay")}
         assert {k: u.status for k, u in units.items()} == {"in/a.csv": "done", "in/b.csv": "done"}
         assert out() == ["v1", "v2", "v3", "w1"]
+
+
+async def test_files_to_files_post_action_is_made_by_the_next_run_without_waiting(
+        tmp_path: Path, backend: Backend) -> None:
+    """A ``files`` source with ``after_ingest`` into a ``files`` sink: the sink commits a file's
+    entities only at its next rename (here the run's end), so the source does not wait for that
+    commit (it waited 120 s per run, then gave up): the run exports the file and leaves the
+    post-action pending; the next run deletes the file without exporting it again."""
+    import structlog
+
+    from tests.files.common import csv_rows
+
+    backend.put("in/a.csv", csv_rows([1, 2]).encode(), mtime=1_700_000_000)
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    pipes = [{"_id": "drop", **backend.system()},
+             {"_id": "relay", "type": "pipe",
+              "source": {"type": "files", "system": "drop", "listing": {"path": "in"}, "primary_key": "id",
+                         "after_ingest": {"delete": True}},
+              "sink": {"type": "files", "system": "drop", "path": "out", "roll_entities": 1000}}]
+    (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
+
+    def out() -> list[str]:
+        return sorted(orjson.loads(line)["value"] for p, body in backend.files().items() if p.startswith("out/")
+                      for line in body.splitlines())
+
+    async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
+        with structlog.testing.capture_logs() as logs:
+            r = await rt.run_pipe("relay")
+        assert r.status == "completed", r.error
+        events = [e["event"] for e in logs]
+        assert "files.post_action_deferred" in events and "files.commit_not_seen" not in events
+        assert out() == ["v1", "v2"] and backend.exists("in/a.csv")
+        unit = (await rt.store.work_units("relay"))[0]
+        assert unit.status == "done" and unit.watermark["post_action"] == "pending"
+        r = await rt.run_pipe("relay")
+        assert r.status == "completed", r.error
+        assert out() == ["v1", "v2"] and not backend.exists("in/a.csv")
+        unit = (await rt.store.work_units("relay"))[0]
+        assert unit.watermark["post_action"] == "done" and unit.watermark["removed"] is True
