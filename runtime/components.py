@@ -131,6 +131,8 @@ class ComponentContext:
         tracks_dependencies: the component is the first transform of a pipe whose source
             supports dependency tracking (Sesam: a ``dataset`` source): it records what its hops
             look up per source entity (:meth:`Transform.datasets_tracked`).
+        sink_holds_commits: the pipe's sink commits a batch's checkpoint only later
+            (:attr:`Sink.holds_commits`): a source must not wait within the run to see it.
     """
 
     pipe: str
@@ -141,6 +143,7 @@ class ComponentContext:
     keep_versions: int | None = 2
     writes: tuple[str, ...] = ()
     tracks_dependencies: bool = False
+    sink_holds_commits: bool = False
 
 
 class Component:
@@ -301,9 +304,14 @@ class Sink(Component, ABC):
     A sink with ``prepares = True`` gets its own *prepare* actor in front of it: :meth:`prepare`
     (CPU work such as hashing) runs on batch N+1 while the sink writes batch N, and
     :meth:`write_batch` receives what ``prepare`` returned.
+
+    A sink with ``holds_commits = True`` commits a batch's checkpoint (and the work-unit progress
+    in it) only later, at a point of its own (the ``files`` sink: at its next rename, perhaps the
+    run's end), not when :meth:`write_batch` returns.
     """
 
     prepares: ClassVar[bool] = False
+    holds_commits: ClassVar[bool] = False
 
     def prepare(self, entities: list[Entity]) -> Any:
         """Turn entities into what :meth:`write_batch` takes (only called when ``prepares``)."""

@@ -315,6 +315,7 @@ class PipeRun:
             self.config_dir, self.spec.model.compaction.keep_versions, tuple(self.spec.writes),
             bool(self.spec.transforms) and spec is self.spec.transforms[0]
             and self.spec.source.cls.tracks_dependencies,
+            self.spec.sink.cls.holds_commits,
         )
 
     def _side_datasets(self) -> list[str]:

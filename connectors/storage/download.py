@@ -35,8 +35,8 @@ Rules (every run reads every listed unit; there is no timestamp cursor):
   it holds the file's ids in memory to compare them);
 - after the last batch is committed (the source waits until the ledger shows it), the
   post-action (``after_ingest``) runs, then is recorded as done; a crash between the two finishes
-  the post-action on the next run without downloading the file again. Into a sink that writes no
-  dataset (a ``files`` sink, which commits at its next rename) the source does not wait: the
+  the post-action on the next run without downloading the file again. Into a sink that commits
+  later (``holds_commits``: a ``files`` sink, at its next rename) the source does not wait: the
   unit ends with ``post_action: "pending"`` and the next run makes the post-action.
 
 A file that leaves the listing retires its unit; the entities it gave stay.
@@ -323,9 +323,9 @@ class FilesSource(Source):
             return
         pending = {"fingerprint": fp, "post_action": "pending"}
         yield UnitPage([], cp, pending)
-        if not self.context.writes:
-            # a sink that writes no dataset (a files sink) commits at its next rename, perhaps only
-            # at the run's end: waiting here would stall the run; its next run makes the post-action
+        if self.context.sink_holds_commits:
+            # a files sink commits at its next rename, perhaps only at the run's end: waiting here
+            # would stall the run; its next run makes the post-action
             log.info("files.post_action_deferred", system=self.system.id, path=path,
                      reason="the sink commits the file's entities at its next rename; the next run moves or deletes it")
             return

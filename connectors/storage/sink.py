@@ -84,6 +84,7 @@ class FilesSink(Sink):
 
     Config: ClassVar[type[ComponentConfig]] = FilesSinkConfig
     config: FilesSinkConfig
+    holds_commits: ClassVar[bool] = True  # a checkpoint is committed at the rename after it
 
     async def open(self) -> None:
         self.system: FileSystem = file_system(self.context, "files sink")
