@@ -16,6 +16,12 @@ import yaml
 from runtime import Runtime
 from tests.files.conftest import Backend
 
+
+def out_values(backend: Backend) -> list[str]:
+    """The ``value`` of every NDJSON line the sink wrote under ``out/``, sorted."""
+    return sorted(orjson.loads(line)["value"] for p, body in backend.files().items() if p.startswith("out/")
+                  for line in body.splitlines())
+
 N = 250
 
 
@@ -156,8 +162,7 @@ async def test_files_to_files_a_changed_file_is_exported_once(tmp_path: Path, ba
     (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
 
     def out() -> list[str]:
-        return sorted(orjson.loads(line)["value"] for p, body in backend.files().items() if p.startswith("out/")
-                      for line in body.splitlines())
+        return out_values(backend)
 
     async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
         for _ in range(2):
@@ -195,8 +200,7 @@ async def test_files_to_files_post_action_is_made_by_the_next_run_without_waitin
     (cfg / "pipes.yaml").write_text(yaml.safe_dump(pipes))
 
     def out() -> list[str]:
-        return sorted(orjson.loads(line)["value"] for p, body in backend.files().items() if p.startswith("out/")
-                      for line in body.splitlines())
+        return out_values(backend)
 
     async with Runtime(cfg, data_dir=tmp_path / "data") as rt:
         with structlog.testing.capture_logs() as logs:
