@@ -13,7 +13,7 @@ reserved; only ``_id`` and ``_deleted`` are kept on write, the dataset then adds
 ``_deleted`` counts only when it is the value ``true``; any other value means "not deleted" and is
 normalised away. Keys starting with ``_`` below the root belong to the data and are kept.
 
-One reserved key is read on write and not stored: ``_if_hash`` (32 hex characters) makes the
+One reserved key is read on write and not stored: ``_if_hash`` (a ``_hash``) makes the
 write conditional (compare-and-set, like HTTP's ``If-Match``): it applies only if the dataset's
 latest version of the ``_id``, at that point of the batch, has that ``_hash``; otherwise it is
 counted unchanged. The ``files`` source's per-file deletions carry it, so an id that another file
@@ -164,7 +164,7 @@ def prepare(entities: Sequence[Entity], *, pipe: str | None = None) -> PreparedB
 
     Raises:
         EntityError: an entity's ``_id`` is missing or not a string, or its ``_if_hash`` is not a
-            string (the entity is shown, cut to 200 characters).
+            ``_hash`` (32 lowercase hex characters); the entity is shown, cut to 200 characters.
     """
     ids: list[str] = []
     expected: dict[int, str] = {}

@@ -29,7 +29,7 @@ import structlog
 from pydantic import Field, model_validator
 
 from connectors.storage.base import FileInfo, FileSystem, FileSystemConfig, NotFound
-from runtime.components import ComponentConfig
+from runtime.components import ComponentConfig, closing
 from runtime.config.secrets import Secret, reveal
 from runtime.errors import FatalError, TransientError
 
@@ -215,8 +215,8 @@ class SftpSystem(FileSystem):
             raise TransientError(f"{self.where(path)}: {type(exc).__name__}: {exc}") from exc
 
     async def _list(self, path: str, recursive: bool, chunk: int) -> AsyncIterator[list[FileInfo]]:
-        async with self._session() as lease:
-            async for files in self._walk(lease, path.strip("/"), recursive, chunk):
+        async with self._session() as lease, closing(self._walk(lease, path.strip("/"), recursive, chunk)) as walk:
+            async for files in walk:
                 yield files
 
     async def _walk(self, lease: _Lease, top: str, recursive: bool, chunk: int) -> AsyncIterator[list[FileInfo]]:
